@@ -1,0 +1,32 @@
+# The targets CI runs (.ci/run calls `make test`): keep them the only way things are done.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install lint typecheck test check bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements-dev.txt be_flask/requirements.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check be_flask tests bench
+	$(VENV)/bin/ruff format --check be_flask tests bench
+	@if command -v shellcheck >/dev/null; then shellcheck vault/scripts/*.sh $$(ls setup.sh 2>/dev/null) .ci/run; \
+	 else echo "shellcheck not installed: skipped (CI installs it)"; fi
+
+typecheck: install
+	cd be_flask && ../$(VENV)/bin/mypy --config-file ../pyproject.toml
+
+test: install lint typecheck
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
