@@ -1,0 +1,6 @@
+"""Fixtures chain openbao -> postgres -> app -> client -> logged_in_client (see tests/harness)."""
+
+pytest_plugins = [
+    "tests.harness.openbao",
+    "tests.harness.postgres",
+]

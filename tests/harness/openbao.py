@@ -1,0 +1,1 @@
+"""Fixtures for a real OpenBao server (see DESIGN.md, test harness)."""
