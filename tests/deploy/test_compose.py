@@ -1,0 +1,226 @@
+"""Static checks of the two Compose files and the Dockerfiles: what a reviewer would look for."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "docker-compose.yaml"
+VAULT = ROOT / "docker-compose.vault.yaml"
+COMPOSE_FILES = [APP, VAULT]
+
+# Names of values that must never be written into a compose file's `environment:`.
+SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|PRIVATE|_KEY$|^KEY$|CREDENTIAL)", re.I)
+# Names allowed because their value is a path to a file, not the secret itself.
+FILE_POINTER = re.compile(r"_FILE$")
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Parse a compose file the way Docker would see its structure."""
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def all_services() -> list[tuple[str, str, dict[str, Any]]]:
+    return [(p.name, n, s) for p in COMPOSE_FILES for n, s in load(p)["services"].items()]
+
+
+SERVICES = all_services()
+SERVICE_IDS = [f"{f}:{n}" for f, n, _ in SERVICES]
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def test_vault_stack_creates_the_network_the_app_joins() -> None:
+    vault_net = load(VAULT)["networks"]["vault_net"]
+    app_net = load(APP)["networks"]["vault_net"]
+    assert vault_net["name"] == "vault_net"
+    assert app_net == {"external": True, "name": "vault_net"}
+
+
+def test_app_network_is_internal_and_holds_db_and_redis_only_there() -> None:
+    app = load(APP)
+    assert app["networks"]["app_net"]["internal"] is True
+    assert app["services"]["db"]["networks"] == ["app_net"]
+    assert app["services"]["redis"]["networks"] == ["app_net"]
+    assert set(app["services"]["backend"]["networks"]) == {"app_net", "vault_net"}
+
+
+def test_database_password_is_a_docker_secret_from_the_file_init_vault_writes() -> None:
+    app = load(APP)
+    assert app["secrets"]["db_password"] == {"file": "./secrets/db_password.txt"}
+    db = app["services"]["db"]
+    assert "db_password" in db["secrets"]
+    assert environment(db)["POSTGRES_PASSWORD_FILE"] == "/run/secrets/db_password"
+
+
+@pytest.mark.parametrize(("file", "name", "service"), SERVICES, ids=SERVICE_IDS)
+def test_no_secret_value_in_environment(file: str, name: str, service: dict[str, Any]) -> None:
+    for key, value in environment(service).items():
+        if SECRET_NAME.search(key) and not FILE_POINTER.search(key):
+            pytest.fail(f"{file}:{name} sets {key} in environment:")
+        assert not re.fullmatch(r"[sh]vs\.[A-Za-z0-9]{20,}|s\.[A-Za-z0-9]{24}", value), key
+
+
+@pytest.mark.parametrize(("file", "name", "service"), SERVICES, ids=SERVICE_IDS)
+def test_every_service_drops_all_capabilities(
+    file: str, name: str, service: dict[str, Any]
+) -> None:
+    assert service.get("cap_drop") == ["ALL"], f"{file}:{name}"
+    assert "no-new-privileges:true" in service.get("security_opt", []), f"{file}:{name}"
+
+
+@pytest.mark.parametrize(("file", "name", "service"), SERVICES, ids=SERVICE_IDS)
+def test_capabilities_added_back_only_for_the_volume_chown(
+    file: str, name: str, service: dict[str, Any]
+) -> None:
+    added = service.get("cap_add", [])
+    if name == "vault-volumes":
+        assert added == ["CHOWN"]
+        assert service["network_mode"] == "none"
+    else:
+        assert added == [], f"{file}:{name} adds {added}"
+
+
+@pytest.mark.parametrize(("file", "name", "service"), SERVICES, ids=SERVICE_IDS)
+def test_long_running_services_are_not_root(
+    file: str, name: str, service: dict[str, Any]
+) -> None:
+    if name == "vault-volumes" or "build" in service:
+        return  # the one-shot chown; built images set USER in their Dockerfile
+    assert service.get("user") not in (None, "root", "0", "0:0"), f"{file}:{name}"
+
+
+@pytest.mark.parametrize(("file", "name", "service"), SERVICES, ids=SERVICE_IDS)
+def test_images_are_pinned_to_a_version(file: str, name: str, service: dict[str, Any]) -> None:
+    image = service["image"]
+    repo, _, tag = image.rpartition(":")
+    assert repo and tag, f"{file}:{name} image {image} has no tag"
+    assert tag != "latest"
+    assert re.match(r"\d+\.\d+(\.\d+)?", tag), f"{file}:{name} tag {tag} is not a version"
+
+
+@pytest.mark.parametrize(("file", "name", "service"), SERVICES, ids=SERVICE_IDS)
+def test_config_and_content_mounts_are_read_only(
+    file: str, name: str, service: dict[str, Any]
+) -> None:
+    for volume in service.get("volumes", []):
+        source, target, *mode = str(volume).split(":")
+        if source.startswith("."):  # a bind mount from the repository
+            assert mode == ["ro"], f"{file}:{name} mounts {source} writable"
+
+
+def test_only_the_frontend_publishes_a_port() -> None:
+    publishing = [n for n, s in load(APP)["services"].items() if s.get("ports")]
+    assert publishing == ["frontend"]
+
+
+def test_vault_port_is_published_on_loopback_only() -> None:
+    for port in load(VAULT)["services"]["vault"]["ports"]:
+        assert str(port).startswith("127.0.0.1:")
+
+
+@pytest.mark.parametrize(("file", "name", "service"), SERVICES, ids=SERVICE_IDS)
+def test_long_running_services_have_healthchecks(
+    file: str, name: str, service: dict[str, Any]
+) -> None:
+    if name == "vault-volumes":
+        return
+    assert service["healthcheck"]["test"], f"{file}:{name}"
+
+
+def test_backend_healthcheck_hits_the_liveness_route() -> None:
+    backend = load(APP)["services"]["backend"]
+    assert "/api/health" in " ".join(backend["healthcheck"]["test"])
+    assert backend["read_only"] is True
+    assert backend["tmpfs"] == ["/tmp"]
+    assert backend["env_file"] == ".env"
+
+
+def test_vault_server_runs_the_project_config() -> None:
+    vault = load(VAULT)["services"]["vault"]
+    assert vault["command"] == ["server", "-config=/vault/config/vault-config.hcl"]
+    mounts = [str(v) for v in vault["volumes"]]
+    assert "./vault/config:/vault/config:ro" in mounts
+    assert "./vault/policies:/vault/policies:ro" in mounts
+    assert {"vault_data", "vault_logs"} <= set(load(VAULT)["volumes"])
+    assert "IPC_LOCK" not in vault.get("cap_add", [])
+
+
+def test_docker_compose_config_accepts_both_files(tmp_path: Path) -> None:
+    if shutil.which("docker") is None:
+        pytest.skip("docker CLI not installed")
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip("docker compose plugin not installed")
+    for path in COMPOSE_FILES:
+        done = subprocess.run(
+            ["docker", "compose", "-f", str(path), "config", "--quiet"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+
+
+DOCKERFILES = [ROOT / "be_flask" / "Dockerfile", ROOT / "fe_apache" / "Dockerfile"]
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """Dockerfile instructions with continuation lines joined."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1]) for ln in lines]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_dockerfile_base_images_are_pinned(path: Path) -> None:
+    bases = [arg.split()[0] for op, arg in instructions(path) if op == "FROM"]
+    assert bases
+    for base in bases:
+        assert re.search(r":\d+\.\d+(\.\d+)?", base), base
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_dockerfile_runs_as_non_root(path: Path) -> None:
+    users = [arg for op, arg in instructions(path) if op == "USER"]
+    assert users
+    assert users[-1].split(":")[0] not in {"root", "0"}
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_dockerfile_bakes_in_no_secret(path: Path) -> None:
+    for op, arg in instructions(path):
+        if op in {"ENV", "ARG"}:
+            assert not SECRET_NAME.search(arg), f"{op} {arg}"
+
+
+def test_backend_dockerfile_is_multi_stage_and_serves_with_gunicorn() -> None:
+    steps = instructions(DOCKERFILES[0])
+    assert len([a for op, a in steps if op == "FROM"]) >= 2
+    assert any(op == "COPY" and "--from=build" in a for op, a in steps)
+    cmd = next(a for op, a in reversed(steps) if op == "CMD")
+    assert "gunicorn" in cmd and "src.be:create_app()" in cmd
+    assert any(op == "HEALTHCHECK" and "/api/health" in a for op, a in steps)
+
+
+def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
+    ignore = (ROOT / "be_flask" / ".dockerignore").read_text().split()
+    # Deny everything, then allow exactly the requirements and the package.
+    assert ignore[0] == "*"
+    assert [e for e in ignore if e.startswith("!")] == ["!requirements.txt", "!src/"]
+    assert "**/.env" in ignore
