@@ -96,9 +96,7 @@ def test_capabilities_added_back_only_for_the_volume_chown(
 
 
 @pytest.mark.parametrize(("file", "name", "service"), SERVICES, ids=SERVICE_IDS)
-def test_long_running_services_are_not_root(
-    file: str, name: str, service: dict[str, Any]
-) -> None:
+def test_long_running_services_are_not_root(file: str, name: str, service: dict[str, Any]) -> None:
     if name == "vault-volumes" or "build" in service:
         return  # the one-shot chown; built images set USER in their Dockerfile
     assert service.get("user") not in (None, "root", "0", "0:0"), f"{file}:{name}"
@@ -118,7 +116,7 @@ def test_config_and_content_mounts_are_read_only(
     file: str, name: str, service: dict[str, Any]
 ) -> None:
     for volume in service.get("volumes", []):
-        source, target, *mode = str(volume).split(":")
+        source, _target, *mode = str(volume).split(":")
         if source.startswith("."):  # a bind mount from the repository
             assert mode == ["ro"], f"{file}:{name} mounts {source} writable"
 
