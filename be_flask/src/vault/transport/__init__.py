@@ -1,0 +1,1 @@
+"""How requests reach Vault: several HA nodes, short timeouts, bounded retries."""
