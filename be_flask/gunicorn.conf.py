@@ -1,0 +1,37 @@
+"""gunicorn settings for production: `gunicorn -c gunicorn.conf.py 'src.be:create_app()'`."""
+
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:5000")
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# The app is built in each worker after fork, never in the master: the Vault client (its HTTP
+# session and token), the database pool and any lock are created in the process that uses them.
+preload_app = False
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+# Requests are logged by the app itself as JSON lines (src/logging_setup.py).
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# Bounded request lines and headers: an oversize token is refused before the app sees it.
+limit_request_line = 8190
+limit_request_field_size = 8190
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def post_fork(server, worker):  # type: ignore[no-untyped-def]
+    """Drop anything a worker could have inherited from the master (nothing by design)."""
+    from src.vault_client import reset_vault_client
+
+    reset_vault_client()
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    """Forget a dead worker's Prometheus files (multi-process metrics)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

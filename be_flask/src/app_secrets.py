@@ -1,0 +1,45 @@
+"""The app's one door to the Vault client: secrets read through its cache, never via hvac."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, current_app
+
+from src.logging_setup import secrets_registry
+from src.vault_client import Vault
+
+log = logging.getLogger(__name__)
+
+
+def init_app(app: Flask) -> None:
+    """Register the Vault extension (settings["VAULT_CLIENT"] overrides it in tests)."""
+    Vault().init_app(app)
+
+
+def vault_client(app: Flask | None = None) -> Any:
+    """The Vault client of this app (process-wide, created after the worker forked)."""
+    return (app or current_app).extensions["vault"]
+
+
+def app_secrets(app: Flask | None = None) -> dict[str, str]:
+    """jwt_secret, admin_password and user_password, from the client's cache when fresh."""
+    secrets = vault_client(app).get_app_secrets()
+    secrets_registry.remember(secrets.values())
+    return dict(secrets)
+
+
+def database_config(app: Flask | None = None) -> dict[str, Any]:
+    """host, port, database, username, password and url of the database."""
+    config = vault_client(app).get_database_config()
+    secrets_registry.remember([config.get("password"), config.get("url")])
+    return dict(config)
+
+
+def secrets_source(app: Flask | None = None) -> str:
+    """Where the app secrets come from now: "vault", "cache" or "fallback"."""
+    client = vault_client(app)
+    if client.source is None:
+        app_secrets(app)  # nothing read yet in this process: reading decides the source
+    return str(client.source or "unknown")

@@ -1,0 +1,217 @@
+"""JWT sessions: keys from Vault, cookies with CSRF, revocation, rotation and reuse detection."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import wraps
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+from flask_jwt_extended import (
+    JWTManager,
+    create_access_token,
+    create_refresh_token,
+    current_user,
+    jwt_required,
+    set_access_cookies,
+    set_refresh_cookies,
+)
+from flask_jwt_extended.exceptions import CSRFError
+from jwt.exceptions import DecodeError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from src.app_secrets import app_secrets
+from src.database import insert_ignoring_conflict
+from src.errors import error_response
+from src.logging_setup import security_event
+from src.models import RevokedFamily, RevokedToken, User, utcnow
+
+log = logging.getLogger(__name__)
+
+# Three base64url segments; anything else is refused before PyJWT sees it.
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+MAX_TOKEN_LENGTH = 4096
+
+
+class AppJWTManager(JWTManager):
+    """JWTManager refusing malformed input (non-ASCII, oversize) as a 401 instead of a crash."""
+
+    def _decode_jwt_from_config(
+        self, encoded_token: str, csrf_value: Any = None, allow_expired: bool = False
+    ) -> dict[str, Any]:
+        if len(encoded_token) > MAX_TOKEN_LENGTH or not TOKEN_SHAPE.fullmatch(encoded_token):
+            raise DecodeError("malformed token")
+        if csrf_value is not None and not (isinstance(csrf_value, str) and csrf_value.isascii()):
+            raise CSRFError("malformed CSRF token")
+        decoded: dict[str, Any] = super()._decode_jwt_from_config(
+            encoded_token, csrf_value, allow_expired
+        )
+        return decoded
+
+
+def jwt_settings(app: Flask) -> dict[str, Any]:
+    """Flask-JWT-Extended configuration derived from the app settings."""
+    return {
+        "JWT_TOKEN_LOCATION": ["cookies"],
+        "JWT_ALGORITHM": "HS256",
+        "JWT_DECODE_ALGORITHMS": ["HS256"],
+        "JWT_ENCODE_ISSUER": app.config["JWT_ISSUER"],
+        "JWT_DECODE_ISSUER": app.config["JWT_ISSUER"],
+        "JWT_ENCODE_AUDIENCE": app.config["JWT_AUDIENCE"],
+        "JWT_DECODE_AUDIENCE": app.config["JWT_AUDIENCE"],
+        "JWT_COOKIE_CSRF_PROTECT": True,
+        "JWT_CSRF_IN_COOKIES": True,
+        "JWT_ACCESS_COOKIE_PATH": "/api/",
+        # Refresh and logout both need the refresh token; nothing else ever sees it.
+        "JWT_REFRESH_COOKIE_PATH": "/api/auth/",
+        "JWT_ACCESS_CSRF_COOKIE_PATH": "/",
+        "JWT_REFRESH_CSRF_COOKIE_PATH": "/",
+        "JWT_ERROR_MESSAGE_KEY": "error",
+    }
+
+
+def init_app(app: Flask, jwt: JWTManager) -> None:
+    """Configure JWTs and register the callbacks that tie them to Vault and the database."""
+    for key, value in jwt_settings(app).items():
+        app.config.setdefault(key, value)
+    jwt.init_app(app)
+    jwt.encode_key_loader(_signing_key)
+    jwt.decode_key_loader(lambda _header, _payload: _signing_key(None))
+    jwt.user_identity_loader(lambda user: str(user.id))
+    jwt.user_lookup_loader(_load_user)
+    jwt.token_in_blocklist_loader(_is_revoked)
+    _register_error_callbacks(jwt)
+
+
+def _signing_key(_identity: Any) -> str:
+    # Read through the client's cache on every use: a key rotated in Vault takes over within
+    # VAULT_CACHE_TTL, and this costs no I/O while the cache is fresh.
+    return app_secrets()["jwt_secret"]
+
+
+def _register_error_callbacks(jwt: JWTManager) -> None:
+    """Every JWT problem is a 401 in the app's one error shape (the library defaults to 422)."""
+    jwt.unauthorized_loader(lambda reason: error_response(401, reason))
+    jwt.invalid_token_loader(lambda _reason: error_response(401, "invalid token"))
+    jwt.expired_token_loader(lambda _h, _p: error_response(401, "token has expired"))
+    jwt.revoked_token_loader(lambda _h, _p: error_response(401, "token has been revoked"))
+    jwt.user_lookup_error_loader(lambda _h, _p: error_response(401, "session is no longer valid"))
+    jwt.needs_fresh_token_loader(lambda _h, _p: error_response(401, "fresh login required"))
+    jwt.token_verification_failed_loader(lambda _h, _p: error_response(401, "invalid token"))
+
+
+def _session() -> Session:
+    from src.extensions import db
+
+    return db.session()
+
+
+def _load_user(_header: dict[str, Any], payload: dict[str, Any]) -> User | None:
+    """The token's user, unless disabled or their sessions were ended (token_version bumped)."""
+    try:
+        user = _session().get(User, int(payload["sub"]))
+    except (TypeError, ValueError):
+        return None
+    if user is None or not user.enabled or user.token_version != payload.get("ver"):
+        return None
+    g.username = user.username
+    return user
+
+
+def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
+    """True for a revoked token or family; a rotated refresh token coming back ends the family."""
+    session = _session()
+    token_reason, family_reason = session.execute(
+        select(
+            select(RevokedToken.reason).where(RevokedToken.jti == payload["jti"]).scalar_subquery(),
+            select(RevokedFamily.reason)
+            .where(RevokedFamily.family == payload.get("fam", ""))
+            .scalar_subquery(),
+        )
+    ).one()
+    if family_reason is not None:
+        return True
+    if token_reason is None:
+        return False
+    if payload["type"] == "refresh" and token_reason == "rotated":  # noqa: S105
+        report_refresh_reuse(session, payload)
+    return True
+
+
+def report_refresh_reuse(session: Session, payload: dict[str, Any]) -> None:
+    """A rotated refresh token was presented again: someone holds a copy, end the whole family."""
+    security_event("refresh token reuse", user_id=payload.get("sub"), family=payload.get("fam"))
+    revoke_family(session, payload, "reuse")
+
+
+def issue_tokens(response: Response, user: User, family: str | None = None) -> None:
+    """Set new access and refresh cookies (and their CSRF cookies) for the user."""
+    claims = {"fam": family or uuid.uuid4().hex, "ver": user.token_version, "role": user.role}
+    access_expires: timedelta = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
+    refresh_expires: timedelta = current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
+    set_access_cookies(
+        response,
+        create_access_token(user, additional_claims=claims),
+        max_age=int(access_expires.total_seconds()),
+    )
+    set_refresh_cookies(
+        response,
+        create_refresh_token(user, additional_claims=claims),
+        max_age=int(refresh_expires.total_seconds()),
+    )
+
+
+def revoke_token(session: Session, payload: dict[str, Any], reason: str) -> bool:
+    """Add the token's jti to the denylist; False when it was already there (a race lost)."""
+    values = {
+        "jti": payload["jti"],
+        "token_type": payload["type"],
+        "reason": reason,
+        "expires_at": _expiry(payload),
+        "revoked_at": utcnow(),
+    }
+    result = session.execute(
+        insert_ignoring_conflict(_dialect(session), RevokedToken, values, "jti")
+    )
+    session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def revoke_family(session: Session, payload: dict[str, Any], reason: str) -> None:
+    """End every token of the login session the payload belongs to."""
+    refresh_expires: timedelta = current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
+    values = {
+        "family": payload.get("fam", ""),
+        "reason": reason,
+        "expires_at": utcnow() + refresh_expires,
+        "revoked_at": utcnow(),
+    }
+    session.execute(insert_ignoring_conflict(_dialect(session), RevokedFamily, values, "family"))
+    session.commit()
+
+
+def _expiry(payload: dict[str, Any]) -> datetime:
+    return datetime.fromtimestamp(int(payload.get("exp", 0)), UTC)
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def admin_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Allow the view to admins only: 401 without a valid session, 403 for other roles."""
+
+    @wraps(view)
+    @jwt_required()
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if current_user.role != "admin":
+            security_event("permission denied", user=current_user.username, path=request.path)
+            return error_response(403, "admin role required")
+        return view(*args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,146 @@
+"""The SQLAlchemy engine and sessions, created lazily in the process that uses them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from flask import Flask, current_app, g
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from src.app_secrets import database_config
+from src.logging_setup import secrets_registry
+
+log = logging.getLogger(__name__)
+
+
+class Database:
+    """Flask extension: one engine per process (a forked worker never reuses its parent's)."""
+
+    def __init__(self) -> None:
+        self._engines: dict[int, tuple[int, Engine]] = {}
+        self._sessionmakers: dict[int, sessionmaker[Session]] = {}
+        self._lock = threading.Lock()
+
+    def init_app(self, app: Flask) -> None:
+        """Register this database with the app and close each request's session at teardown."""
+        app.extensions["database"] = self
+        app.teardown_appcontext(_close_session)
+
+    def engine(self, app: Flask | None = None) -> Engine:
+        """The engine of this app in this process, created on first use."""
+        app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+        key = id(app)
+        entry = self._engines.get(key)
+        if entry is None or entry[0] != os.getpid():
+            with self._lock:
+                entry = self._engines.get(key)
+                if entry is None or entry[0] != os.getpid():
+                    entry = (os.getpid(), _create_engine(app))
+                    self._engines[key] = entry
+                    self._sessionmakers[key] = sessionmaker(entry[1], expire_on_commit=False)
+        return entry[1]
+
+    def session(self) -> Session:
+        """The session of the current request (or app context), closed at teardown."""
+        if "db_session" not in g:
+            self.engine()
+            g.db_session = self._sessionmakers[id(current_app._get_current_object())]()  # type: ignore[attr-defined]
+        session: Session = g.db_session
+        return session
+
+    def dispose(self, app: Flask) -> None:
+        """Close this process's pooled connections of the app (tests, shutdown)."""
+        entry = self._engines.pop(id(app), None)
+        if entry is not None and entry[0] == os.getpid():
+            entry[1].dispose()
+
+
+def _close_session(_error: BaseException | None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()
+
+
+def database_url(app: Flask) -> tuple[URL, bool]:
+    """The URL from settings if given, else from Vault; True when Vault supplies credentials."""
+    configured = app.config.get("DATABASE_URL") or _sqlite_from_environment()
+    if configured:
+        url = make_url(configured)
+        secrets_registry.remember([url.password])
+        return url, False
+    return make_url(database_config(app)["url"]), True
+
+
+def _sqlite_from_environment() -> str:
+    """Vault never hands out SQLite: a sqlite DATABASE_URL is the operator's explicit choice."""
+    url = os.environ.get("DATABASE_URL", "")
+    return url if url.startswith("sqlite") else ""
+
+
+def _create_engine(app: Flask) -> Engine:
+    url, from_vault = database_url(app)
+    log.info(
+        "creating database engine", extra={"dialect": url.get_backend_name(), "pid": os.getpid()}
+    )
+    if url.get_backend_name() == "sqlite":
+        return _create_sqlite_engine(url)
+    engine = create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        pool_recycle=1800,
+        # Fail fast instead of hanging a worker thread when the database is unreachable.
+        connect_args={"connect_timeout": 5},
+    )
+    if from_vault:
+        _follow_vault_credentials(engine, app)
+    return engine
+
+
+def _create_sqlite_engine(url: URL) -> Engine:
+    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+    if url.database in (None, "", ":memory:"):
+        kwargs["poolclass"] = StaticPool  # one shared connection, or every session sees its own DB
+    engine = create_engine(url, **kwargs)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def _follow_vault_credentials(engine: Engine, app: Flask) -> None:
+    """Each new connection uses the credentials Vault gives now, so rotation needs no restart."""
+
+    @event.listens_for(engine, "do_connect")
+    def _connect_with_current_credentials(
+        _dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]
+    ) -> None:
+        config = database_config(app)
+        cparams.update(
+            user=config["username"],
+            password=config["password"],
+            host=config["host"],
+            port=int(config["port"]),
+            dbname=config["database"],
+        )
+
+
+def insert_ignoring_conflict(
+    dialect_name: str, table: type, values: dict[str, Any], key: str
+) -> Any:
+    """INSERT ... ON CONFLICT (key) DO NOTHING, in PostgreSQL's or SQLite's dialect."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    return dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=[key])

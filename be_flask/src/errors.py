@@ -1,0 +1,50 @@
+"""One JSON shape for every error, so /api never answers with HTML or a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error a route raises to answer with error_response(status, message)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_response(status: int, message: str) -> tuple[Response, int]:
+    """The JSON body of every error: {"error": <short reason>, "status": <code>}."""
+    return jsonify(error=message, status=status), status
+
+
+def _http_error(error: HTTPException) -> Response:
+    response, status = error_response(error.code or 500, error.description or error.name)
+    # Keep headers such as Allow (405) and Retry-After (429).
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    response.status_code = status
+    return response
+
+
+def _api_error(error: ApiError) -> tuple[Response, int]:
+    return error_response(error.status, error.message)
+
+
+def _unexpected_error(error: Exception) -> tuple[Response, int]:
+    log.exception("unhandled error", extra={"error_type": type(error).__name__})
+    return error_response(500, "internal server error")
+
+
+def init_app(app: Flask) -> None:
+    """Register the JSON error handlers."""
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)

@@ -1,0 +1,82 @@
+"""Prometheus metrics: requests, latency, logins, Vault source and cache age, token lifetime."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from src.app_secrets import secrets_source, vault_client
+
+REQUESTS = Counter(
+    "http_requests_total", "HTTP requests answered", ["method", "endpoint", "status"]
+)
+LATENCY = Histogram("http_request_duration_seconds", "Time to answer a request", ["endpoint"])
+LOGINS = Counter("logins_total", "Login attempts by result", ["result"])
+SECRETS_SOURCE = Gauge(
+    "vault_secrets_source",
+    "1 for where app secrets come from now (vault, cache or fallback)",
+    ["source"],
+    multiprocess_mode="liveall",
+)
+CACHE_AGE = Gauge(
+    "vault_cache_age_seconds", "Age of the cached app secrets", multiprocess_mode="liveall"
+)
+TOKEN_TTL = Gauge(
+    "jwt_access_token_ttl_seconds", "Lifetime of new access tokens", multiprocess_mode="liveall"
+)
+
+SOURCES = ("vault", "cache", "fallback")
+bp = Blueprint("metrics", __name__)
+
+
+def init_app(app: Flask) -> None:
+    """Time every request and serve /metrics."""
+    app.before_request(_start)
+    app.after_request(_count)
+    app.register_blueprint(bp)
+
+
+def _start() -> None:
+    g.metrics_started = time.perf_counter()
+
+
+def _count(response: Response) -> Response:
+    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+    REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
+    started = g.get("metrics_started")
+    if started is not None:
+        LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+    return response
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus exposition; across all workers when PROMETHEUS_MULTIPROC_DIR is set."""
+    _update_gauges()
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _update_gauges() -> None:
+    source = secrets_source()
+    for name in SOURCES:
+        SECRETS_SOURCE.labels(name).set(1 if name == source else 0)
+    entry = vault_client().status()["paths"].get("app/flask")
+    if entry is not None:
+        CACHE_AGE.set(entry["age_seconds"])
+    TOKEN_TTL.set(current_app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds())

@@ -1,0 +1,66 @@
+"""Apply Alembic migrations and default users at start, one process at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from flask import Flask
+from sqlalchemy import Connection, text
+
+from src.db_utils import create_default_users
+from src.extensions import db
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# Any constant works; it only has to be the same in every worker of every version of the app.
+ADVISORY_LOCK_KEY = 0x5F1A5C
+
+
+def prepare_database(app: Flask) -> None:
+    """Bring the schema to head and make sure the default users exist."""
+    log.info("preparing database")
+    with db.engine(app).connect() as connection, _exclusive(connection):
+        upgrade_schema(connection)
+        create_default_users(connection, app)
+    log.info("preparing database: ok")
+
+
+def upgrade_schema(connection: Connection) -> None:
+    """Run `alembic upgrade head` on this connection."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+    connection.commit()
+
+
+@contextlib.contextmanager
+def _exclusive(connection: Connection) -> Iterator[None]:
+    """Workers starting together queue here instead of racing to create the same tables."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ADVISORY_LOCK_KEY})
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.rollback()
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_LOCK_KEY})
+            connection.commit()
+        return
+    database = connection.engine.url.database
+    if not database or database == ":memory:":
+        yield  # an in-memory database belongs to this process alone
+        return
+    with open(f"{database}.lock", "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)

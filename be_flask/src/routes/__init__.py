@@ -1,0 +1,1 @@
+"""HTTP routes by feature: health, auth, users, admin."""

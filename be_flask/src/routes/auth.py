@@ -1,0 +1,95 @@
+"""Login, refresh, logout and the current user."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, g, jsonify
+from flask_jwt_extended import current_user, get_jwt, jwt_required, unset_jwt_cookies
+from sqlalchemy import select
+
+from src.auth import issue_tokens, report_refresh_reuse, revoke_family, revoke_token
+from src.errors import ApiError
+from src.extensions import db, limiter
+from src.limiter import account_key, failed, login_limits, refresh_limits
+from src.logging_setup import security_event
+from src.metrics import LOGINS
+from src.models import User
+from src.passwords import MAX_LENGTH, hash_password, needs_rehash, verify_password
+from src.validation import field, json_body
+
+log = logging.getLogger(__name__)
+bp = Blueprint("auth", __name__, url_prefix="/api/auth")
+
+INVALID_CREDENTIALS = "invalid username or password"
+
+
+@bp.post("/login")
+@limiter.limit(login_limits, deduct_when=failed)
+@limiter.limit(login_limits, key_func=account_key, deduct_when=failed)
+def login() -> Any:
+    """Check username and password; set the session cookies."""
+    body = json_body()
+    username, password = field(body, "username", str), field(body, "password", str)
+    if len(password) > MAX_LENGTH:
+        raise ApiError(400, f"password must be at most {MAX_LENGTH} characters")
+    user = authenticate(username, password)
+    response = jsonify(user=user.to_dict())
+    issue_tokens(response, user)
+    return response
+
+
+def authenticate(username: str, password: str) -> User:
+    """The enabled user with this password; unknown users cost the same and get the same 401."""
+    session = db.session()
+    user = session.scalar(select(User).where(User.username == username[:64]))
+    password_ok = verify_password(user.password_hash if user else None, password)
+    if user is None or not password_ok or not user.enabled:
+        LOGINS.labels("failed").inc()
+        security_event("login failed", user=username[:64])
+        raise ApiError(401, INVALID_CREDENTIALS)
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+        session.commit()
+    LOGINS.labels("ok").inc()
+    g.username = user.username
+    security_event("login ok", level=logging.INFO, user=user.username)
+    return user
+
+
+@bp.post("/refresh")
+@limiter.limit(refresh_limits)
+@jwt_required(refresh=True)
+def refresh() -> Any:
+    """Swap the refresh token for a new pair; the old one is revoked (reuse ends the family)."""
+    payload = get_jwt()
+    session = db.session()
+    if not revoke_token(session, payload, "rotated"):
+        # Another request rotated this very token a moment ago: that is reuse too.
+        report_refresh_reuse(session, payload)
+        raise ApiError(401, "token has been revoked")
+    response = jsonify(user=current_user.to_dict())
+    issue_tokens(response, current_user, family=payload["fam"])
+    return response
+
+
+@bp.post("/logout")
+@jwt_required()
+def logout() -> Response:
+    """End this login session: the access token and every refresh token of its family."""
+    payload = get_jwt()
+    session = db.session()
+    revoke_token(session, payload, "logout")
+    revoke_family(session, payload, "logout")
+    security_event("logout", level=logging.INFO, user=current_user.username)
+    response = jsonify(status="logged out")
+    unset_jwt_cookies(response)
+    return response
+
+
+@bp.get("/me")
+@jwt_required()
+def me() -> Any:
+    """The user of the session."""
+    return jsonify(user=current_user.to_dict())

@@ -1,0 +1,79 @@
+"""Settings of the backend: defaults, then the environment, then explicit overrides."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "APP_ENV": "development",
+    "MAX_CONTENT_LENGTH": 100 * 1024,
+    "JWT_ISSUER": "flask-vault-backend",
+    "JWT_AUDIENCE": "flask-vault-backend-api",
+    "JWT_ACCESS_TOKEN_EXPIRES": timedelta(minutes=15),
+    "JWT_REFRESH_TOKEN_EXPIRES": timedelta(days=7),
+    "JWT_COOKIE_SECURE": True,
+    "JWT_COOKIE_SAMESITE": "Strict",
+    "TRUSTED_PROXIES": 0,
+    "REDIS_URL": "",
+    "RATELIMIT_ENABLED": True,
+    "RATELIMIT_KEY_PREFIX": "flask-vault-backend",
+    "LOGIN_LIMITS": "5/minute;100/hour",
+    "REFRESH_LIMITS": "30/minute;500/hour",
+    "ARGON2_TIME_COST": 2,
+    "ARGON2_MEMORY_COST": 19456,
+    "ARGON2_PARALLELISM": 1,
+    "AUTO_MIGRATE": True,
+    "LOG_LEVEL": "INFO",
+    "LOG_FILE": "",
+    "CACHE_GENERATION_CHECK_SECONDS": 1.0,
+}
+
+# Environment variables read as settings (never secrets: those come from Vault).
+_ENV_KEYS = (
+    "APP_ENV",
+    "JWT_COOKIE_SECURE",
+    "TRUSTED_PROXIES",
+    "REDIS_URL",
+    "RATELIMIT_ENABLED",
+    "RATELIMIT_KEY_PREFIX",
+    "LOGIN_LIMITS",
+    "REFRESH_LIMITS",
+    "LOG_LEVEL",
+    "LOG_FILE",
+    "AUTO_MIGRATE",
+)
+_BOOLEAN_KEYS = ("JWT_COOKIE_SECURE", "RATELIMIT_ENABLED", "AUTO_MIGRATE")
+_INTEGER_KEYS = ("TRUSTED_PROXIES",)
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Merge defaults, environment and overrides, and refuse unsafe production settings."""
+    settings = dict(DEFAULTS)
+    settings.update({k: os.environ[k] for k in _ENV_KEYS if os.environ.get(k)})
+    settings.update(overrides or {})
+    for key in _BOOLEAN_KEYS:
+        settings[key] = _as_bool(settings[key])
+    for key in _INTEGER_KEYS:
+        settings[key] = int(settings[key])
+    _check_cookie_security(settings)
+    return settings
+
+
+def _check_cookie_security(settings: dict[str, Any]) -> None:
+    """Plain-http cookies are a local-development convenience only."""
+    if settings["JWT_COOKIE_SECURE"]:
+        return
+    if settings["APP_ENV"] == "production":
+        raise RuntimeError("JWT_COOKIE_SECURE=false is refused when APP_ENV=production")
+    log.warning("JWT cookies without the Secure flag: for local http development only")
