@@ -121,6 +121,14 @@ def test_config_and_content_mounts_are_read_only(
             assert mode == ["ro"], f"{file}:{name} mounts {source} writable"
 
 
+def test_database_names_match_what_init_vault_stores() -> None:
+    """The db container creates the role and database secret/database/postgres names."""
+    db_env = environment(load(APP)["services"]["db"])
+    lib = (ROOT / "vault" / "scripts" / "lib.py").read_text()
+    assert f'"DB_NAME", "{db_env["POSTGRES_DB"]}"' in lib
+    assert f'"DB_USER", "{db_env["POSTGRES_USER"]}"' in lib
+
+
 def test_only_the_frontend_publishes_a_port() -> None:
     publishing = [n for n, s in load(APP)["services"].items() if s.get("ports")]
     assert publishing == ["frontend"]
@@ -217,7 +225,8 @@ def test_backend_dockerfile_is_multi_stage_and_serves_with_gunicorn() -> None:
 
 
 def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
-    ignore = (ROOT / "be_flask" / ".dockerignore").read_text().split()
+    lines = (ROOT / "be_flask" / ".dockerignore").read_text().splitlines()
+    ignore = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
     # Deny everything, then allow exactly the requirements and the package.
     assert ignore[0] == "*"
     assert [e for e in ignore if e.startswith("!")] == ["!requirements.txt", "!src/"]

@@ -1,0 +1,253 @@
+"""The real Debian apache2 with fe_apache/httpd.conf in front of a backend on a free port."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+
+from tests.harness.apache import Apache, require_apache, writable_run_dir
+from tests.harness.servers import free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+class EchoBackend(BaseHTTPRequestHandler):
+    """Answers every request with what it received, so tests see what Apache forwarded."""
+
+    seen: list[str] = []
+
+    def answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        EchoBackend.seen.append(self.path)
+        payload = json.dumps(
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body_length": len(body),
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        # The front must replace, not duplicate, what the backend says.
+        self.send_header("X-Content-Type-Options", "backend-value")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[str]:
+    yield from serve(EchoBackend)
+
+
+def running_apache(backend_url: str, modsecurity: bool = False) -> Iterator[Apache]:
+    require_apache(modsecurity)
+    apache = Apache(run_dir=writable_run_dir(), backend_url=backend_url)
+    apache.modsecurity = modsecurity
+    apache.start()
+    try:
+        yield apache
+    finally:
+        apache.stop()
+        shutil.rmtree(apache.run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def front(backend: str) -> Iterator[Apache]:
+    yield from running_apache(backend)
+
+
+@pytest.fixture(scope="module")
+def waf_front(backend: str) -> Iterator[Apache]:
+    yield from running_apache(backend, modsecurity=True)
+
+
+def assert_security_headers(response: requests.Response) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers.get(name) == value, (name, response.status_code)
+    csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp
+    # Plain http: no HSTS, and the Server header gives no version.
+    assert "Strict-Transport-Security" not in response.headers
+    assert response.headers.get("Server") == "Apache"
+
+
+def raw_request(apache: Apache, method: str, path: str) -> int:
+    """Send a path exactly as written (requests would normalize '..' away)."""
+    conn = http.client.HTTPConnection("127.0.0.1", apache.port, timeout=10)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        conn.endheaders()
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_ui_is_served_with_security_headers(front: Apache) -> None:
+    response = requests.get(front.url + "/", timeout=10)
+    assert response.status_code == 200
+    assert "<title>Flask + Vault</title>" in response.text
+    assert '<script src="app.js" defer></script>' in response.text
+    assert_security_headers(response)
+    for asset in ("app.js", "style.css"):
+        assert requests.get(f"{front.url}/{asset}", timeout=10).status_code == 200
+
+
+def test_not_found_carries_security_headers(front: Apache) -> None:
+    response = requests.get(front.url + "/no-such-page", timeout=10)
+    assert response.status_code == 404
+    assert_security_headers(response)
+    assert "Apache/" not in response.text  # ServerSignature Off
+
+
+def test_api_is_proxied_with_one_trusted_forwarded_hop(front: Apache) -> None:
+    response = requests.get(
+        front.url + "/api/health?x=1",
+        headers={"X-Forwarded-For": "203.0.113.9, 10.0.0.1", "Forwarded": "for=203.0.113.9"},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    seen = response.json()
+    assert seen["path"] == "/api/health?x=1"
+    assert seen["headers"]["x-forwarded-for"] == "127.0.0.1"
+    assert "forwarded" not in seen["headers"]
+    assert seen["headers"]["x-forwarded-proto"] == "http"
+    assert_security_headers(response)
+    assert response.headers["X-Content-Type-Options"] == "nosniff"  # not "backend-value, ..."
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/metrics",
+        "/server-status",
+        "/server-info",
+        "/apix/health",
+        "/api/../metrics",
+        "/api/%2e%2e/metrics",
+        "/.env",
+        "/../etc/passwd",
+    ],
+)
+def test_only_api_reaches_the_backend(front: Apache, path: str) -> None:
+    EchoBackend.seen.clear()
+    status = raw_request(front, "GET", path)
+    assert status in {400, 403, 404}, (path, status)
+    assert EchoBackend.seen == []
+
+
+def test_trace_is_disabled(front: Apache) -> None:
+    assert raw_request(front, "TRACE", "/") == 405
+
+
+def test_static_ui_refuses_writes(front: Apache) -> None:
+    assert requests.post(front.url + "/index.html", data="x", timeout=10).status_code == 403
+
+
+def test_oversize_api_body_is_refused_before_the_backend(front: Apache) -> None:
+    EchoBackend.seen.clear()
+    big = requests.post(front.url + "/api/users", data=b"x" * 150_000, timeout=10)
+    assert big.status_code == 413
+    assert_security_headers(big)
+    assert EchoBackend.seen == []
+    chunked = requests.post(front.url + "/api/users", data=iter([b"x" * 1000]), timeout=10)
+    assert chunked.status_code == 411  # no declared length: cannot be checked up front
+    assert EchoBackend.seen == []
+    ok = requests.post(front.url + "/api/users", data=b"x" * 90_000, timeout=10)
+    assert ok.status_code == 200
+    assert ok.json()["body_length"] == 90_000
+
+
+def test_jwt_sized_cookies_fit_the_header_limits(front: Apache) -> None:
+    cookie = "access_token_cookie=" + "a" * 6000 + "; refresh_token_cookie=" + "b" * 6000
+    response = requests.get(front.url + "/api/auth/me", headers={"Cookie": cookie}, timeout=10)
+    assert response.status_code == 200
+    huge = requests.get(front.url + "/api/auth/me", headers={"Cookie": "c" * 20_000}, timeout=10)
+    assert huge.status_code == 400
+
+
+def test_backend_down_gives_503_with_headers() -> None:
+    for apache in running_apache(f"http://127.0.0.1:{free_port()}"):
+        response = requests.get(apache.url + "/api/health", timeout=10)
+        assert response.status_code == 503
+        assert_security_headers(response)
+
+
+class SlammingBackend(BaseHTTPRequestHandler):
+    """Accepts the request and closes the connection without an answer."""
+
+    def do_GET(self) -> None:
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+
+def test_broken_backend_gives_502_with_headers() -> None:
+    for backend_url in serve(SlammingBackend):
+        for apache in running_apache(backend_url):
+            response = requests.get(apache.url + "/api/health", timeout=10)
+            assert response.status_code == 502
+            assert_security_headers(response)
+
+
+def test_waf_lets_an_ordinary_login_through(waf_front: Apache) -> None:
+    body = {"username": "admin", "password": "k7Hq-2vNw_9xPz4LmR8s"}
+    response = requests.post(waf_front.url + "/api/auth/login", json=body, timeout=10)
+    assert response.status_code == 200
+    assert requests.get(waf_front.url + "/", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/api/users?id=1' OR '1'='1", None),
+        ("POST", "/api/auth/login", {"username": "admin' OR 1=1 --", "password": "x"}),
+        ("GET", "/api/users?q=<script>alert(document.cookie)</script>", None),
+        ("POST", "/api/users", {"username": "<img src=x onerror=alert(1)>", "password": "x"}),
+    ],
+    ids=["sqli-query", "sqli-json", "xss-query", "xss-json"],
+)
+def test_waf_blocks_injection_probes(
+    waf_front: Apache, method: str, path: str, body: dict[str, str] | None
+) -> None:
+    EchoBackend.seen.clear()
+    response = requests.request(method, waf_front.url + path, json=body, timeout=10)
+    assert response.status_code == 403
+    assert_security_headers(response)
+    assert EchoBackend.seen == []

@@ -1,0 +1,92 @@
+"""Run the project's fe_apache/httpd.conf with Debian's real apache2 on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.harness.servers import free_port, missing_server, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+FE_DIR = ROOT / "fe_apache"
+APACHE_BIN = "/usr/sbin/apache2"
+MODSECURITY_SO = Path("/usr/lib/apache2/modules/mod_security2.so")
+CRS_RULES = Path("/usr/share/modsecurity-crs/rules")
+
+
+@dataclass
+class Apache:
+    """A foreground apache2 serving the UI and proxying /api to `backend_url`."""
+
+    run_dir: Path
+    backend_url: str
+    html_dir: Path = FE_DIR / "html"
+    modsecurity: bool = False
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def environment(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "FE_LISTEN": f"127.0.0.1:{self.port}",
+            "FE_BACKEND": self.backend_url,
+            "FE_HTML_DIR": str(self.html_dir),
+            "FE_CONF_DIR": str(FE_DIR),
+            "FE_RUN_DIR": str(self.run_dir),
+            "FE_SERVER_NAME": "localhost",
+        }
+
+    def command(self) -> list[str]:
+        cmd = [APACHE_BIN, "-f", str(FE_DIR / "httpd.conf"), "-d", str(self.run_dir)]
+        cmd += ["-D", "FOREGROUND"]
+        return cmd + (["-D", "MODSECURITY"] if self.modsecurity else [])
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with (self.run_dir / "apache.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), env=self.environment(), stdout=log, stderr=subprocess.STDOUT
+            )
+        try:
+            wait_for_port(self.port, timeout=15)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"apache2 did not start: {self.log()[-2000:]}") from None
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            # SIGTERM is apache2's "stop now"; its children follow the parent.
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.process = None
+
+    def log(self) -> str:
+        path = self.run_dir / "apache.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def require_apache(modsecurity: bool = False) -> None:
+    """Skip (or fail under CI) when the Debian apache2 or ModSecurity is not installed."""
+    if not Path(APACHE_BIN).exists():
+        missing_server("Debian apache2 not installed (apt-get install apache2)")
+    if modsecurity and not (MODSECURITY_SO.exists() and CRS_RULES.is_dir()):
+        missing_server("ModSecurity/CRS not installed (libapache2-mod-security2 modsecurity-crs)")
+
+
+def writable_run_dir() -> Path:
+    """A run dir apache2's children can write to after dropping root to www-data."""
+    run_dir = Path(tempfile.mkdtemp(prefix="fe-apache-"))
+    run_dir.chmod(0o1777)  # sticky, like /tmp: pytest's own tmp_path is 0700 root
+    return run_dir
