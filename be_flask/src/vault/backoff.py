@@ -99,7 +99,7 @@ class BackoffGate:
             self.state = GateState(failures, self._clock() + window, reason, since)
         if previous.failures == 0 or previous.reason != reason:
             log.warning(
-                "vault unavailable (%s): serving cached values, retry in %.1fs", reason, window
+                "vault unavailable (%s): serving last good values, retry in %.1fs", reason, window
             )
         else:
             log.debug("vault still unavailable (%s): next retry in %.1fs", reason, window)

@@ -192,7 +192,9 @@ class VaultClient:
         """Serve the last good value until the next retry, else the fallback."""
         now = _monotonic()
         retry_at = now + max(self.gate.seconds_until_retry(), 0.05)
-        if previous is not None and previous.source != "fallback":
+        if previous is not None and previous.source == "fallback":
+            entry = replace(previous, fresh_until=retry_at)  # no new warning per retry
+        elif previous is not None:
             max_staleness = self.settings.max_staleness
             if max_staleness is not None:
                 too_old_at = previous.fetched_at + max_staleness

@@ -1,0 +1,136 @@
+"""Pure logic of the Vault client, with fake clocks at a narrow seam: no server needed."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from src.vault.backoff import BackoffGate, backoff_delay
+from src.vault.cache import CacheEntry, SecretCache
+from src.vault.fallback import fallback_secret
+from src.vault.settings import FallbackSettings, VaultSettings
+from src.vault.token import TokenState, renewal_margin
+from src.vault_client import ConfigurationError, VaultUnavailableError
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_backoff_schedule_doubles_from_one_second_to_sixty() -> None:
+    assert [backoff_delay(n, 1.0, 60.0) for n in range(9)] == [0, 1, 2, 4, 8, 16, 32, 60, 60]
+    assert backoff_delay(10_000, 1.0, 60.0) == 60
+
+
+def test_gate_allows_one_probe_per_window_and_never_sooner_than_the_schedule() -> None:
+    clock = FakeClock()
+    gate = BackoffGate(1.0, 60.0, clock=clock, jitter=lambda: 1.0)  # jitter adds 25 %
+    assert gate.try_begin() and gate.try_begin()  # healthy: always open
+    gate.record_failure("connection refused")
+    assert not gate.try_begin()
+    clock.now += 1.24
+    assert not gate.try_begin()
+    clock.now += 0.02
+    assert gate.try_begin()
+    assert not gate.try_begin(), "a second caller in the same window must not probe"
+    gate.record_failure("connection refused")
+    clock.now += 2.4
+    assert not gate.try_begin()
+    clock.now += 0.2
+    assert gate.try_begin()
+    gate.record_success()
+    assert gate.try_begin() and not gate.in_outage
+
+
+def test_gate_logs_once_per_state_change(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="src.vault")
+    clock = FakeClock()
+    gate = BackoffGate(1.0, 60.0, clock=clock, jitter=lambda: 0.0)
+    for _ in range(5):
+        gate.record_failure("timeout")
+    gate.record_failure("sealed or unavailable (503)")
+    gate.record_success()
+    gate.record_success()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 3, warnings
+    assert "timeout" in warnings[0] and "503" in warnings[1] and "reachable again" in warnings[2]
+
+
+@pytest.mark.parametrize(
+    ("ttl", "margin"),
+    [(3600, 1200), (600, 300), (900, 300), (3, 1.5), (60, 30)],
+)
+def test_renewal_margin_is_a_third_of_ttl_but_at_least_min_five_minutes_half_ttl(
+    ttl: float, margin: float
+) -> None:
+    assert renewal_margin(ttl) == margin
+
+
+def token(ttl: float = 3600, renewable: bool = True, capped: bool = False) -> TokenState:
+    return TokenState("t", "acc", 1, 0.0, ttl, 3600, renewable, capped, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("state", "now", "action"),
+    [
+        (token(), 0, None),
+        (token(), 2399, None),
+        (token(), 2400, "renew"),
+        (token(), 3599, "renew"),
+        (token(), 3600, "login"),
+        (token(renewable=False), 2400, "login"),
+        (token(ttl=1000, capped=True), 0, "login"),
+        (token(ttl=2000, capped=True), 500, None),
+    ],
+)
+def test_token_action_due(state: TokenState, now: float, action: str | None) -> None:
+    assert state.action_due(now) == action
+
+
+def test_cache_invalidate_keeps_value_for_stale_if_error() -> None:
+    cache = SecretCache()
+    cache.put("app/flask", CacheEntry({"k": "v"}, fresh_until=9e9, fetched_at=0, source="vault"))
+    cache.invalidate()
+    entry = cache.entries["app/flask"]
+    assert entry.data == {"k": "v"} and entry.fresh_until == 0
+
+
+def test_settings_from_env_reads_ha_list_and_timeouts() -> None:
+    settings = VaultSettings.from_env(
+        {
+            "VAULT_ADDR": "http://a:8200/, http://b:8200",
+            "VAULT_CACHE_TTL": "0",
+            "VAULT_CONNECT_TIMEOUT": "0.5",
+        }
+    )
+    assert settings.addresses == ("http://a:8200", "http://b:8200")
+    assert settings.cache_ttl == 0 and settings.connect_timeout == 0.5
+    assert settings.read_timeout == 5 and settings.role_name == "flask-app"
+    assert settings.kv_mount == "secret" and settings.max_staleness is None
+
+
+def test_skip_verify_refused_in_production() -> None:
+    with pytest.raises(ConfigurationError, match="VAULT_SKIP_VERIFY"):
+        VaultSettings.from_env({"APP_ENV": "production", "VAULT_SKIP_VERIFY": "true"})
+    assert VaultSettings.from_env({"VAULT_SKIP_VERIFY": "1"}).verify is False
+
+
+def test_production_fallback_names_what_is_missing() -> None:
+    given = FallbackSettings(secret_key="k" * 40)
+    with pytest.raises(ConfigurationError, match="ADMIN_PASSWORD, USER_PASSWORD"):
+        fallback_secret("app/flask", given, production=True, reason="down")
+    with pytest.raises(ConfigurationError, match="DATABASE_URL"):
+        fallback_secret("database/postgres", given, production=True, reason="down")
+    with pytest.raises(VaultUnavailableError):
+        fallback_secret("app/other", given, production=False, reason="down")
+
+
+def test_development_fallback_warns_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    secrets = fallback_secret("app/flask", FallbackSettings(), production=False, reason="down")
+    assert secrets["jwt_secret"].startswith("dev-only")
+    assert "INSECURE DEVELOPMENT DEFAULTS" in caplog.text
