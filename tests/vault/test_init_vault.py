@@ -1,0 +1,155 @@
+"""init-vault.sh against a real OpenBao: what it sets up, the files it writes, and a re-run."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.harness.openbao import OpenBao, read_env
+from tests.vault.conftest import assert_no_secret, generated_secrets
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def kv(server: OpenBao, path: str) -> dict:
+    client = server.client(server.root_token)
+    return client.secrets.kv.v2.read_secret_version(path=path, raise_on_deleted_version=True)[
+        "data"
+    ]["data"]
+
+
+def current_version(server: OpenBao, path: str) -> int:
+    client = server.client(server.root_token)
+    return int(client.secrets.kv.v2.read_secret_metadata(path=path)["data"]["current_version"])
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_server_is_initialized_and_unsealed(openbao: OpenBao) -> None:
+    client = openbao.client()
+    assert client.sys.is_initialized()
+    assert not client.sys.is_sealed()
+
+
+def test_secret_mount_is_kv_version_2(openbao: OpenBao) -> None:
+    mounts = openbao.client(openbao.root_token).sys.list_mounted_secrets_engines()["data"]
+    assert mounts["secret/"]["type"] == "kv"
+    assert mounts["secret/"]["options"]["version"] == "2"
+
+
+def test_role_flask_app_has_the_designed_ttls_and_policy(openbao: OpenBao) -> None:
+    role = openbao.client(openbao.root_token).auth.approle.read_role("flask-app")["data"]
+    assert role["token_ttl"] == 3600
+    assert role["token_max_ttl"] == 4 * 3600
+    assert role["token_policies"] == ["app-policy"]
+
+
+def test_both_secret_paths_hold_every_key_with_strong_values(openbao: OpenBao) -> None:
+    app = kv(openbao, "app/flask")
+    assert set(app) == {"jwt_secret", "admin_password", "user_password"}
+    assert re.fullmatch(r"[0-9a-f]{64}", app["jwt_secret"]), "jwt_secret is not 256 random bits"
+    assert len(app["admin_password"]) >= 20
+    assert len(app["user_password"]) >= 20
+    assert app["admin_password"] != app["user_password"]
+    db = kv(openbao, "database/postgres")
+    assert set(db) == {"host", "port", "database", "username", "password"}
+    location = (db["host"], db["port"], db["database"], db["username"])
+    assert location == ("db", "5432", "appdb", "app")
+    assert len(db["password"]) >= 20
+
+
+def test_written_files_are_private_and_hold_only_what_was_asked(openbao: OpenBao) -> None:
+    workdir = openbao.workdir
+    keys_file, env_file = workdir / "vault-keys.json", workdir / ".env"
+    db_file = workdir / "secrets" / "db_password.txt"
+    for path in (keys_file, env_file, db_file):
+        assert mode(path) == 0o600, f"{path.name} is {oct(mode(path))}"
+    assert sorted(p.name for p in workdir.rglob("*")) == sorted(
+        [".env", "vault-keys.json", "secrets", "db_password.txt"]
+    )
+    assert set(read_env(env_file)) == {"VAULT_ADDR", "VAULT_ROLE_ID", "VAULT_SECRET_ID"}
+    assert read_env(env_file)["VAULT_ADDR"] == openbao.addr
+    assert db_file.read_text() == kv(openbao, "database/postgres")["password"]
+    keys = openbao.keys()
+    assert len(keys["unseal_keys_b64"]) == keys["unseal_shares"] == 5
+    assert keys["unseal_threshold"] == 3
+    assert keys["root_token"] and keys["admin_token"]
+
+
+def test_admin_token_has_admin_policy_only(openbao: OpenBao) -> None:
+    info = openbao.client(openbao.admin_token).auth.token.lookup_self()["data"]
+    assert info["policies"] == ["admin-policy", "default"]
+
+
+def test_first_run_prints_no_secret(openbao: OpenBao) -> None:
+    assert openbao.init_result is not None
+    output = openbao.init_result.stdout + openbao.init_result.stderr
+    assert "secret/app/flask: created" in output
+    assert_no_secret(output, generated_secrets(openbao))
+
+
+def test_second_run_changes_no_secret_and_keeps_other_env_lines(openbao: OpenBao) -> None:
+    env_file = openbao.workdir / ".env"
+    env_file.write_text("# operator notes\nFLASK_DEBUG=0\n" + env_file.read_text())
+    before = {path: current_version(openbao, path) for path in ("app/flask", "database/postgres")}
+    keys_before = openbao.keys()
+
+    result = openbao.run_script("init-vault.sh")
+
+    assert result.returncode == 0, result.stderr
+    assert "secret/app/flask exists: kept" in result.stdout
+    assert "secret/database/postgres exists: kept" in result.stdout
+    assert {path: current_version(openbao, path) for path in before} == before
+    assert openbao.keys() == keys_before
+    env = env_file.read_text()
+    assert env.startswith("# operator notes\nFLASK_DEBUG=0\n")
+    assert read_env(env_file)["VAULT_SECRET_ID"] == openbao.secret_id
+    assert mode(env_file) == 0o600
+    assert_no_secret(result.stdout + result.stderr, generated_secrets(openbao))
+
+
+def test_two_fresh_inits_make_different_secrets_and_honour_flags(
+    openbao: OpenBao, openbao_factory
+) -> None:
+    other = openbao_factory(
+        init_args=("--key-shares", "3", "--key-threshold", "2"),
+        init_env={"DB_HOST": "pg.internal", "DB_PORT": "6543", "DB_NAME": "x", "DB_USER": "y"},
+    )
+    for path in ("app/flask", "database/postgres"):
+        mine, theirs = kv(openbao, path), kv(other, path)
+        for key in ("jwt_secret", "admin_password", "user_password", "password"):
+            if key in mine:
+                assert mine[key] != theirs[key], f"{path} {key} repeats across inits"
+    assert other.root_token != openbao.root_token
+    assert not set(other.keys()["unseal_keys_b64"]) & set(openbao.keys()["unseal_keys_b64"])
+    assert len(other.keys()["unseal_keys_b64"]) == 3
+    assert other.client().sys.read_seal_status()["t"] == 2
+    db = kv(other, "database/postgres")
+    assert (db["host"], db["port"], db["database"], db["username"]) == (
+        "pg.internal",
+        "6543",
+        "x",
+        "y",
+    )
+
+
+def test_dev_server_with_token_and_no_keys_file_is_configured(dev_openbao: OpenBao) -> None:
+    assert dev_openbao.init_result is not None
+    assert "is initialized: kept" in dev_openbao.init_result.stdout
+    assert set(dev_openbao.keys()) == {"admin_token"}
+    token = dev_openbao.client().auth.approle.login(
+        role_id=dev_openbao.role_id, secret_id=dev_openbao.secret_id
+    )["auth"]["client_token"]
+    client = dev_openbao.client(token)
+    assert (
+        "jwt_secret"
+        in client.secrets.kv.v2.read_secret_version(
+            path="app/flask", raise_on_deleted_version=True
+        )["data"]["data"]
+    )
+    assert dev_openbao.audit_entries(), "dev server with -config wrote no audit log"
