@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.harness.openbao",
     "tests.harness.postgres",
+    "tests.harness.app",
 ]

@@ -33,7 +33,6 @@ def create_app(settings: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     passwords.init_app(app)
     auth.init_app(app, jwt)
-    rate_limits.init_app(app)
     metrics.init_app(app)
     app.before_request(_ensure_database_prepared)
     cache_sync.init_app(app)
@@ -41,6 +40,7 @@ def create_app(settings: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(auth_routes.bp)
     app.register_blueprint(users.bp)
     app.register_blueprint(admin.bp)
+    rate_limits.init_app(app)  # after the routes it limits
     _prepare_database(app)
     return app
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from src.auth import AppJWTManager
 from src.database import Database
-from src.limiter import limiter
 from src.passwords import Passwords
 
 db = Database()
 jwt = AppJWTManager()
 passwords = Passwords()
 
-__all__ = ["db", "jwt", "limiter", "passwords"]
+__all__ = ["db", "jwt", "passwords"]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, Response, current_app, request
-from flask_limiter import Limiter, RequestLimit
+from flask_limiter import Limiter, RequestLimit, RouteLimit
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from src.logging_setup import security_event
@@ -42,11 +43,8 @@ def log_breach(limit: RequestLimit) -> None:
     security_event("rate limited", limit=str(limit.limit), key=limit.key)
 
 
-limiter = Limiter(client_address, headers_enabled=True, on_breach=log_breach)
-
-
 def init_app(app: Flask) -> None:
-    """Trust exactly the configured proxy hops, then start the limiter on Redis or memory."""
+    """Limit login and refresh (call after their blueprint is registered) on Redis or memory."""
     hops = app.config["TRUSTED_PROXIES"]
     if hops:
         # Only the last `hops` entries of X-Forwarded-For were written by our proxies; anything a
@@ -57,4 +55,15 @@ def init_app(app: Flask) -> None:
     if app.config["RATELIMIT_ENABLED"]:
         storage = "redis" if redis_url else "memory (this process only)"
         log.info("rate limit storage", extra={"storage": storage})
+    # One limiter per app: the extension keeps its storage and switches on the instance.
+    limiter = Limiter(client_address, headers_enabled=True, on_breach=log_breach)
     limiter.init_app(app)
+    app.extensions["rate_limiter"] = limiter
+    _limit(app, "auth.login", limiter.limit(login_limits, deduct_when=failed))
+    _limit(app, "auth.login", limiter.limit(login_limits, key_func=account_key, deduct_when=failed))
+    _limit(app, "auth.refresh", limiter.limit(refresh_limits))
+
+
+def _limit(app: Flask, endpoint: str, limit: RouteLimit) -> None:
+    view: Any = app.view_functions[endpoint]
+    app.view_functions[endpoint] = limit(view)

@@ -11,8 +11,7 @@ from sqlalchemy import select
 
 from src.auth import issue_tokens, report_refresh_reuse, revoke_family, revoke_token
 from src.errors import ApiError
-from src.extensions import db, limiter
-from src.limiter import account_key, failed, login_limits, refresh_limits
+from src.extensions import db
 from src.logging_setup import security_event
 from src.metrics import LOGINS
 from src.models import User
@@ -26,10 +25,8 @@ INVALID_CREDENTIALS = "invalid username or password"
 
 
 @bp.post("/login")
-@limiter.limit(login_limits, deduct_when=failed)
-@limiter.limit(login_limits, key_func=account_key, deduct_when=failed)
 def login() -> Any:
-    """Check username and password; set the session cookies."""
+    """Check username and password; set the session cookies (rate limits: src/limiter.py)."""
     body = json_body()
     username, password = field(body, "username", str), field(body, "password", str)
     if len(password) > MAX_LENGTH:
@@ -59,7 +56,6 @@ def authenticate(username: str, password: str) -> User:
 
 
 @bp.post("/refresh")
-@limiter.limit(refresh_limits)
 @jwt_required(refresh=True)
 def refresh() -> Any:
     """Swap the refresh token for a new pair; the old one is revoked (reuse ends the family)."""

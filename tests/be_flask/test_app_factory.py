@@ -1,0 +1,94 @@
+"""The app factory, health and readiness, and the JSON error contract of /api."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from src.settings import load_settings
+from tests.harness.app import BACKEND
+
+
+def test_import_talks_to_nothing() -> None:
+    """Importing the factory with an unreachable Vault and database must not connect anywhere."""
+    code = "import src.be, socket; print('imported')"
+    env = {"VAULT_ADDR": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=BACKEND,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "imported"
+
+
+def test_health(client: FlaskClient) -> None:
+    response = client.get("/api/health")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok"}
+
+
+def test_ready_reports_vault_as_source(client: FlaskClient) -> None:
+    response = client.get("/api/ready")
+    assert response.status_code == 200
+    assert response.json is not None
+    assert response.json["database"] is True
+    assert response.json["secrets"] is True
+    assert response.json["source"] == "vault"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("get", "/api/nothing-here", {}, 404),
+        ("delete", "/api/health", {}, 405),
+        (
+            "post",
+            "/api/auth/login",
+            {"data": "x" * 200_000, "content_type": "application/json"},
+            413,
+        ),
+        ("post", "/api/auth/login", {"data": "username=a", "content_type": "text/plain"}, 415),
+        ("post", "/api/auth/login", {"data": "{not json", "content_type": "application/json"}, 400),
+    ],
+)
+def test_errors_are_json(
+    client: FlaskClient, method: str, path: str, kwargs: dict[str, Any], status: int
+) -> None:
+    response = getattr(client, method)(path, **kwargs)
+    assert response.status_code == status
+    assert response.is_json
+    assert response.json["status"] == status
+    assert response.json["error"]
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_unexpected_error_is_json_without_traceback(make_app: Any) -> None:
+    app: Flask = make_app()
+
+    @app.get("/api/boom")
+    def boom() -> None:
+        raise RuntimeError("internal detail that must not leak")
+
+    response = app.test_client().get("/api/boom")
+    assert response.status_code == 500
+    assert response.json == {"error": "internal server error", "status": 500}
+
+
+def test_insecure_cookies_refused_in_production() -> None:
+    with pytest.raises(RuntimeError, match="production"):
+        load_settings({"APP_ENV": "production", "JWT_COOKIE_SECURE": "false"})
+
+
+def test_insecure_cookies_allowed_for_local_development(caplog: pytest.LogCaptureFixture) -> None:
+    settings = load_settings({"APP_ENV": "development", "JWT_COOKIE_SECURE": "false"})
+    assert settings["JWT_COOKIE_SECURE"] is False
+    assert "local http development only" in caplog.text

@@ -1,0 +1,98 @@
+"""A full cookie session: login, me, CSRF, refresh rotation, reuse detection, logout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from tests.harness.app import csrf_headers, login
+
+COOKIES = ("access_token_cookie", "csrf_access_token", "refresh_token_cookie", "csrf_refresh_token")
+
+
+def set_cookie_headers(response: Any) -> dict[str, str]:
+    return {h.split("=", 1)[0]: h for h in response.headers.getlist("Set-Cookie")}
+
+
+def test_login_as_admin_with_the_password_from_vault(
+    client: FlaskClient, vault_secrets: dict[str, Any]
+) -> None:
+    response = login(client, "admin", vault_secrets["admin_password"])
+    assert response.status_code == 200
+    assert response.json["user"]["username"] == "admin"
+    assert response.json["user"]["role"] == "admin"
+    assert "password_hash" not in response.json["user"]
+    headers = set_cookie_headers(response)
+    assert set(headers) == set(COOKIES)
+    for name, header in headers.items():
+        assert "Secure" in header
+        assert "SameSite=Strict" in header
+        assert "Path=/" in header
+        assert ("HttpOnly" in header) == name.endswith("_token_cookie"), name
+    assert "Path=/api/auth/" in headers["refresh_token_cookie"]
+    me = client.get("/api/auth/me")
+    assert me.status_code == 200
+    assert me.json["user"]["username"] == "admin"
+
+
+def test_me_without_session_is_401(client: FlaskClient) -> None:
+    response = client.get("/api/auth/me")
+    assert response.status_code == 401
+    assert response.is_json
+
+
+def test_post_without_csrf_header_is_refused(logged_in_client: FlaskClient) -> None:
+    assert logged_in_client.post("/api/auth/logout").status_code == 401
+    wrong = {"X-CSRF-TOKEN": "not-the-cookie-value"}
+    assert logged_in_client.post("/api/auth/logout", headers=wrong).status_code == 401
+    assert logged_in_client.post("/api/auth/refresh").status_code == 401
+    # Still logged in: the refused requests changed nothing.
+    assert logged_in_client.get("/api/auth/me").status_code == 200
+
+
+def test_refresh_rotates_the_refresh_token(logged_in_client: FlaskClient) -> None:
+    old_refresh = logged_in_client.get_cookie("refresh_token_cookie", path="/api/auth/")
+    assert old_refresh is not None
+    response = logged_in_client.post(
+        "/api/auth/refresh", headers=csrf_headers(logged_in_client, True)
+    )
+    assert response.status_code == 200
+    new_refresh = logged_in_client.get_cookie("refresh_token_cookie", path="/api/auth/")
+    assert new_refresh is not None and new_refresh.value != old_refresh.value
+    assert logged_in_client.get("/api/auth/me").status_code == 200
+
+
+def test_reusing_a_rotated_refresh_token_ends_the_whole_session(
+    app: Any, logged_in_client: FlaskClient
+) -> None:
+    old_refresh = logged_in_client.get_cookie("refresh_token_cookie", path="/api/auth/")
+    old_csrf = csrf_headers(logged_in_client, True)
+    assert old_refresh is not None
+    assert logged_in_client.post("/api/auth/refresh", headers=old_csrf).status_code == 200
+    # An attacker replays the stolen, already rotated refresh token.
+    attacker = app.test_client()
+    attacker.set_cookie("refresh_token_cookie", old_refresh.value, path="/api/auth/")
+    assert attacker.post("/api/auth/refresh", headers=old_csrf).status_code == 401
+    # The legitimate user's newer tokens die with the family.
+    assert logged_in_client.get("/api/auth/me").status_code == 401
+    new_csrf = csrf_headers(logged_in_client, True)
+    assert logged_in_client.post("/api/auth/refresh", headers=new_csrf).status_code == 401
+
+
+def test_logout_makes_both_old_tokens_useless(app: Any, logged_in_client: FlaskClient) -> None:
+    access = logged_in_client.get_cookie("access_token_cookie", path="/api/")
+    refresh = logged_in_client.get_cookie("refresh_token_cookie", path="/api/auth/")
+    access_csrf, refresh_csrf = csrf_headers(logged_in_client), csrf_headers(logged_in_client, True)
+    assert access is not None and refresh is not None
+    response = logged_in_client.post("/api/auth/logout", headers=access_csrf)
+    assert response.status_code == 200
+    assert all(
+        "Max-Age=0" in h or "Expires=Thu, 01 Jan 1970" in h
+        for h in response.headers.getlist("Set-Cookie")
+    )
+    replay = app.test_client()
+    replay.set_cookie("access_token_cookie", access.value, path="/api/")
+    replay.set_cookie("refresh_token_cookie", refresh.value, path="/api/auth/")
+    assert replay.get("/api/auth/me").status_code == 401
+    assert replay.post("/api/auth/refresh", headers=refresh_csrf).status_code == 401

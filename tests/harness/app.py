@@ -1,0 +1,245 @@
+"""Backend fixtures: app (real OpenBao + PostgreSQL), client, logged_in_client, admin_client.
+
+Every app writes its JSON log lines into one session directory (`app_log_dir`), so that a test
+at the end can prove that no secret value from Vault was ever logged.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.harness.servers import free_port, wait_for_port
+
+REPO = Path(__file__).resolve().parents[2]
+BACKEND = REPO / "be_flask"
+
+
+@dataclass
+class AppDatabase:
+    """The app's own role and database, as written to secret/database/postgres."""
+
+    host: str
+    port: int
+    database: str
+    username: str
+    password: str
+    url: str
+
+
+@dataclass
+class Gunicorn:
+    """A gunicorn serving the backend on a loopback port; its output is in `log`."""
+
+    port: int
+    log: Path
+    proc: subprocess.Popen[bytes]
+    env: dict[str, str] = field(repr=False, default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+def put_secret(openbao: Any, path: str, data: dict[str, Any]) -> None:
+    """Write a KV v2 secret with the root token (what an operator does)."""
+    openbao.client(openbao.root_token).secrets.kv.v2.create_or_update_secret(
+        path=path, secret=data, mount_point="secret"
+    )
+
+
+def read_secret(openbao: Any, path: str) -> dict[str, Any]:
+    response = openbao.client(openbao.root_token).secrets.kv.v2.read_secret_version(
+        path=path, mount_point="secret", raise_on_deleted_version=True
+    )
+    return dict(response["data"]["data"])
+
+
+@pytest.fixture(scope="session")
+def app_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where every backend log of this session goes (in-process apps and gunicorn)."""
+    return tmp_path_factory.mktemp("backend-logs")
+
+
+@pytest.fixture(scope="session")
+def app_database(openbao: Any, postgres: Any) -> AppDatabase:
+    """A fresh database and role, published in Vault at secret/database/postgres."""
+    database, username, password = postgres.create_app_database("flask")
+    put_secret(
+        openbao,
+        "database/postgres",
+        {
+            "host": postgres.host,
+            "port": str(postgres.port),
+            "database": database,
+            "username": username,
+            "password": password,
+        },
+    )
+    url = postgres.url(username, password, database)
+    return AppDatabase(postgres.host, postgres.port, database, username, password, url)
+
+
+@pytest.fixture(scope="session")
+def vault_secrets(openbao: Any) -> dict[str, Any]:
+    """secret/app/flask as init-vault.sh wrote it (jwt_secret, admin_password, user_password)."""
+    return read_secret(openbao, "app/flask")
+
+
+def vault_client_for(openbao: Any, cache_ttl: float = 300.0) -> Any:
+    """A real Vault client logging in with the server's AppRole credentials."""
+    from src.vault_client import VaultClient, VaultSettings
+
+    settings = VaultSettings(
+        addresses=(openbao.addr,),
+        role_id=openbao.role_id,
+        secret_id=openbao.secret_id,
+        cache_ttl=cache_ttl,
+        backoff_initial=0.2,
+        backoff_max=1.0,
+    )
+    return VaultClient(settings)
+
+
+@pytest.fixture(scope="session")
+def make_app(
+    openbao: Any, app_database: AppDatabase, app_log_dir: Path
+) -> Iterator[Callable[..., Flask]]:
+    """Build apps on the session's OpenBao and PostgreSQL; settings override the test defaults."""
+    from src.be import create_app
+    from src.extensions import db
+
+    apps: list[Flask] = []
+
+    def build(vault: Any = None, cache_ttl: float = 300.0, **settings: Any) -> Flask:
+        defaults: dict[str, Any] = {
+            "VAULT_CLIENT": vault or vault_client_for(openbao, cache_ttl),
+            "LOG_FILE": str(app_log_dir / "in-process.log"),
+            "RATELIMIT_ENABLED": False,
+            "REDIS_URL": "",
+            "TESTING": True,
+        }
+        app = create_app({**defaults, **settings})
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        db.dispose(app)
+
+
+@pytest.fixture(scope="session")
+def app(make_app: Callable[..., Flask]) -> Flask:
+    """The shared app: real Vault client, real PostgreSQL, rate limits off."""
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def login(client: FlaskClient, username: str, password: str) -> Any:
+    """POST /api/auth/login and return the response."""
+    return client.post("/api/auth/login", json={"username": username, "password": password})
+
+
+def csrf_headers(client: FlaskClient, refresh: bool = False) -> dict[str, str]:
+    """The double-submit header: the CSRF cookie's value echoed back."""
+    cookie = client.get_cookie("csrf_refresh_token" if refresh else "csrf_access_token")
+    assert cookie is not None, "not logged in: no CSRF cookie"
+    return {"X-CSRF-TOKEN": cookie.value}
+
+
+@pytest.fixture
+def logged_in_client(app: Flask, vault_secrets: dict[str, Any]) -> FlaskClient:
+    """A client with a session of the default user `user` (role user)."""
+    client = app.test_client()
+    assert login(client, "user", vault_secrets["user_password"]).status_code == 200
+    return client
+
+
+@pytest.fixture
+def admin_client(app: Flask, vault_secrets: dict[str, Any]) -> FlaskClient:
+    """A client with a session of the default user `admin` (role admin)."""
+    client = app.test_client()
+    assert login(client, "admin", vault_secrets["admin_password"]).status_code == 200
+    return client
+
+
+def gunicorn_env(openbao: Any, database_url: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a backend process: how to reach Vault, never a secret value."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "DATABASE_"))}
+    env.update(
+        VAULT_ADDR=openbao.addr,
+        VAULT_ROLE_ID=openbao.role_id,
+        VAULT_SECRET_ID=openbao.secret_id,
+        JWT_COOKIE_SECURE="false",
+        PYTHONPATH=str(BACKEND),
+    )
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def start_gunicorn(app_log_dir: Path) -> Iterator[Callable[..., Gunicorn]]:
+    """Start gunicorn with the production config; every one started is stopped at session end."""
+    started: list[Gunicorn] = []
+
+    def start(env: dict[str, str], workers: int = 2, name: str = "gunicorn") -> Gunicorn:
+        port = free_port()
+        log = app_log_dir / f"{name}-{port}.log"
+        env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(workers)}
+        argv = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "src.be:create_app()"]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(argv, cwd=BACKEND, env=env, stdout=out, stderr=out)
+        server = Gunicorn(port, log, proc, env)
+        started.append(server)
+        wait_for_port(port, timeout=30)
+        wait_until_ready(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def wait_until_ready(server: Gunicorn, timeout: float = 30.0) -> None:
+    """Poll /api/ready until 200 (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.proc.poll() is None, server.log.read_text(errors="replace")[-3000:]
+        try:
+            if requests.get(f"{server.url}/api/ready", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"backend on {server.url} not ready after {timeout}s")
+
+
+def random_name(prefix: str = "u") -> str:
+    return f"{prefix}{secrets.token_hex(4)}"
