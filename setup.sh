@@ -138,8 +138,8 @@ start_detached() {
 }
 
 stop_pidfile() {
-  local pidfile="$1" name="$2" pid i
-  if ! alive "$pidfile" "$name"; then
+  local pidfile="$1" match="$2" name="$3" pid i
+  if ! alive "$pidfile" "$match"; then
     rm -f "$pidfile"
     return 0
   fi
@@ -471,11 +471,11 @@ local_up() {
 
 local_stop() {
   set_local_paths
-  stop_pidfile "$RUN_DIR/apache.pid" apache2
-  stop_pidfile "$RUN_DIR/backend.pid" gunicorn
+  stop_pidfile "$RUN_DIR/apache.pid" apache2 "Apache front"
+  stop_pidfile "$RUN_DIR/backend.pid" gunicorn "backend (gunicorn)"
   stop_postgres
   # Vault seals itself when it stops; the next ./setup.sh unseals it with the keys file.
-  stop_pidfile "$RUN_DIR/vault.pid" server
+  stop_pidfile "$RUN_DIR/vault.pid" server "Vault server"
   say "stopped (data kept in $DATA_DIR)"
 }
 

