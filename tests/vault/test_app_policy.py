@@ -1,0 +1,70 @@
+"""app-policy as the backend meets it: its AppRole token reads two paths and nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import hvac
+import hvac.exceptions
+import pytest
+
+from tests.harness.openbao import OpenBao, read_env
+from tests.vault.conftest import app_login
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def app(openbao: OpenBao) -> hvac.Client:
+    """Log in with the credentials init-vault.sh wrote to .env, as the backend would."""
+    env = read_env(openbao.workdir / ".env")
+    return openbao.client(app_login(openbao, env["VAULT_ROLE_ID"], env["VAULT_SECRET_ID"]))
+
+
+@pytest.mark.parametrize("path", ["app/flask", "database/postgres"])
+def test_app_reads_its_secrets(app: hvac.Client, path: str) -> None:
+    data = app.secrets.kv.v2.read_secret_version(path=path, raise_on_deleted_version=True)
+    assert data["data"]["data"]
+
+
+DENIED: dict[str, Callable[[hvac.Client], object]] = {
+    "write app secret": lambda c: c.secrets.kv.v2.create_or_update_secret(
+        path="app/flask", secret={"jwt_secret": "x"}
+    ),
+    "write database secret": lambda c: c.secrets.kv.v2.create_or_update_secret(
+        path="database/postgres", secret={"password": "x"}
+    ),
+    "read sys/mounts": lambda c: c.sys.list_mounted_secrets_engines(),
+    "read sys/policy": lambda c: c.sys.read_policy("admin-policy"),
+    "list secret/metadata/": lambda c: c.secrets.kv.v2.list_secrets(path=""),
+    "list secret/metadata/app": lambda c: c.secrets.kv.v2.list_secrets(path="app"),
+    "read another path": lambda c: c.secrets.kv.v2.read_secret_version(
+        path="other/thing", raise_on_deleted_version=True
+    ),
+    "create a token": lambda c: c.auth.token.create(policies=["app-policy"]),
+    "issue a secret ID": lambda c: c.auth.approle.generate_secret_id("flask-app"),
+}
+
+
+@pytest.mark.parametrize("action", DENIED.values(), ids=DENIED.keys())
+def test_app_is_denied(app: hvac.Client, action: Callable[[hvac.Client], object]) -> None:
+    with pytest.raises(hvac.exceptions.Forbidden):
+        action(app)
+
+
+CAPABILITIES = {
+    "secret/data/app/flask": ["read"],
+    "secret/data/database/postgres": ["read"],
+    "secret/metadata/app/flask": ["read"],
+    "secret/metadata/": ["deny"],
+    "secret/data/other": ["deny"],
+    "sys/mounts": ["deny"],
+    "sys/policies/acl/app-policy": ["deny"],
+    "auth/token/create": ["deny"],
+    "auth/approle/role/flask-app/secret-id": ["deny"],
+}
+
+
+def test_capabilities_self_match_the_policy(app: hvac.Client) -> None:
+    answer = app.adapter.post("/v1/sys/capabilities-self", json={"paths": list(CAPABILITIES)})
+    assert {path: answer[path] for path in CAPABILITIES} == CAPABILITIES
