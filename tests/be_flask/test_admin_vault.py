@@ -1,0 +1,112 @@
+"""Vault status and refresh across workers, Vault outages, and the metrics endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.harness.app import (
+    AppDatabase,
+    csrf_headers,
+    login,
+    put_secret,
+    read_secret,
+    vault_client_for,
+)
+
+
+def test_status_shows_state_and_pid_never_a_secret(
+    admin_client: FlaskClient, vault_secrets: dict[str, Any], app_database: AppDatabase
+) -> None:
+    response = admin_client.get("/api/admin/vault/status")
+    assert response.status_code == 200
+    assert response.json["pid"] == os.getpid()
+    assert response.json["source"] == "vault"
+    assert response.json["authenticated"] is True
+    text = response.get_data(as_text=True)
+    for value in [*vault_secrets.values(), app_database.password]:
+        assert str(value) not in text
+
+
+def test_refresh_drops_the_cache_in_every_worker(
+    make_app: Callable[..., Flask], openbao: Any, vault_secrets: dict[str, Any]
+) -> None:
+    """Two apps with their own Vault clients stand for two workers: a refresh reaches both."""
+    worker_a, worker_b = make_app(), make_app()
+    admin_a, user_b = worker_a.test_client(), worker_b.test_client()
+    assert login(admin_a, "admin", vault_secrets["admin_password"]).status_code == 200
+    assert login(user_b, "user", vault_secrets["user_password"]).status_code == 200
+    original = read_secret(openbao, "app/flask")
+    put_secret(openbao, "app/flask", {**original, "jwt_secret": "refreshed-" + "r" * 56})
+    try:
+        # Cached for 300 s: without a refresh worker B keeps accepting the old key.
+        assert user_b.get("/api/auth/me").status_code == 200
+        response = admin_a.post("/api/admin/vault/refresh", headers=csrf_headers(admin_a))
+        assert response.status_code == 200
+        assert response.json["pid"] == os.getpid()
+        assert admin_a.get("/api/auth/me").status_code == 401  # worker A: at once
+        deadline = time.monotonic() + 5
+        while user_b.get("/api/auth/me").status_code == 200:
+            assert time.monotonic() < deadline, "worker B never dropped its cache"
+            time.sleep(0.2)
+    finally:
+        put_secret(openbao, "app/flask", original)
+        for worker in (worker_a, worker_b):
+            worker.extensions["vault"].invalidate_cache()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_vault_stopped_keeps_sessions_working_from_the_cache(
+    make_app: Callable[..., Flask], openbao_factory: Callable[[], Any], postgres: Any
+) -> None:
+    server = openbao_factory()
+    database, username, password = postgres.create_app_database("outage")
+    location = {"host": postgres.host, "port": str(postgres.port), "database": database}
+    put_secret(
+        server, "database/postgres", {**location, "username": username, "password": password}
+    )
+    passwords = read_secret(server, "app/flask")
+    app = make_app(vault=vault_client_for(server, cache_ttl=1))
+    client = app.test_client()
+    assert login(client, "admin", passwords["admin_password"]).status_code == 200, "login failed"
+    assert client.get("/api/ready").json["source"] == "vault"
+    server.stop()
+    time.sleep(1.5)  # past the cache TTL: every read now has to fall back on the cache
+    statuses = []
+    for _ in range(3):
+        statuses.append(client.get("/api/auth/me").status_code)
+        statuses.append(login(app.test_client(), "user", passwords["user_password"]).status_code)
+    ready = client.get("/api/ready")
+    assert statuses == [200] * 6
+    assert ready.status_code == 200
+    assert ready.json["source"] == "cache"
+    status = client.get("/api/admin/vault/status")
+    assert status.status_code == 200 and status.json["source"] == "cache"
+
+
+def test_metrics(admin_client: FlaskClient, client: FlaskClient) -> None:
+    login(client, "nobody", "wrong password")
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
+    assert 'logins_total{result="ok"}' in text
+    assert 'logins_total{result="failed"}' in text
+    assert 'http_requests_total{endpoint="/api/auth/login",method="POST",status="200"}' in text
+    assert "http_request_duration_seconds_bucket" in text
+    assert 'vault_secrets_source{source="vault"} 1.0' in text
+    assert "vault_cache_age_seconds" in text
+    assert "jwt_access_token_ttl_seconds 900.0" in text
+
+
+def test_metrics_carry_no_secret(client: FlaskClient, vault_secrets: dict[str, Any]) -> None:
+    text = client.get("/metrics").get_data(as_text=True)
+    assert all(str(v) not in text for v in vault_secrets.values())
+    assert json.dumps(vault_secrets) not in text

@@ -1,0 +1,128 @@
+"""Login rate limits per account and per client address, kept in Redis, not fooled by headers."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.harness.app import random_name
+from tests.harness.servers import missing_server
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+    except redis.RedisError:
+        missing_server("Redis is not running at 127.0.0.1:6379")
+    return REDIS_URL
+
+
+@pytest.fixture
+def limited_app(make_app: Callable[..., Flask], redis_server: str) -> Callable[..., Flask]:
+    """Apps with rate limits on, in Redis, under a key prefix of their own."""
+    prefix = f"test-{secrets.token_hex(4)}"
+
+    def build(**settings: Any) -> Flask:
+        defaults = {"RATELIMIT_ENABLED": True, "REDIS_URL": redis_server}
+        return make_app(**{**defaults, "RATELIMIT_KEY_PREFIX": prefix, **settings})
+
+    return build
+
+
+def attempt(client: FlaskClient, username: str, password: str = "wrong", **headers: str) -> Any:  # noqa: S107
+    return client.post(
+        "/api/auth/login", json={"username": username, "password": password}, headers=headers
+    )
+
+
+def assert_rate_limited(response: Any) -> None:
+    assert response.status_code == 429
+    assert response.is_json
+    assert response.json["status"] == 429
+    assert int(response.headers["Retry-After"]) > 0
+
+
+def test_sixth_failed_attempt_on_an_account_is_429(
+    limited_app: Callable[..., Flask], vault_secrets: dict[str, Any]
+) -> None:
+    client = limited_app().test_client()
+    for _ in range(5):
+        assert attempt(client, "user").status_code == 401
+    # Even the right password is refused now: the account is locked for the window.
+    assert_rate_limited(attempt(client, "user", vault_secrets["user_password"]))
+
+
+def test_sixth_attempt_from_one_address_is_429_whatever_the_username(
+    limited_app: Callable[..., Flask],
+) -> None:
+    client = limited_app().test_client()
+    for _ in range(5):
+        assert attempt(client, random_name()).status_code == 401
+    assert_rate_limited(attempt(client, random_name()))
+
+
+def test_forged_forwarded_for_does_not_reset_the_counter(
+    limited_app: Callable[..., Flask],
+) -> None:
+    """Without a trusted proxy the header is ignored: a new fake address changes nothing."""
+    client = limited_app().test_client()
+    for i in range(5):
+        forged = f"203.0.113.{i}"
+        assert attempt(client, random_name(), **{"X-Forwarded-For": forged}).status_code == 401
+    assert_rate_limited(attempt(client, random_name(), **{"X-Forwarded-For": "198.51.100.7"}))
+
+
+def test_behind_one_proxy_only_its_hop_counts(limited_app: Callable[..., Flask]) -> None:
+    """With TRUSTED_PROXIES=1 the proxy's appended entry is the address; the client's are not."""
+    client = limited_app(TRUSTED_PROXIES=1).test_client()
+    for i in range(5):
+        header = f"203.0.113.{i}, 192.0.2.10"  # forged first entry, proxy-appended last entry
+        assert attempt(client, random_name(), **{"X-Forwarded-For": header}).status_code == 401
+    assert_rate_limited(
+        attempt(client, random_name(), **{"X-Forwarded-For": "198.51.100.1, 192.0.2.10"})
+    )
+    # Another client behind the same proxy is not affected.
+    assert attempt(client, random_name(), **{"X-Forwarded-For": "192.0.2.11"}).status_code == 401
+
+
+def test_counters_are_shared_between_processes_through_redis(
+    limited_app: Callable[..., Flask],
+) -> None:
+    """Two apps (as two workers would) on one Redis see one budget per account."""
+    first, second = limited_app().test_client(), limited_app().test_client()
+    target = random_name()
+    for client in (first, second, first, second, first):
+        assert attempt(client, target).status_code == 401
+    assert_rate_limited(attempt(second, target))
+
+
+def test_successful_logins_do_not_use_up_the_budget(
+    limited_app: Callable[..., Flask], vault_secrets: dict[str, Any]
+) -> None:
+    client = limited_app().test_client()
+    for _ in range(8):
+        assert attempt(client, "user", vault_secrets["user_password"]).status_code == 200
+
+
+def test_refresh_is_limited_per_address(
+    limited_app: Callable[..., Flask], vault_secrets: dict[str, Any]
+) -> None:
+    client = limited_app(REFRESH_LIMITS="2/minute").test_client()
+    assert attempt(client, "user", vault_secrets["user_password"]).status_code == 200
+    statuses = []
+    for _ in range(3):
+        csrf = client.get_cookie("csrf_refresh_token")
+        assert csrf is not None
+        statuses.append(
+            client.post("/api/auth/refresh", headers={"X-CSRF-TOKEN": csrf.value}).status_code
+        )
+    assert statuses == [200, 200, 429]
