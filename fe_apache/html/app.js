@@ -5,6 +5,8 @@
 
 const $ = (id) => document.getElementById(id);
 
+let currentUser = null;
+
 // Messages a user can act on, by HTTP status.
 const STATUS_TEXT = {
   400: "The request was not accepted: check the fields.",
@@ -80,7 +82,10 @@ function describeError(error) {
 }
 
 function formatTime(value) {
-  if (value === undefined || value === null || value === "") return "unknown";
+  // The JWT cookies are HttpOnly: only the server can say when the session ends.
+  if (value === undefined || value === null || value === "") {
+    return "renewed automatically while you use the app";
+  }
   const date = typeof value === "number" ? new Date(value * 1000) : new Date(value);
   if (Number.isNaN(date.getTime())) return String(value);
   const minutes = Math.round((date.getTime() - Date.now()) / 60000);
@@ -114,6 +119,7 @@ function showLogin() {
 
 async function showSession(body) {
   const user = userOf(body);
+  currentUser = user;
   $("login-view").hidden = true;
   $("session").hidden = false;
   $("who").textContent = `${user.username} (${user.role})`;
@@ -135,31 +141,52 @@ function badge(text, kind) {
   return span;
 }
 
-function describeValue(key, value) {
-  if (value === null || value === undefined || value === "") return document.createTextNode("—");
-  if (typeof value === "boolean") return badge(value ? "yes" : "no", value ? "ok" : "warn");
-  if (/source/.test(key)) {
-    return badge(String(value), value === "vault" ? "ok" : value === "cache" ? "warn" : "bad");
-  }
-  if (/error/.test(key)) return badge(String(value), "bad");
-  if (typeof value === "number" && /(ttl|age|seconds)/.test(key)) {
-    return document.createTextNode(`${Math.round(value)} s`);
-  }
-  return document.createTextNode(typeof value === "object" ? JSON.stringify(value) : String(value));
+function text(value) {
+  return document.createTextNode(value === null || value === undefined || value === "" ? "—" : String(value));
 }
 
-// Flatten the status document into "a.b: value" rows; it never holds a secret value.
-function statusRows(object, prefix = "") {
-  const rows = [];
-  for (const [key, value] of Object.entries(object || {})) {
-    const name = prefix ? `${prefix}.${key}` : key;
-    if (value && typeof value === "object" && !Array.isArray(value)) {
-      rows.push(...statusRows(value, name));
-    } else {
-      rows.push([name, value]);
-    }
+function seconds(value) {
+  if (typeof value !== "number") return text(value);
+  if (value >= 3600) return text(`${Math.floor(value / 3600)} h ${Math.round((value % 3600) / 60)} min`);
+  if (value >= 90) return text(`${Math.round(value / 60)} min`);
+  return text(`${Math.round(value)} s`);
+}
+
+function sourceBadge(source) {
+  const kind = source === "vault" ? "ok" : source === "cache" ? "warn" : "bad";
+  return badge(source || "unknown", kind);
+}
+
+function cacheSummary(paths) {
+  const list = document.createElement("ul");
+  list.className = "plain";
+  for (const [path, entry] of Object.entries(paths || {})) {
+    const item = document.createElement("li");
+    const version = entry.version !== undefined ? `, version ${entry.version}` : "";
+    const age = typeof entry.age_seconds === "number" ? `${Math.round(entry.age_seconds)} s old` : "";
+    item.append(`${path}: `, sourceBadge(entry.source), ` ${age}${version}${entry.stale ? " (stale)" : ""}`);
+    list.append(item);
   }
-  return rows;
+  return list.children.length ? list : text("");
+}
+
+// The rows an operator looks for first; status() never carries a secret value.
+function vaultRows(status) {
+  const token = status.token || {};
+  return [
+    ["Secrets come from", sourceBadge(status.source)],
+    ["Vault address", text(status.current_address || (status.addresses || []).join(", "))],
+    ["Authenticated", badge(status.authenticated ? "yes" : "no", status.authenticated ? "ok" : "bad")],
+    ["Token TTL left", seconds(token.ttl_left)],
+    ["Token renewable", text(token.renewable === undefined ? "" : token.renewable ? "yes" : "no")],
+    ["Last login", text(token.last_login)],
+    ["Last renewal", text(token.last_renewal)],
+    ["Cache TTL", seconds(status.cache_ttl)],
+    ["Cached secrets", cacheSummary(status.paths)],
+    ["Last error", status.last_error ? badge(String(status.last_error), "bad") : text("none")],
+    ["Outage", text(status.outage ? JSON.stringify(status.outage) : "none")],
+    ["Answered by worker", text(status.pid)],
+  ];
 }
 
 async function loadVaultStatus() {
@@ -167,16 +194,15 @@ async function loadVaultStatus() {
   try {
     const status = await api("GET", "/api/admin/vault/status");
     list.replaceChildren();
-    for (const [key, value] of statusRows(status)) {
+    for (const [label, node] of vaultRows(status)) {
       const dt = document.createElement("dt");
-      dt.textContent = key.replaceAll("_", " ");
+      dt.textContent = label;
       const dd = document.createElement("dd");
-      dd.dataset.key = key;
-      dd.append(describeValue(key, value));
+      dd.append(node);
       list.append(dt, dd);
     }
   } catch (error) {
-    list.replaceChildren(document.createTextNode(describeError(error)));
+    list.replaceChildren(text(describeError(error)));
   }
 }
 
@@ -209,13 +235,15 @@ function userRow(user) {
   state.append(user.enabled === false ? badge("disabled", "bad") : badge("active", "ok"));
   row.append(state);
   const actions = document.createElement("td");
+  row.append(actions);
+  // Admins cannot disable themselves (the API answers 409): offer no such button.
+  if (currentUser && currentUser.id === user.id) return row;
   const toggle = document.createElement("button");
   toggle.type = "button";
   toggle.className = `small ${user.enabled === false ? "secondary" : "danger"}`;
   toggle.textContent = user.enabled === false ? "Enable" : "Disable";
   toggle.addEventListener("click", () => setEnabled(user, user.enabled === false));
   actions.append(toggle);
-  row.append(actions);
   return row;
 }
 
