@@ -19,7 +19,7 @@ READY_TIMEOUT="${READY_TIMEOUT:-90}"
 
 usage() {
   cat <<EOF
-Usage: $PROG [--local | --docker] [--modsecurity] [--stop | --status | --reset]
+Usage: $PROG [--local | --docker] [--modsecurity] [--stop | --status | --restart-app | --reset]
 
 Bring up everything: the Vault (OpenBao) server, its initialization and unsealing
 (vault/scripts/init-vault.sh), PostgreSQL, the Flask backend and the Apache front with the
@@ -30,6 +30,8 @@ web UI; wait until the app is ready; print the URL and where the admin password 
   --docker        the Compose stacks (docker-compose.vault.yaml, docker-compose.yaml)
   --modsecurity   put ModSecurity + OWASP CRS (blocking) in the Apache front
   --stop          stop what $PROG started (data is kept)
+  --restart-app   restart the backend and the front only (after rotate-secret-id.sh: the
+                  backend reads VAULT_SECRET_ID from .env when it starts)
   --status        show what runs and whether Vault is sealed
   --reset         local mode: stop and delete \$DATA_DIR (keys, secrets, database!)
   --yes           do not ask before --reset
@@ -226,7 +228,8 @@ init_vault() {
   local db_host=127.0.0.1
   check_half_initialized
   say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
-  PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_BIN="$BAO_BIN" \
+  # Our own server: its keys file holds the token, whatever VAULT_TOKEN the shell has.
+  env -u VAULT_TOKEN PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_BIN="$BAO_BIN" \
     VAULT_KEYS_FILE="$KEYS_FILE" ENV_FILE="$ENV_FILE" \
     AUDIT_FILE_PATH="$VAULT_DIR/logs/audit.log" DB_HOST="$db_host" DB_PORT="$PG_PORT" \
     "$ROOT/vault/scripts/init-vault.sh" | sed 's/^/  /'
@@ -414,6 +417,10 @@ wait_until_ready() {
     sleep 0.5
   done
   say "last answer: HTTP $status; backend log tail:"
+  if [ "$MODE" = docker ]; then
+    compose -f "$ROOT/docker-compose.yaml" logs --tail 20 backend || true
+    die "the app was not ready within ${READY_TIMEOUT}s: see docker compose logs, fix, and re-run ./setup.sh"
+  fi
   tail -n 20 "$LOG_DIR/backend.log" 2>/dev/null || true
   die "the app was not ready within ${READY_TIMEOUT}s: see $LOG_DIR, fix, and re-run ./setup.sh"
 }
@@ -479,6 +486,13 @@ local_stop() {
   say "stopped (data kept in $DATA_DIR)"
 }
 
+local_restart_app() {
+  set_local_paths
+  stop_pidfile "$RUN_DIR/apache.pid" apache2 "Apache front"
+  stop_pidfile "$RUN_DIR/backend.pid" gunicorn "backend (gunicorn)"
+  local_up
+}
+
 component_state() {
   if alive "$1" "$2"; then echo "running (pid $(cat "$1"))"; else echo "stopped"; fi
 }
@@ -528,13 +542,12 @@ compose() {
 docker_up() {
   local url="http://localhost:$HTTP_PORT"
   remember_mode docker
-  LOG_DIR="docker compose logs"
   find_python_env
   say "starting the Vault stack (docker-compose.vault.yaml)"
   VAULT_PORT="$VAULT_PORT" compose -f "$ROOT/docker-compose.vault.yaml" up -d
-  wait_for_port "$VAULT_PORT" "the Vault container"
+  wait_for_port "$VAULT_PORT" "the Vault container (docker compose -f docker-compose.vault.yaml logs vault)"
   say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
-  PROJECT_DIR="$ROOT" VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" VAULT_BIN="$BAO_BIN" \
+  env -u VAULT_TOKEN PROJECT_DIR="$ROOT" VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" VAULT_BIN="$BAO_BIN" \
     APP_VAULT_ADDR="http://vault:8200" DB_HOST=db DB_PORT=5432 \
     "$ROOT/vault/scripts/init-vault.sh" | sed 's/^/  /'
   # The postgres container reads this file as its own non-root user; the secrets/ directory
@@ -564,6 +577,12 @@ docker_stop() {
   say "stopped (volumes kept)"
 }
 
+docker_restart_app() {
+  # Recreated, not restarted: a new container reads .env (env_file) again.
+  HTTP_PORT="$HTTP_PORT" compose -f "$ROOT/docker-compose.yaml" up -d --force-recreate backend frontend
+  wait_until_ready "http://localhost:$HTTP_PORT"
+}
+
 docker_status() {
   say "mode: docker"
   compose -f "$ROOT/docker-compose.vault.yaml" ps
@@ -583,6 +602,7 @@ main() {
       --modsecurity) MODSECURITY=true ;;
       --stop) action=stop ;;
       --status) action=status ;;
+      --restart-app) action=restart_app ;;
       --reset) action=reset ;;
       --yes) ASSUME_YES=true ;;
       -h | --help) usage; exit 0 ;;
@@ -601,12 +621,15 @@ main() {
       [ "$action" != up ] || say "no working Docker engine (docker info failed): running locally"
     fi
   fi
+  MODE="$mode"
+  LOG_DIR="$DATA_DIR/logs"
   if [ "$mode" = docker ]; then
     docker_works || die "--docker: no working Docker engine with the compose plugin (docker info / docker compose version failed)"
     case "$action" in
       up) docker_up ;;
       stop) docker_stop ;;
       status) docker_status ;;
+      restart_app) docker_restart_app ;;
       reset) die "--reset is for local mode; with Docker: docker compose down -v (deletes volumes)" ;;
     esac
   else
@@ -614,6 +637,7 @@ main() {
       up) local_up ;;
       stop) local_stop ;;
       status) local_status ;;
+      restart_app) local_restart_app ;;
       reset) local_reset ;;
     esac
   fi

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,3 +183,61 @@ def test_setup_sh_is_shellcheck_clean() -> None:
         missing_server("shellcheck not installed (apt-get install shellcheck)")
     done = subprocess.run(["shellcheck", str(SETUP)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout
+
+
+def ops(stack: LocalStack, command: str) -> subprocess.CompletedProcess[str]:
+    """Run a README command line with the stack's VAULT_ADDR, admin token and data dir."""
+    keys = json.loads((stack.data_dir / "vault-keys.json").read_text())
+    env = dict(
+        stack.env,
+        VAULT_ADDR=f"http://127.0.0.1:{stack.env['VAULT_PORT']}",
+        VAULT_TOKEN=keys["admin_token"],
+        PROJECT_DIR=str(stack.data_dir),
+    )
+    done = subprocess.run(
+        ["bash", "-c", command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    return done
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> None:
+    """Rotate the secret ID, back up, seal/unseal, update a secret: the app keeps working."""
+    local_stack.up()
+    url = local_stack.url
+    old_env = (local_stack.data_dir / ".env").read_text()
+
+    ops(local_stack, "vault/scripts/rotate-secret-id.sh && ./setup.sh --restart-app")
+    assert (local_stack.data_dir / ".env").read_text() != old_env
+    admin = login(url, "admin", local_stack.admin_password())  # the backend logged in anew
+
+    snapshot = tmp_path / "vault.snap"
+    ops(local_stack, f"bao operator raft snapshot save {snapshot}")
+    assert snapshot.stat().st_size > 1000
+
+    ops(local_stack, "bao operator seal")
+    ops(local_stack, "vault/scripts/unseal-vault.sh")
+    assert requests.get(url + "/api/ready", timeout=10).status_code == 200
+
+    # A new JWT signing key, then "Refresh secret cache": sessions signed with the old one end.
+    ops(
+        local_stack,
+        "bao kv patch -mount=secret app/flask "
+        "jwt_secret=\"$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')\"",
+    )
+    refreshed = admin.post(f"{url}/api/admin/vault/refresh", headers=csrf(admin), timeout=10)
+    assert refreshed.status_code == 200
+    # Every worker compares the cache generation at most once a second.
+    deadline = time.monotonic() + 10
+    while admin.get(f"{url}/api/auth/me", timeout=10).status_code != 401:
+        assert time.monotonic() < deadline, "old session still accepted after the key change"
+        time.sleep(0.3)
+    login(url, "admin", local_stack.admin_password())
