@@ -19,7 +19,7 @@ FAST = {
     "read_timeout": 1.0,
     "read_retries": 0,
     "backoff_initial": 0.5,
-    "backoff_max": 4.0,
+    "backoff_max": 2.0,
 }
 
 
