@@ -62,8 +62,18 @@ class Gunicorn:
                 self.proc.wait(timeout=5)
 
 
+# Every secret value the tests saw or wrote: none of them may ever appear in a log.
+SECRETS_SEEN: set[str] = set()
+
+
+def remember_secrets(*values: Any) -> None:
+    SECRETS_SEEN.update(str(v) for v in values if v and len(str(v)) >= 8)
+
+
 def put_secret(openbao: Any, path: str, data: dict[str, Any]) -> None:
     """Write a KV v2 secret with the root token (what an operator does)."""
+    remember_secrets(data.get("password"), data.get("jwt_secret"))
+    remember_secrets(data.get("admin_password"), data.get("user_password"))
     openbao.client(openbao.root_token).secrets.kv.v2.create_or_update_secret(
         path=path, secret=data, mount_point="secret"
     )
@@ -73,7 +83,12 @@ def read_secret(openbao: Any, path: str) -> dict[str, Any]:
     response = openbao.client(openbao.root_token).secrets.kv.v2.read_secret_version(
         path=path, mount_point="secret", raise_on_deleted_version=True
     )
-    return dict(response["data"]["data"])
+    data = dict(response["data"]["data"])
+    remember_secrets(
+        *(v for k, v in data.items() if k not in ("host", "port", "database", "username"))
+    )
+    remember_secrets(openbao.root_token, openbao.admin_token, openbao.secret_id)
+    return data
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +101,7 @@ def app_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def app_database(openbao: Any, postgres: Any) -> AppDatabase:
     """A fresh database and role, published in Vault at secret/database/postgres."""
     database, username, password = postgres.create_app_database("flask")
+    remember_secrets(postgres.superuser_password)
     put_secret(
         openbao,
         "database/postgres",

@@ -1,0 +1,149 @@
+"""The backend under gunicorn: workers starting together, limits and refresh across processes."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import requests
+
+from tests.harness.app import BACKEND, Gunicorn, gunicorn_env, put_secret, read_secret
+from tests.harness.openbao import running_openbao
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+class Site:
+    """An OpenBao of its own whose secret/database/postgres names an empty database."""
+
+    def __init__(self, server: Any, dsn: str) -> None:
+        self.server = server
+        self.dsn = dsn
+        self.passwords = read_secret(server, "app/flask")
+
+
+@pytest.fixture(scope="module")
+def site(postgres: Any) -> Iterator[Site]:
+    with running_openbao() as server:
+        database, username, password = postgres.create_app_database("gunicorn")
+        location = {"host": postgres.host, "port": str(postgres.port), "database": database}
+        put_secret(
+            server, "database/postgres", {**location, "username": username, "password": password}
+        )
+        yield Site(server, postgres.dsn(username, password, database))
+
+
+@pytest.fixture(scope="module")
+def four_workers(site: Site, start_gunicorn: Callable[..., Gunicorn]) -> Gunicorn:
+    """Four workers started at once on the empty database."""
+    return start_gunicorn(gunicorn_env(site.server), workers=4, name="four-workers")
+
+
+def json_lines(log: Path) -> list[dict[str, Any]]:
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def session_for(server: Gunicorn, username: str, password: str) -> requests.Session:
+    session = requests.Session()
+    response = session.post(
+        f"{server.url}/api/auth/login",
+        json={"username": username, "password": password},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return session
+
+
+def test_four_workers_on_an_empty_database(four_workers: Gunicorn, site: Site) -> None:
+    time.sleep(1)  # let every worker finish booting, not only the first one to answer
+    entries = json_lines(four_workers.log)
+    worker_pids = {e["pid"] for e in entries if e["message"] == "preparing database: ok"}
+    assert len(worker_pids) == 4, entries
+    upgrades = [e for e in entries if e["message"].startswith("Running upgrade")]
+    assert len(upgrades) == 1
+    assert not [e for e in entries if e["level"] in ("ERROR", "CRITICAL")]
+    assert "Traceback" not in four_workers.log.read_text(errors="replace")
+    assert "[ERROR]" not in four_workers.log.read_text(errors="replace")
+    with psycopg.connect(site.dsn) as connection:
+        users = connection.execute("SELECT username, role FROM users ORDER BY id").fetchall()
+        versions = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+    assert sorted(users) == [("admin", "admin"), ("user", "user")]
+    assert versions == [("0001",)]
+    session_for(four_workers, "admin", site.passwords["admin_password"])
+
+
+def test_refresh_reaches_every_worker(four_workers: Gunicorn, site: Site) -> None:
+    admin = session_for(four_workers, "admin", site.passwords["admin_password"])
+    user = session_for(four_workers, "user", site.passwords["user_password"])
+    original = read_secret(site.server, "app/flask")
+    put_secret(site.server, "app/flask", {**original, "jwt_secret": secrets.token_urlsafe(40)})
+    try:
+        csrf = {"X-CSRF-TOKEN": admin.cookies["csrf_access_token"]}
+        refreshed = admin.post(
+            f"{four_workers.url}/api/admin/vault/refresh", headers=csrf, timeout=10
+        )
+        assert refreshed.status_code == 200
+        generation = refreshed.json()["generation"]
+        time.sleep(1.5)  # each worker compares the generation at most once a second
+        # New connections land on any worker: every one rejects the token of the old key.
+        statuses = {
+            requests.get(
+                f"{four_workers.url}/api/auth/me", cookies=user.cookies, timeout=10
+            ).status_code
+            for _ in range(24)
+        }
+        assert statuses == {401}
+        fresh = session_for(four_workers, "admin", site.passwords["admin_password"])
+        seen = {}
+        for _ in range(24):
+            status = requests.get(
+                f"{four_workers.url}/api/admin/vault/status", cookies=fresh.cookies, timeout=10
+            ).json()
+            seen[status["pid"]] = status["cache_generation"]
+        assert len(seen) >= 2
+        assert set(seen.values()) == {generation}
+    finally:
+        put_secret(site.server, "app/flask", original)
+
+
+def test_rate_limit_holds_across_worker_processes(
+    site: Site, start_gunicorn: Callable[..., Gunicorn]
+) -> None:
+    """Two one-worker servers sharing Redis: attempts alternate between the two processes."""
+    env = gunicorn_env(
+        site.server,
+        REDIS_URL="redis://127.0.0.1:6379/0",
+        RATELIMIT_KEY_PREFIX=f"gunicorn-{secrets.token_hex(4)}",
+    )
+    first = start_gunicorn(env, workers=1, name="limit-a")
+    second = start_gunicorn(env, workers=1, name="limit-b")
+    body = {"username": "admin", "password": "not the password"}
+    statuses = [
+        requests.post(f"{server.url}/api/auth/login", json=body, timeout=10).status_code
+        for server in (first, second, first, second, first, second)
+    ]
+    assert statuses == [401] * 5 + [429]
+    right = {"username": "admin", "password": site.passwords["admin_password"]}
+    response = requests.post(f"{first.url}/api/auth/login", json=right, timeout=10)
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) > 0
+    assert response.json()["status"] == 429
+
+
+def test_production_refuses_insecure_cookies(site: Site, app_log_dir: Path) -> None:
+    """APP_ENV=production with JWT_COOKIE_SECURE=false: the workers refuse to boot, loudly."""
+    env = gunicorn_env(site.server, APP_ENV="production", GUNICORN_BIND="127.0.0.1:0")
+    argv = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "src.be:create_app()"]
+    result = subprocess.run(argv, cwd=BACKEND, env=env, capture_output=True, text=True, timeout=60)
+    (app_log_dir / "production-insecure.log").write_text(result.stdout + result.stderr)
+    assert result.returncode != 0
+    assert "JWT_COOKIE_SECURE=false is refused when APP_ENV=production" in result.stderr
