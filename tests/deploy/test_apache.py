@@ -231,6 +231,18 @@ def test_waf_lets_an_ordinary_login_through(waf_front: Apache) -> None:
     response = requests.post(waf_front.url + "/api/auth/login", json=body, timeout=10)
     assert response.status_code == 200
     assert requests.get(waf_front.url + "/", timeout=10).status_code == 200
+    # The UI's other calls: cookies carrying JWTs, a bodyless POST (Content-Length: 0).
+    jwt_like = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIiwiZnJlc2giOmZhbHNlfQ.c2lnbmF0dXJlLXZhbHVl"
+    cookies = {"access_token_cookie": jwt_like, "csrf_access_token": "3f2a9c1e-6b7d"}
+    me = requests.get(waf_front.url + "/api/auth/me", cookies=cookies, timeout=10)
+    assert me.status_code == 200
+    refresh = requests.post(
+        waf_front.url + "/api/auth/refresh",
+        cookies=cookies,
+        headers={"X-CSRF-TOKEN": "3f2a9c1e-6b7d"},
+        timeout=10,
+    )
+    assert refresh.status_code == 200
 
 
 @pytest.mark.parametrize(
