@@ -44,11 +44,17 @@ pick_cli() {
 
 # The CLI's errors span several lines (URL, code, bullet list): fold them into one.
 one_line_error() {
-  local first details
+  local first code details
   first="$(grep -m1 -v '^[[:space:]]*$' "$1" || true)"
   first="${first% Error making API request.}"
+  first="${first%:}"
+  code="$(grep -o -m1 'Code: [0-9]*' "$1" || true)"
   details="$(grep '^\* ' "$1" | sed 's/^\* //' | paste -sd ';' - || true)"
-  printf '%s%s' "${first:-command failed}" "${details:+ ($details)}"
+  if [ -n "$code" ]; then
+    printf '%s (HTTP %s%s)' "${first:-command failed}" "${code#Code: }" "${details:+: $details}"
+  else
+    printf '%s%s' "${first:-command failed}" "${details:+ ($details)}"
+  fi
 }
 
 # Run a command, keep its stdout, and on failure die with its stderr as one line.
@@ -69,11 +75,18 @@ py() {
 # Seal status as JSON; dies with one line when nothing Vault-like answers at VAULT_ADDR.
 # (`status` exits 2 when sealed, which is an answer, not an error.)
 seal_status() {
-  local rc=0
+  local rc=0 code reason
   "$VAULT_BIN" status -format=json 2>"$RUN_TMP/err" || rc=$?
-  if [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ]; then
-    die "cannot reach Vault at $VAULT_ADDR: $(one_line_error "$RUN_TMP/err")"
+  if [ "$rc" -eq 0 ] || [ "$rc" -eq 2 ]; then
+    return 0
   fi
+  code="$(grep -o -m1 'Code: [0-9]*' "$RUN_TMP/err" || true)"
+  if [ -n "$code" ]; then
+    die "no Vault API at $VAULT_ADDR: sys/seal-status answered HTTP ${code#Code: } (wrong address?)"
+  fi
+  # Keep the cause ("connection refused", "HTTP response to HTTPS client"), drop the URL.
+  reason="$(one_line_error "$RUN_TMP/err" | sed -E 's/^Error checking seal status: //; s/^[A-Za-z]+ "[^"]*": //')"
+  die "cannot reach Vault at $VAULT_ADDR: $reason"
 }
 
 status_field() {
