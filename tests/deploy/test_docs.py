@@ -1,0 +1,52 @@
+"""The docs promise what the code does: commands, options and variables that exist."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+INTEGRATION = (ROOT / "VAULT_INTEGRATION.md").read_text()
+ENV_EXAMPLE = (ROOT / ".env.example").read_text()
+DESIGN_ENV = [
+    "VAULT_ADDR", "VAULT_ROLE_ID", "VAULT_SECRET_ID", "VAULT_SECRET_ID_FILE", "VAULT_CACERT",
+    "VAULT_CLIENT_CERT", "VAULT_CLIENT_KEY", "VAULT_CACHE_TTL", "APP_ENV", "SECRET_KEY",
+    "DATABASE_URL", "ADMIN_PASSWORD", "USER_PASSWORD",
+]  # fmt: skip
+
+
+def test_readme_gives_the_two_setup_commands() -> None:
+    assert "./setup.sh\nmake test\n" in README
+    assert "`make test`" in README
+
+
+def test_every_setup_option_in_the_docs_exists() -> None:
+    help_text = subprocess.run(
+        [str(ROOT / "setup.sh"), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for option in set(re.findall(r"\./setup\.sh (--[a-z-]+)", README + INTEGRATION)):
+        assert option in help_text, option
+
+
+def test_every_script_in_the_docs_exists() -> None:
+    for script in set(re.findall(r"vault/scripts/[a-z-]+\.sh", README + INTEGRATION)):
+        assert (ROOT / script).is_file(), script
+
+
+def test_env_example_documents_every_design_variable_without_values() -> None:
+    assigned = dict(re.findall(r"^#? ?([A-Z_]+)=(.*)$", ENV_EXAMPLE, re.M))
+    for name in DESIGN_ENV:
+        assert name in assigned, name
+    for name in ("VAULT_ROLE_ID", "VAULT_SECRET_ID", "SECRET_KEY", "DATABASE_URL",
+                 "ADMIN_PASSWORD", "USER_PASSWORD", "VAULT_TOKEN"):  # fmt: skip
+        assert assigned[name] == "", f"{name} has a value in .env.example"
+
+
+def test_env_example_lines_each_have_a_comment_above() -> None:
+    lines = ENV_EXAMPLE.splitlines()
+    for index, line in enumerate(lines):
+        if re.match(r"^[A-Z_]+=", line):
+            above = lines[index - 1]
+            assert above.startswith("#") or re.match(r"^[A-Z_]+=", above), line
