@@ -129,6 +129,11 @@ def test_two_fresh_inits_make_different_secrets_and_honour_flags(
     assert not set(other.keys()["unseal_keys_b64"]) & set(openbao.keys()["unseal_keys_b64"])
     assert len(other.keys()["unseal_keys_b64"]) == 3
     assert other.client().sys.read_seal_status()["t"] == 2
+    # A re-run keeps the address the operator gave the app in .env.
+    env_file = other.workdir / ".env"
+    env_file.write_text(env_file.read_text().replace(other.addr, "http://vault:8200"))
+    assert other.run_script("init-vault.sh").returncode == 0
+    assert read_env(env_file)["VAULT_ADDR"] == "http://vault:8200"
     db = kv(other, "database/postgres")
     assert (db["host"], db["port"], db["database"], db["username"]) == (
         "pg.internal",

@@ -23,8 +23,9 @@ Options (environment variable in brackets):
   -h, --help               this help
 
 Other environment: PROJECT_DIR (where files go, default the repo root), VAULT_KEYS_FILE,
-ENV_FILE, APP_VAULT_ADDR (VAULT_ADDR written to .env), DB_HOST, DB_PORT, DB_NAME, DB_USER,
-ADMIN_TOKEN_TTL (default 768h), AUDIT_FILE_PATH (HashiCorp Vault only), VAULT_BIN.
+ENV_FILE, APP_VAULT_ADDR (VAULT_ADDR for .env; default: keep an existing line, else
+\$VAULT_ADDR), DB_HOST, DB_PORT, DB_NAME, DB_USER, ADMIN_TOKEN_TTL (default 768h),
+AUDIT_FILE_PATH (HashiCorp Vault only), VAULT_BIN.
 
 Writes, all mode 0600, never printed: vault-keys.json (unseal keys, root and admin tokens),
 .env (VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID; other lines kept), secrets/db_password.txt.
@@ -70,14 +71,19 @@ preflight() {
 }
 
 initialize() {
-  local tmp
+  local raw
   # A keys file for another server must never be overwritten: it may be the only copy.
   [ ! -e "$KEYS_FILE" ] ||
     die "Vault at $VAULT_ADDR is not initialized but $KEYS_FILE exists: move it away first"
   say "initializing Vault at $VAULT_ADDR ($KEY_SHARES key shares, threshold $KEY_THRESHOLD)"
-  tmp="$RUN_TMP/init.json"
-  vcli operator init -format=json -key-shares="$KEY_SHARES" -key-threshold="$KEY_THRESHOLD" >"$tmp"
-  py keys-from-init "$tmp" "$KEYS_FILE"
+  # Straight into a 0600 temp file beside the keys file, renamed once complete.
+  raw="$(mktemp "$(dirname "$KEYS_FILE")/.vault-keys.json.XXXXXX")"
+  if ! "$VAULT_BIN" operator init -format=json -key-shares="$KEY_SHARES" \
+    -key-threshold="$KEY_THRESHOLD" >"$raw" 2>"$RUN_TMP/err"; then
+    rm -f "$raw"
+    die "$(one_line_error "$RUN_TMP/err")"
+  fi
+  py keys-install "$raw" "$KEYS_FILE"
   say "initializing Vault: ok, unseal keys and root token saved to $KEYS_FILE (mode 0600)"
 }
 
@@ -212,10 +218,13 @@ write_app_credentials() {
     say ".env VAULT_SECRET_ID: new secret ID issued"
   fi
   {
-    printf 'VAULT_ADDR=%s\n' "${APP_VAULT_ADDR:-$VAULT_ADDR}"
     printf 'VAULT_ROLE_ID=%s\n' "$role_id"
     [ -z "$secret_id" ] || printf 'VAULT_SECRET_ID=%s\n' "$secret_id"
+    # The address the app uses may differ from ours (http://vault:8200 inside Docker): an
+    # existing VAULT_ADDR line is the operator's choice unless APP_VAULT_ADDR says otherwise.
+    [ -z "${APP_VAULT_ADDR:-}" ] || printf 'VAULT_ADDR=%s\n' "$APP_VAULT_ADDR"
   } | py env-upsert "$ENV_FILE"
+  printf 'VAULT_ADDR=%s\n' "$VAULT_ADDR" | py env-upsert "$ENV_FILE" keep
   say ".env: VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID set (other lines kept, mode 0600)"
 }
 

@@ -115,12 +115,17 @@ def cmd_keys_set(path: str, field: str) -> None:
     atomic_write(dest, json.dumps(data, indent=2) + "\n")
 
 
-def cmd_keys_from_init(src: str, dest: str) -> None:
-    """Turn `operator init -format=json` output into vault-keys.json, atomically."""
-    data = load_keys(Path(src))
+def cmd_keys_install(raw: str, dest: str) -> None:
+    """Check `operator init -format=json` output saved next to dest, then rename it to dest.
+
+    The raw file is written in dest's own dir so that the only copy of the unseal keys is never
+    in a temp dir that a cleanup could remove; on a failed check it stays for the operator.
+    """
+    data = load_keys(Path(raw))
     if not data.get("unseal_keys_b64") or not data.get("root_token"):
-        raise Fail("operator init answered without unseal keys or root token")
-    atomic_write(Path(dest), json.dumps(data, indent=2) + "\n")
+        raise Fail(f"operator init answered without unseal keys or root token (kept in {raw})")
+    os.chmod(raw, 0o600)
+    os.replace(raw, dest)
 
 
 def parse_env_lines(text: str) -> list[tuple[str | None, str]]:
@@ -143,13 +148,19 @@ def cmd_env_check(path: str) -> None:
         raise Fail(f"cannot write in {env.parent}: permission denied")
 
 
-def cmd_env_upsert(path: str) -> None:
-    """Set the KEY=VALUE lines read on stdin in a .env file, keeping every other line."""
+def cmd_env_upsert(path: str, mode: str = "replace") -> None:
+    """Set the KEY=VALUE lines read on stdin in a .env file, keeping every other line.
+
+    With mode "keep", keys already in the file keep their value (an operator's choice).
+    """
     env = Path(path)
     updates = dict(
         line.split("=", 1) for line in sys.stdin.read().splitlines() if "=" in line.strip()
     )
     old = parse_env_lines(read_text(env)) if env.exists() else []
+    if mode == "keep":
+        for key, _ in old:
+            updates.pop(key or "", None)
     lines = [f"{key}={updates.pop(key)}" if key in updates else raw for key, raw in old]
     lines += [f"{key}={value}" for key, value in updates.items()]
     atomic_write(env, "\n".join(lines) + "\n")
@@ -224,7 +235,7 @@ COMMANDS = {
     "keys-check": cmd_keys_check,
     "keys-field": cmd_keys_field,
     "keys-set": cmd_keys_set,
-    "keys-from-init": cmd_keys_from_init,
+    "keys-install": cmd_keys_install,
     "unseal-body": cmd_unseal_body,
     "env-check": cmd_env_check,
     "env-upsert": cmd_env_upsert,

@@ -63,12 +63,13 @@ destroy_previous() {
 }
 
 rotate() {
-  local secret_id
-  check_env_file
+  local secret_id role_id
   py secret-id-body "$ENV_FILE" >"$RUN_TMP/old-body"
+  role_id="$(vcli read -field=role_id "auth/approle/role/$ROLE_NAME/role-id")"
   vcli write -format=json -f "auth/approle/role/$ROLE_NAME/secret-id" >"$RUN_TMP/new"
   secret_id="$(py get data.secret_id <"$RUN_TMP/new")"
-  printf 'VAULT_SECRET_ID=%s\n' "$secret_id" | py env-upsert "$ENV_FILE"
+  printf 'VAULT_ROLE_ID=%s\nVAULT_SECRET_ID=%s\n' "$role_id" "$secret_id" |
+    py env-upsert "$ENV_FILE"
   say "new secret ID (accessor $(py get data.secret_id_accessor <"$RUN_TMP/new")) written to $ENV_FILE"
   destroy_previous
 }
