@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
-from src.vault_client import SecretIdWrappingError, SecretNotFoundError
+from src.vault_client import PermissionDeniedError, SecretIdWrappingError, SecretNotFoundError
 from tests.harness.openbao import OpenBao
 from tests.harness.postgres import PostgresCluster
 
@@ -212,3 +212,15 @@ def test_wrapping_token_from_another_path_is_refused(
     assert "ALERT" in caplog.text and "sys/wrapping/wrap" in caplog.text
     # The token was not unwrapped: it is still usable by whoever made it.
     assert hvac.Client(url=openbao.addr, token=token).sys.unwrap()["data"]["secret_id"]
+
+
+def test_policy_denial_is_an_error_not_a_login_loop(
+    openbao: OpenBao, secret_watch: SecretWatch
+) -> None:
+    client = secret_watch.client(settings_for(openbao))
+    client.get_app_secrets()
+    for _ in range(3):
+        with pytest.raises(PermissionDeniedError):
+            client.read_secret("admin/not-for-the-app")
+    assert client.status()["logins"] == 1
+    assert client.get_app_secrets() == kv_read(openbao, "app/flask")

@@ -12,7 +12,7 @@ import pytest
 
 from src.vault.backoff import backoff_delay
 from src.vault.settings import FallbackSettings
-from src.vault_client import ConfigurationError, VaultClient
+from src.vault_client import ConfigurationError, VaultClient, VaultUnavailableError
 from tests.harness.openbao import OpenBao
 
 from .vault_support import FAST, SecretWatch, secret_watch, settings_for
@@ -157,3 +157,17 @@ def test_production_without_vault_or_env_names_what_is_missing(
         client.get_app_secrets()
     with pytest.raises(ConfigurationError, match="DATABASE_URL"):
         client.get_database_config()
+
+
+def test_max_staleness_bounds_how_long_a_cached_value_is_served(
+    dev_openbao: OpenBao, secret_watch: SecretWatch
+) -> None:
+    secret_watch.add_server(dev_openbao)
+    settings = settings_for(dev_openbao, cache_ttl=0.2, max_staleness=1.5, **FAST)
+    client = secret_watch.client(settings)
+    expected = client.get_app_secrets()
+    dev_openbao.stop()
+    read_through_outage(client, expected, 1.0, max_call=0.5)
+    time.sleep(0.6)
+    with pytest.raises(VaultUnavailableError, match="VAULT_MAX_STALENESS"):
+        client.get_app_secrets()

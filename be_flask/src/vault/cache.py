@@ -9,7 +9,6 @@ the others return the old value at once (stale-while-revalidate).
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -61,8 +60,3 @@ class SecretCache:
         """After fork: locks held by threads of the parent would never be released here."""
         self._locks = {}
         self._locks_lock = threading.Lock()
-
-
-def age(entry: CacheEntry, now: float | None = None) -> float:
-    """Seconds since the entry was read."""
-    return (time.monotonic() if now is None else now) - entry.fetched_at

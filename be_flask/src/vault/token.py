@@ -90,6 +90,14 @@ class TokenManager:
             return state
         return self._refresh(state.generation if state else self._generation)
 
+    def still_valid(self, state: TokenState) -> bool:
+        """Ask Vault whether the token lives (after a 403: revoked token or policy denial?)."""
+        try:
+            self.adapter.get("/v1/auth/token/lookup-self", headers={"X-Vault-Token": state.token})
+        except hvac.exceptions.Forbidden:
+            return False
+        return True
+
     def token_rejected(self, generation: int) -> None:
         """Vault said 403 to this token (revoked from outside): forget it so we log in again."""
         with self._lock:

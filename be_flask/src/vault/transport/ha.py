@@ -3,7 +3,8 @@
 A node is skipped on a connection error, a timeout, 503 (sealed) or 429 (standby): the same
 signals Vault's own clients use to move on. Idempotent reads (GET) get a few more rounds
 over all nodes with a doubling pause; writes (login, renew) get one round so they are never
-sent twice by us. The class keeps a count of HTTP attempts so tests and benchmarks can see
+sent twice by us. A timeout ends the retries, so a frozen node costs one timeout per node,
+not one per round. The class keeps a count of HTTP attempts so tests and benchmarks can see
 how many requests really left the process.
 """
 
@@ -94,6 +95,8 @@ class HAAdapter(JSONAdapter):
             headers.setdefault("X-Vault-Token", self.vault_token)
         last_error: BaseException | None = None
         for round_number in range(rounds):
+            if isinstance(last_error, requests.Timeout):
+                break  # a frozen node already cost a full timeout: don't multiply it
             if round_number:
                 pause = self.retry_delay * 2 ** (round_number - 1)
                 time.sleep(pause * (1 + random.random() / 4))
@@ -120,6 +123,8 @@ def describe(error: BaseException) -> str:
         return "bad gateway (502)"
     if isinstance(error, hvac.exceptions.InternalServerError):
         return "internal server error (500)"
+    if isinstance(error, requests.exceptions.SSLError):
+        return "TLS handshake or certificate verification failed"
     if isinstance(error, requests.Timeout):
         return "timeout"
     if isinstance(error, requests.ConnectionError):
