@@ -113,27 +113,36 @@ def _session() -> Session:
 
 def _load_user(_header: dict[str, Any], payload: dict[str, Any]) -> User | None:
     """The token's user, unless disabled or their sessions were ended (token_version bumped)."""
-    try:
-        user = _session().get(User, int(payload["sub"]))
-    except (TypeError, ValueError):
-        return None
+    user = _session().get(User, _user_id(payload))  # in the identity map since _is_revoked
     if user is None or not user.enabled or user.token_version != payload.get("ver"):
         return None
     g.username = user.username
     return user
 
 
+def _user_id(payload: dict[str, Any]) -> int:
+    try:
+        return int(payload["sub"])
+    except (TypeError, ValueError):
+        return 0  # no user has id 0: the lookup finds nobody
+
+
 def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
     """True for a revoked token or family; a rotated refresh token coming back ends the family."""
     session = _session()
-    token_reason, family_reason = session.execute(
+    # One round trip for the token, its family and its user (kept for _load_user).
+    row = session.execute(
         select(
+            User,
             select(RevokedToken.reason).where(RevokedToken.jti == payload["jti"]).scalar_subquery(),
             select(RevokedFamily.reason)
             .where(RevokedFamily.family == payload.get("fam", ""))
             .scalar_subquery(),
-        )
-    ).one()
+        ).where(User.id == _user_id(payload))
+    ).one_or_none()
+    if row is None:
+        return False  # no such user: _load_user refuses the token
+    _user, token_reason, family_reason = row
     if family_reason is not None:
         return True
     if token_reason is None:
