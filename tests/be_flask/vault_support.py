@@ -14,6 +14,9 @@ import pytest
 from src.vault_client import VaultClient, VaultSettings
 from tests.harness.openbao import OpenBao
 
+# Keys whose values are secret (host, port, database and username are not).
+SECRET_KEYS = ("jwt_secret", "admin_password", "user_password", "password")
+
 FAST = {
     "connect_timeout": 1.0,
     "read_timeout": 1.0,
@@ -61,7 +64,8 @@ class SecretWatch:
                 )
             except Exception:  # noqa: S112 - a broken server has nothing more to hide
                 continue
-            self.add(secret["data"]["data"])
+            data = secret["data"]["data"]
+            self.add(*(data[key] for key in SECRET_KEYS if key in data))
 
     def client(self, settings: VaultSettings) -> VaultClient:
         """A VaultClient whose token and secret ID are watched too."""

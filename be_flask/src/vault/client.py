@@ -165,6 +165,9 @@ class VaultClient:
             self.last_error = f"{path}: {reason}"
             self.gate.record_failure(reason)
             return self._without_vault(path, previous, reason)
+        except (SecretNotFoundError, PermissionDeniedError):
+            self.gate.record_success()  # Vault answered; the path is what's wrong
+            raise
         self.gate.record_success()
         now = _monotonic()
         entry = CacheEntry(secret.data, now + self.settings.cache_ttl, now, "vault", secret.version)
