@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 
 import pytest
 
+from src.vault.approle import LoginResult
 from src.vault.backoff import BackoffGate, backoff_delay
 from src.vault.cache import CacheEntry, SecretCache
 from src.vault.fallback import fallback_secret
 from src.vault.settings import FallbackSettings, VaultSettings
-from src.vault.token import TokenState, renewal_margin
+from src.vault.token import TokenManager, TokenState, renewal_margin
 from src.vault_client import ConfigurationError, VaultUnavailableError
 
 
@@ -134,3 +138,52 @@ def test_development_fallback_warns_loudly(caplog: pytest.LogCaptureFixture) -> 
     secrets = fallback_secret("app/flask", FallbackSettings(), production=False, reason="down")
     assert secrets["jwt_secret"].startswith("dev-only")
     assert "INSECURE DEVELOPMENT DEFAULTS" in caplog.text
+
+
+class FakeVault:
+    """The narrow seam under TokenManager: login() and post('renew-self'), counted."""
+
+    def __init__(self, ttl: float, max_ttl: float, clock: FakeClock) -> None:
+        self.ttl, self.max_ttl, self.clock = ttl, max_ttl, clock
+        self.logins = self.renewals = 0
+        self.issued_at = 0.0
+        self.vault_token: str | None = None
+
+    def login(self) -> LoginResult:
+        time.sleep(0.05)  # long enough for every thread to pile up behind the lock
+        self.logins += 1
+        self.issued_at = self.clock.now
+        return LoginResult(f"token-{self.logins}", f"acc-{self.logins}", self.ttl, True)
+
+    def post(self, url: str, json: dict) -> dict:
+        assert url == "/v1/auth/token/renew-self"
+        time.sleep(0.05)
+        self.renewals += 1
+        left = self.issued_at + self.max_ttl - self.clock.now
+        ttl = min(self.ttl, left)
+        auth = {"client_token": f"token-{self.logins}", "lease_duration": ttl, "renewable": True}
+        return {"auth": auth, "warnings": ["TTL capped to max_ttl"] if ttl < self.ttl else None}
+
+
+def run_threads(target: Callable[[], object], count: int = 50) -> None:
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+
+def test_single_flight_one_login_then_one_renewal_then_relogin_at_max_ttl() -> None:
+    clock = FakeClock()
+    vault = FakeVault(ttl=30, max_ttl=50, clock=clock)
+    tokens = TokenManager(vault, vault, clock=clock)  # type: ignore[arg-type]
+    run_threads(tokens.current)
+    assert (vault.logins, vault.renewals) == (1, 0)
+    clock.now += 20  # 10 s left of 30: renewal due
+    run_threads(tokens.current)
+    assert (vault.logins, vault.renewals) == (1, 1)
+    assert tokens.state is not None and not tokens.state.capped
+    clock.now += 20  # renewal due again; Vault caps the TTL at max TTL (10 s left)
+    run_threads(tokens.current)
+    assert (vault.logins, vault.renewals) == (2, 2), "a capped renewal is followed by a login"
+    assert vault.vault_token == "token-2"
