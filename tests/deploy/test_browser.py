@@ -1,4 +1,4 @@
-"""A real Chromium drives the web UI through `setup.sh --local`: admin, Vault panel, users."""
+"""Chromium drives the web UI of `setup.sh --local --modsecurity`: admin, Vault panel, users."""
 
 from __future__ import annotations
 
@@ -58,7 +58,10 @@ def test_admin_and_user_journeys_in_chromium(local_stack: LocalStack, page: Page
     problems: list[str] = []
     page.on("console", lambda m: m.type == "error" and problems.append(m.text))
     page.on("pageerror", lambda e: problems.append(str(e)))
-    local_stack.up()
+    if not Path("/usr/lib/apache2/modules/mod_security2.so").exists():
+        missing_server("ModSecurity not installed (libapache2-mod-security2 modsecurity-crs)")
+    # Through ModSecurity + CRS in blocking mode: the UI's own traffic must pass the WAF.
+    assert "with ModSecurity" in local_stack.up("--modsecurity")
     admin_password = local_stack.admin_password()
 
     page.goto(local_stack.url + "/")

@@ -45,8 +45,8 @@ class LocalStack:
             check=False,
         )
 
-    def up(self) -> str:
-        done = self.run("--local")
+    def up(self, *options: str) -> str:
+        done = self.run("--local", *options)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return done.stdout
 
@@ -241,3 +241,12 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
         assert time.monotonic() < deadline, "old session still accepted after the key change"
         time.sleep(0.3)
     login(url, "admin", local_stack.admin_password())
+
+    # Keys file gone while Vault's data says "initialized": a clear stop, and the way out.
+    assert local_stack.run("--stop").returncode == 0
+    keys = local_stack.data_dir / "vault-keys.json"
+    keys.rename(tmp_path / "keys-aside.json")
+    stuck = local_stack.run("--local")
+    assert stuck.returncode != 0
+    assert "vault-keys.json (unseal keys) is missing" in stuck.stderr
+    assert "./setup.sh --reset" in stuck.stderr
