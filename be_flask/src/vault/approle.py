@@ -20,7 +20,7 @@ import hvac.exceptions
 
 from .errors import ConfigurationError, SecretIdWrappingError
 from .settings import VaultSettings
-from .transport.ha import HAAdapter
+from .transport.ha import HAAdapter, describe
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,14 @@ class AppRoleLogin:
         if not role_id:
             raise ConfigurationError("VAULT_ROLE_ID is not set")
         log.info("logging in with AppRole (role_id %s)", masked(role_id))
-        response = self.adapter.post(
-            f"/v1/auth/{self.settings.approle_mount}/login",
-            json={"role_id": role_id, "secret_id": self.secret_id()},
-        )
+        try:
+            response = self.adapter.post(
+                f"/v1/auth/{self.settings.approle_mount}/login",
+                json={"role_id": role_id, "secret_id": self.secret_id()},
+            )
+        except Exception as error:
+            log.warning("logging in with AppRole: failed (%s)", describe(error))
+            raise
         result = login_result(response["auth"])
         log.info("logging in with AppRole: ok (accessor %s, ttl %ss)", result.accessor, result.ttl)
         return result

@@ -129,4 +129,6 @@ def describe(error: BaseException) -> str:
         return "timeout"
     if isinstance(error, requests.ConnectionError):
         return "connection refused or unreachable"
+    if isinstance(error, hvac.exceptions.VaultError):
+        return f"{type(error).__name__}: {error.args[0] if error.args else ''}"[:200]
     return type(error).__name__
