@@ -111,10 +111,14 @@ def counting_proxy(upstream_port: int) -> Iterator[tuple[str, list[tuple[str, st
         thread.join(timeout=5)
 
 
+SPARE_INIT_ARGS = ("--key-shares", "3", "--key-threshold", "2")
+SPARE_DB = {"DB_HOST": "pg.internal", "DB_PORT": "6543", "DB_NAME": "x", "DB_USER": "y"}
+
+
 @pytest.fixture(scope="package")
 def spare_openbao() -> Iterator[OpenBao]:
-    """A second full server these tests may seal and restart (the session one stays usable)."""
-    with running_openbao() as server:
+    """A second full server, made with non-default flags, that tests may seal and restart."""
+    with running_openbao(init_args=SPARE_INIT_ARGS, init_env=SPARE_DB) as server:
         yield server
 
 

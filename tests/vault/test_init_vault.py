@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.openbao import OpenBao, read_env
-from tests.vault.conftest import assert_no_secret, generated_secrets
+from tests.vault.conftest import SPARE_DB, assert_no_secret, generated_secrets
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -114,12 +114,9 @@ def test_second_run_changes_no_secret_and_keeps_other_env_lines(openbao: OpenBao
 
 
 def test_two_fresh_inits_make_different_secrets_and_honour_flags(
-    openbao: OpenBao, openbao_factory
+    openbao: OpenBao, spare_openbao: OpenBao
 ) -> None:
-    other = openbao_factory(
-        init_args=("--key-shares", "3", "--key-threshold", "2"),
-        init_env={"DB_HOST": "pg.internal", "DB_PORT": "6543", "DB_NAME": "x", "DB_USER": "y"},
-    )
+    other = spare_openbao  # made with --key-shares 3 --key-threshold 2 and DB_* set
     for path in ("app/flask", "database/postgres"):
         mine, theirs = kv(openbao, path), kv(other, path)
         for key in ("jwt_secret", "admin_password", "user_password", "password"):
@@ -135,12 +132,8 @@ def test_two_fresh_inits_make_different_secrets_and_honour_flags(
     assert other.run_script("init-vault.sh").returncode == 0
     assert read_env(env_file)["VAULT_ADDR"] == "http://vault:8200"
     db = kv(other, "database/postgres")
-    assert (db["host"], db["port"], db["database"], db["username"]) == (
-        "pg.internal",
-        "6543",
-        "x",
-        "y",
-    )
+    location = {"DB_HOST": db["host"], "DB_PORT": db["port"], "DB_NAME": db["database"]}
+    assert {**location, "DB_USER": db["username"]} == SPARE_DB
 
 
 def test_dev_server_with_token_and_no_keys_file_is_configured(dev_openbao: OpenBao) -> None:
