@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from src.logging_setup import secrets_registry
+from src.logging_setup import SECURITY, secrets_registry
 from src.vault_client import Vault
 
 log = logging.getLogger(__name__)
@@ -25,9 +25,27 @@ def vault_client(app: Flask | None = None) -> Any:
 
 def app_secrets(app: Flask | None = None) -> dict[str, str]:
     """jwt_secret, admin_password and user_password, from the client's cache when fresh."""
-    secrets = vault_client(app).get_app_secrets()
+    client = vault_client(app)
+    secrets: dict[str, str] = client.get_app_secrets()
     secrets_registry.remember(secrets.values())
-    return dict(secrets)
+    if client.source != _last_source.get(id(client)):
+        _source_changed(client)
+    return secrets
+
+
+# The source each client reported last, so that a change is logged once, not per request.
+_last_source: dict[int, str | None] = {}
+
+
+def _source_changed(client: Any) -> None:
+    previous, source = _last_source.get(id(client)), client.source
+    _last_source[id(client)] = source
+    if source == "fallback":
+        SECURITY.warning(
+            "app secrets from fallback values", extra={"event": "fallback mode", "was": previous}
+        )
+    elif previous is not None:
+        log.info("app secrets source changed", extra={"source": source, "was": previous})
 
 
 def database_config(app: Flask | None = None) -> dict[str, Any]:

@@ -36,15 +36,15 @@ def test_status_shows_state_and_pid_never_a_secret(
 
 
 def test_refresh_drops_the_cache_in_every_worker(
-    make_app: Callable[..., Flask], openbao: Any, vault_secrets: dict[str, Any]
+    make_app: Callable[..., Flask], backend_openbao: Any, vault_secrets: dict[str, Any]
 ) -> None:
     """Two apps with their own Vault clients stand for two workers: a refresh reaches both."""
     worker_a, worker_b = make_app(), make_app()
     admin_a, user_b = worker_a.test_client(), worker_b.test_client()
     assert login(admin_a, "admin", vault_secrets["admin_password"]).status_code == 200
     assert login(user_b, "user", vault_secrets["user_password"]).status_code == 200
-    original = read_secret(openbao, "app/flask")
-    put_secret(openbao, "app/flask", {**original, "jwt_secret": "refreshed-" + "r" * 56})
+    original = read_secret(backend_openbao, "app/flask")
+    put_secret(backend_openbao, "app/flask", {**original, "jwt_secret": "refreshed-" + "r" * 56})
     try:
         # Cached for 300 s: without a refresh worker B keeps accepting the old key.
         assert user_b.get("/api/auth/me").status_code == 200
@@ -57,7 +57,7 @@ def test_refresh_drops_the_cache_in_every_worker(
             assert time.monotonic() < deadline, "worker B never dropped its cache"
             time.sleep(0.2)
     finally:
-        put_secret(openbao, "app/flask", original)
+        put_secret(backend_openbao, "app/flask", original)
         for worker in (worker_a, worker_b):
             worker.extensions["vault"].invalidate_cache()
 

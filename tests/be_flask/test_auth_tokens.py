@@ -138,16 +138,16 @@ def test_refresh_cookie_with_an_access_token_is_401(
 
 
 def test_token_signed_with_the_old_key_after_rotation(
-    app: Flask, openbao: Any, logged_in_client: FlaskClient, vault_secrets: dict[str, Any]
+    app: Flask, backend_openbao: Any, logged_in_client: FlaskClient, vault_secrets: dict[str, Any]
 ) -> None:
     """Change jwt_secret in Vault, drop the cache: tokens signed with the old key stop working."""
     assert logged_in_client.get("/api/auth/me").status_code == 200
-    original = read_secret(openbao, "app/flask")
-    put_secret(openbao, "app/flask", {**original, "jwt_secret": "rotated-" + "k" * 56})
+    original = read_secret(backend_openbao, "app/flask")
+    put_secret(backend_openbao, "app/flask", {**original, "jwt_secret": "rotated-" + "k" * 56})
     try:
         app.extensions["vault"].invalidate_cache()
         assert logged_in_client.get("/api/auth/me").status_code == 401
     finally:
-        put_secret(openbao, "app/flask", original)
+        put_secret(backend_openbao, "app/flask", original)
         app.extensions["vault"].invalidate_cache()
     assert logged_in_client.get("/api/auth/me").status_code == 200

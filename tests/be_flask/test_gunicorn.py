@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import subprocess
@@ -48,8 +49,17 @@ def four_workers(site: Site, start_gunicorn: Callable[..., Gunicorn]) -> Gunicor
 
 
 def json_lines(log: Path) -> list[dict[str, Any]]:
-    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    return [json.loads(line) for line in lines if line.startswith("{")]
+    """The app's JSON log lines (a last line still being written is left out)."""
+    entries = []
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                entries.append(json.loads(line))
+    return entries
+
+
+def prepared_workers(log: Path) -> set[int]:
+    return {e["pid"] for e in json_lines(log) if e["message"] == "preparing database: ok"}
 
 
 def session_for(server: Gunicorn, username: str, password: str) -> requests.Session:
@@ -64,10 +74,12 @@ def session_for(server: Gunicorn, username: str, password: str) -> requests.Sess
 
 
 def test_four_workers_on_an_empty_database(four_workers: Gunicorn, site: Site) -> None:
-    time.sleep(1)  # let every worker finish booting, not only the first one to answer
+    # Wait (bounded) for every worker to finish booting, not only the first one to answer.
+    deadline = time.monotonic() + 60
+    while len(prepared_workers(four_workers.log)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(prepared_workers(four_workers.log)) == 4
     entries = json_lines(four_workers.log)
-    worker_pids = {e["pid"] for e in entries if e["message"] == "preparing database: ok"}
-    assert len(worker_pids) == 4, entries
     upgrades = [e for e in entries if e["message"].startswith("Running upgrade")]
     assert len(upgrades) == 1
     assert not [e for e in entries if e["level"] in ("ERROR", "CRITICAL")]

@@ -21,6 +21,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests.harness.openbao import running_openbao
 from tests.harness.servers import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,12 +99,23 @@ def app_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def app_database(openbao: Any, postgres: Any) -> AppDatabase:
+def backend_openbao() -> Iterator[Any]:
+    """The backend's own OpenBao, set up by init-vault.sh like the shared one.
+
+    Not the shared `openbao`: the backend publishes its test database at
+    secret/database/postgres and rotates jwt_secret, which the Vault script tests must not see.
+    """
+    with running_openbao() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def app_database(backend_openbao: Any, postgres: Any) -> AppDatabase:
     """A fresh database and role, published in Vault at secret/database/postgres."""
     database, username, password = postgres.create_app_database("flask")
     remember_secrets(postgres.superuser_password)
     put_secret(
-        openbao,
+        backend_openbao,
         "database/postgres",
         {
             "host": postgres.host,
@@ -118,9 +130,9 @@ def app_database(openbao: Any, postgres: Any) -> AppDatabase:
 
 
 @pytest.fixture(scope="session")
-def vault_secrets(openbao: Any) -> dict[str, Any]:
+def vault_secrets(backend_openbao: Any) -> dict[str, Any]:
     """secret/app/flask as init-vault.sh wrote it (jwt_secret, admin_password, user_password)."""
-    return read_secret(openbao, "app/flask")
+    return read_secret(backend_openbao, "app/flask")
 
 
 def vault_client_for(openbao: Any, cache_ttl: float = 300.0) -> Any:
@@ -140,7 +152,7 @@ def vault_client_for(openbao: Any, cache_ttl: float = 300.0) -> Any:
 
 @pytest.fixture(scope="session")
 def make_app(
-    openbao: Any, app_database: AppDatabase, app_log_dir: Path
+    backend_openbao: Any, app_database: AppDatabase, app_log_dir: Path
 ) -> Iterator[Callable[..., Flask]]:
     """Build apps on the session's OpenBao and PostgreSQL; settings override the test defaults."""
     from src.be import create_app
@@ -150,7 +162,7 @@ def make_app(
 
     def build(vault: Any = None, cache_ttl: float = 300.0, **settings: Any) -> Flask:
         defaults: dict[str, Any] = {
-            "VAULT_CLIENT": vault or vault_client_for(openbao, cache_ttl),
+            "VAULT_CLIENT": vault or vault_client_for(backend_openbao, cache_ttl),
             "LOG_FILE": str(app_log_dir / "in-process.log"),
             "RATELIMIT_ENABLED": False,
             "REDIS_URL": "",
