@@ -19,7 +19,7 @@ READY_TIMEOUT="${READY_TIMEOUT:-90}"
 
 usage() {
   cat <<EOF
-Usage: $PROG [--local | --docker] [--modsecurity] [--stop | --status | --restart-app | --reset]
+Usage: $PROG [--local | --docker] [--modsecurity] [--sqlite] [--stop | --status | --restart-app | --reset]
 
 Bring up everything: the Vault (OpenBao) server, its initialization and unsealing
 (vault/scripts/init-vault.sh), PostgreSQL, the Flask backend and the Apache front with the
@@ -29,6 +29,7 @@ web UI; wait until the app is ready; print the URL and where the admin password 
   --local         local processes under \$DATA_DIR (default .data/ in the repo)
   --docker        the Compose stacks (docker-compose.vault.yaml, docker-compose.yaml)
   --modsecurity   put ModSecurity + OWASP CRS (blocking) in the Apache front
+  --sqlite        local mode: SQLite in \$DATA_DIR even when PostgreSQL is installed
   --stop          stop what $PROG started (data is kept)
   --restart-app   restart the backend and the front only (after rotate-secret-id.sh: the
                   backend reads VAULT_SECRET_ID from .env when it starts)
@@ -139,24 +140,36 @@ start_detached() {
   printf '%s\n' "$!" >"$pidfile"
 }
 
-stop_pidfile() {
-  local pidfile="$1" match="$2" name="$3" pid i
-  if ! alive "$pidfile" "$match"; then
+# TERM every named process at once, then wait for all (each takes seconds to drain).
+stop_pidfiles() {
+  local pidfile match name pid i pids=() names=()
+  while [ $# -ge 3 ]; do
+    pidfile="$1" match="$2" name="$3"
+    shift 3
+    if alive "$pidfile" "$match"; then
+      pid="$(cat "$pidfile")"
+      say "stopping $name (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+      names+=("$name")
+    fi
     rm -f "$pidfile"
-    return 0
-  fi
-  pid="$(cat "$pidfile")"
-  say "stopping $name (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 100; i++)); do
+  done
+  for i in "${!pids[@]}"; do
+    wait_for_exit "${pids[$i]}" "${names[$i]}"
+  done
+}
+
+wait_for_exit() {
+  local pid="$1" name="$2" i
+  for ((i = 0; i < 150; i++)); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
   if kill -0 "$pid" 2>/dev/null; then
-    say "stopping $name: still running after 10 s, killing it"
+    say "stopping $name: still running after 15 s, killing it"
     kill -KILL "$pid" 2>/dev/null || true
   fi
-  rm -f "$pidfile"
   say "stopping $name: ok"
 }
 
@@ -232,7 +245,8 @@ init_vault() {
   env -u VAULT_TOKEN PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_BIN="$BAO_BIN" \
     VAULT_KEYS_FILE="$KEYS_FILE" ENV_FILE="$ENV_FILE" \
     AUDIT_FILE_PATH="$VAULT_DIR/logs/audit.log" DB_HOST="$db_host" DB_PORT="$PG_PORT" \
-    "$ROOT/vault/scripts/init-vault.sh" | sed 's/^/  /'
+    "$ROOT/vault/scripts/init-vault.sh" | sed 's/^/  /' ||
+    die "init-vault.sh failed (its message is above); fix the cause and re-run ./setup.sh: it resumes where it stopped"
   say "initializing/unsealing Vault: ok"
 }
 
@@ -451,6 +465,9 @@ local_up() {
   start_vault
   init_vault
   find_postgres
+  # Once on SQLite, stay there: switching would silently start from an empty database.
+  if [ -s "$DATA_DIR/app.db" ] && [ ! -s "$PG_DATA/PG_VERSION" ]; then FORCE_SQLITE=true; fi
+  [ "$FORCE_SQLITE" = false ] || PG_BIN=""
   SQLITE_URL=""
   if [ -n "$PG_BIN" ]; then
     sync_database_location
@@ -458,7 +475,7 @@ local_up() {
     ensure_database
   else
     SQLITE_URL="sqlite:///$DATA_DIR/app.db"
-    say "!!! No PostgreSQL binaries (initdb/pg_ctl) found: using SQLite at $DATA_DIR/app.db."
+    say "!!! No PostgreSQL (binaries not found, or --sqlite): using SQLite at $DATA_DIR/app.db."
     say "!!! Install PostgreSQL for the real topology; the app's database secret is then unused."
   fi
   if apache="$(apache_binary)"; then
@@ -478,18 +495,18 @@ local_up() {
 
 local_stop() {
   set_local_paths
-  stop_pidfile "$RUN_DIR/apache.pid" apache2 "Apache front"
-  stop_pidfile "$RUN_DIR/backend.pid" gunicorn "backend (gunicorn)"
+  stop_pidfiles "$RUN_DIR/apache.pid" apache2 "Apache front" \
+    "$RUN_DIR/backend.pid" gunicorn "backend (gunicorn)"
   stop_postgres
   # Vault seals itself when it stops; the next ./setup.sh unseals it with the keys file.
-  stop_pidfile "$RUN_DIR/vault.pid" server "Vault server"
+  stop_pidfiles "$RUN_DIR/vault.pid" server "Vault server"
   say "stopped (data kept in $DATA_DIR)"
 }
 
 local_restart_app() {
   set_local_paths
-  stop_pidfile "$RUN_DIR/apache.pid" apache2 "Apache front"
-  stop_pidfile "$RUN_DIR/backend.pid" gunicorn "backend (gunicorn)"
+  stop_pidfiles "$RUN_DIR/apache.pid" apache2 "Apache front" \
+    "$RUN_DIR/backend.pid" gunicorn "backend (gunicorn)"
   local_up
 }
 
@@ -510,8 +527,8 @@ local_status() {
   if [ -n "$PG_BIN" ] && [ -s "$PG_DATA/PG_VERSION" ] &&
     as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
     pg="running on 127.0.0.1:$PG_PORT"
-  elif [ -z "$PG_BIN" ]; then
-    pg="not installed (SQLite at $DATA_DIR/app.db)"
+  elif [ -s "$DATA_DIR/app.db" ] && [ ! -s "$PG_DATA/PG_VERSION" ]; then
+    pg="not used (SQLite at $DATA_DIR/app.db)"
   fi
   say "mode:       local (data in $DATA_DIR)"
   say "vault:      $(component_state "$RUN_DIR/vault.pid" server), $sealed at $LOCAL_VAULT_ADDR"
@@ -549,7 +566,8 @@ docker_up() {
   say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
   env -u VAULT_TOKEN PROJECT_DIR="$ROOT" VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" VAULT_BIN="$BAO_BIN" \
     APP_VAULT_ADDR="http://vault:8200" DB_HOST=db DB_PORT=5432 \
-    "$ROOT/vault/scripts/init-vault.sh" | sed 's/^/  /'
+    "$ROOT/vault/scripts/init-vault.sh" | sed 's/^/  /' ||
+    die "init-vault.sh failed (its message is above); fix the cause and re-run ./setup.sh: it resumes where it stopped"
   # The postgres container reads this file as its own non-root user; the secrets/ directory
   # stays 0700, so on the host only the owner can reach it.
   chmod 0644 "$ROOT/secrets/db_password.txt"
@@ -594,12 +612,14 @@ docker_status() {
 main() {
   local mode="" action=up
   MODSECURITY=false
+  FORCE_SQLITE=false
   ASSUME_YES=false
   while [ $# -gt 0 ]; do
     case "$1" in
       --local) mode=local ;;
       --docker) mode=docker ;;
       --modsecurity) MODSECURITY=true ;;
+      --sqlite) FORCE_SQLITE=true ;;
       --stop) action=stop ;;
       --status) action=status ;;
       --restart-app) action=restart_app ;;

@@ -250,3 +250,26 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
     assert stuck.returncode != 0
     assert "vault-keys.json (unseal keys) is missing" in stuck.stderr
     assert "./setup.sh --reset" in stuck.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_setup_local_sqlite_is_said_loudly_and_sticks(local_stack: LocalStack) -> None:
+    output = local_stack.up("--sqlite")
+    assert "!!! No PostgreSQL" in output
+    admin = login(local_stack.url, "admin", local_stack.admin_password())
+    created = admin.post(
+        f"{local_stack.url}/api/users",
+        json={"username": "frank", "password": "frank-correct-horse-42"},
+        headers=csrf(admin),
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    assert (local_stack.data_dir / "app.db").stat().st_size > 0
+    assert local_stack.run("--stop").returncode == 0
+
+    # Without --sqlite the next run stays on SQLite rather than an empty PostgreSQL.
+    again = local_stack.up()
+    assert "using SQLite" in again
+    assert "SQLite at" in local_stack.run("--status").stdout
+    login(local_stack.url, "frank", "frank-correct-horse-42")
