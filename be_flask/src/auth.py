@@ -22,7 +22,7 @@ from flask_jwt_extended import (
 )
 from flask_jwt_extended.exceptions import CSRFError
 from jwt.exceptions import DecodeError
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from src.app_secrets import app_secrets
@@ -201,6 +201,14 @@ def revoke_family(session: Session, payload: dict[str, Any], reason: str) -> Non
         "revoked_at": utcnow(),
     }
     session.execute(insert_ignoring_conflict(_dialect(session), RevokedFamily, values, "family"))
+    session.commit()
+
+
+def purge_expired(session: Session) -> None:
+    """Forget revocations of tokens that have expired anyway (keeps the denylist small)."""
+    now = utcnow()
+    session.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
+    session.execute(delete(RevokedFamily).where(RevokedFamily.expires_at < now))
     session.commit()
 
 

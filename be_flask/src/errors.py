@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,11 @@ def _api_error(error: ApiError) -> tuple[Response, int]:
     return error_response(error.status, error.message)
 
 
+def _database_unavailable(_error: OperationalError) -> tuple[Response, int]:
+    log.warning("database unavailable", extra={"error_type": "OperationalError"})
+    return error_response(503, "database unavailable, try again shortly")
+
+
 def _unexpected_error(error: Exception) -> tuple[Response, int]:
     log.exception("unhandled error", extra={"error_type": type(error).__name__})
     return error_response(500, "internal server error")
@@ -47,4 +53,5 @@ def init_app(app: Flask) -> None:
     """Register the JSON error handlers."""
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(OperationalError, _database_unavailable)
     app.register_error_handler(Exception, _unexpected_error)

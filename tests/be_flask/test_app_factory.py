@@ -92,3 +92,34 @@ def test_insecure_cookies_allowed_for_local_development(caplog: pytest.LogCaptur
     settings = load_settings({"APP_ENV": "development", "JWT_COOKIE_SECURE": "false"})
     assert settings["JWT_COOKIE_SECURE"] is False
     assert "local http development only" in caplog.text
+
+
+def test_database_down_means_not_ready_but_alive(make_app: Any) -> None:
+    """Nothing listens on port 1: health stays 200, ready and database routes answer 503 JSON."""
+    app = make_app(DATABASE_URL="postgresql+psycopg://nobody:nothing@127.0.0.1:1/none")
+    client = app.test_client()
+    assert client.get("/api/health").status_code == 200
+    ready = client.get("/api/ready")
+    assert ready.status_code == 503
+    assert ready.json["status"] == "not ready"
+    assert ready.json["database"] is False
+    assert ready.json["secrets"] is True
+    login = client.post("/api/auth/login", json={"username": "admin", "password": "whatever"})
+    assert login.status_code == 503
+    assert login.json == {"error": "database unavailable, try again shortly", "status": 503}
+
+
+def test_alembic_cli_uses_the_app_engine(tmp_path: Any) -> None:
+    """`alembic -c migrations/alembic.ini upgrade head` in be_flask/ migrates the app database."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
+        "LOG_FILE": str(tmp_path / "cli.log"),
+    }
+    argv = [sys.executable, "-m", "alembic", "-c", "migrations/alembic.ini"]
+    for command in (["upgrade", "head"], ["current"]):
+        result = subprocess.run(
+            [*argv, *command], cwd=BACKEND, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+    assert "0001 (head)" in result.stdout

@@ -96,3 +96,31 @@ def test_logout_makes_both_old_tokens_useless(app: Any, logged_in_client: FlaskC
     replay.set_cookie("refresh_token_cookie", refresh.value, path="/api/auth/")
     assert replay.get("/api/auth/me").status_code == 401
     assert replay.post("/api/auth/refresh", headers=refresh_csrf).status_code == 401
+
+
+def test_logout_purges_revocations_of_expired_tokens(
+    app: Any, logged_in_client: FlaskClient
+) -> None:
+    from datetime import timedelta
+
+    from src.extensions import db
+    from src.models import RevokedToken, utcnow
+
+    with app.app_context():
+        session = db.session()
+        old = RevokedToken(
+            jti="expired-long-ago",
+            token_type="access",
+            reason="logout",
+            expires_at=utcnow() - timedelta(days=1),
+        )
+        session.add(old)
+        session.commit()
+    assert (
+        logged_in_client.post(
+            "/api/auth/logout", headers=csrf_headers(logged_in_client)
+        ).status_code
+        == 200
+    )
+    with app.app_context():
+        assert db.session().get(RevokedToken, "expired-long-ago") is None

@@ -9,7 +9,13 @@ from flask import Blueprint, Response, g, jsonify
 from flask_jwt_extended import current_user, get_jwt, jwt_required, unset_jwt_cookies
 from sqlalchemy import select
 
-from src.auth import issue_tokens, report_refresh_reuse, revoke_family, revoke_token
+from src.auth import (
+    issue_tokens,
+    purge_expired,
+    report_refresh_reuse,
+    revoke_family,
+    revoke_token,
+)
 from src.errors import ApiError
 from src.extensions import db
 from src.logging_setup import security_event
@@ -78,6 +84,7 @@ def logout() -> Response:
     session = db.session()
     revoke_token(session, payload, "logout")
     revoke_family(session, payload, "logout")
+    purge_expired(session)
     security_event("logout", level=logging.INFO, user=current_user.username)
     response = jsonify(status="logged out")
     unset_jwt_cookies(response)
