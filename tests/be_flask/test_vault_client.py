@@ -224,3 +224,15 @@ def test_policy_denial_is_an_error_not_a_login_loop(
             client.read_secret("admin/not-for-the-app")
     assert client.status()["logins"] == 1
     assert client.get_app_secrets() == kv_read(openbao, "app/flask")
+
+
+def test_sealed_first_node_is_skipped(
+    openbao: OpenBao, dev_openbao: OpenBao, secret_watch: SecretWatch
+) -> None:
+    dev_openbao.client(dev_openbao.root_token).sys.seal()  # answers 503 from now on
+    client = secret_watch.client(settings_for(openbao, addresses=(dev_openbao.addr, openbao.addr)))
+    assert client.get_app_secrets() == kv_read(openbao, "app/flask")
+    assert client.status()["current_address"] == openbao.addr
+    assert client.status()["outage"] is None
+    # login: sealed node (503), then the good one; the KV read goes straight to the good one
+    assert client.adapter.requests_sent == 3
