@@ -19,7 +19,7 @@ READY_TIMEOUT="${READY_TIMEOUT:-90}"
 
 usage() {
   cat <<EOF
-Usage: $PROG [--local | --docker] [--modsecurity] [--sqlite] [--stop | --status | --restart-app | --reset]
+Usage: $PROG [--local | --docker] [--modsecurity] [--no-apache] [--sqlite] [--stop | --status | --restart-app | --reset]
 
 Bring up everything: the Vault (OpenBao) server, its initialization and unsealing
 (vault/scripts/init-vault.sh), PostgreSQL, the Flask backend and the Apache front with the
@@ -29,6 +29,7 @@ web UI; wait until the app is ready; print the URL and where the admin password 
   --local         local processes under \$DATA_DIR (default .data/ in the repo)
   --docker        the Compose stacks (docker-compose.vault.yaml, docker-compose.yaml)
   --modsecurity   put ModSecurity + OWASP CRS (blocking) in the Apache front
+  --no-apache     local mode: no Apache front even when installed; gunicorn serves the UI
   --sqlite        local mode: SQLite in \$DATA_DIR even when PostgreSQL is installed
   --stop          stop what $PROG started (data is kept)
   --restart-app   restart the backend and the front only (after rotate-secret-id.sh: the
@@ -243,7 +244,7 @@ init_vault() {
   say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
   # Our own server: its keys file holds the token, whatever VAULT_TOKEN the shell has.
   env -u VAULT_TOKEN PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_BIN="$BAO_BIN" \
-    VAULT_KEYS_FILE="$KEYS_FILE" ENV_FILE="$ENV_FILE" \
+    APP_VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_KEYS_FILE="$KEYS_FILE" ENV_FILE="$ENV_FILE" \
     AUDIT_FILE_PATH="$VAULT_DIR/logs/audit.log" DB_HOST="$db_host" DB_PORT="$PG_PORT" \
     "$ROOT/vault/scripts/init-vault.sh" | sed 's/^/  /' ||
     die "init-vault.sh failed (its message is above); fix the cause and re-run ./setup.sh: it resumes where it stopped"
@@ -368,7 +369,7 @@ apache_binary() {
 }
 
 start_backend() {
-  local bind_port="$1"
+  local bind_port="$1" app_spec="$2"
   if alive "$RUN_DIR/backend.pid" "gunicorn"; then
     say "backend: already running on 127.0.0.1:$bind_port"
     return 0
@@ -382,12 +383,14 @@ start_backend() {
     # shellcheck source=/dev/null
     . "$ENV_FILE"
     set +a
+    # Ports may have changed since .env was written: this run's address wins.
+    export VAULT_ADDR="$LOCAL_VAULT_ADDR"
     export APP_ENV=development JWT_COOKIE_SECURE=false UI_DIR="$ROOT/fe_apache/html"
     export TRUSTED_PROXIES="$TRUSTED_PROXIES" REDIS_URL="${REDIS_URL:-}"
     if [ -n "$SQLITE_URL" ]; then export DATABASE_URL="$SQLITE_URL"; fi
     start_detached "$RUN_DIR/backend.pid" "$LOG_DIR/backend.log" \
       "$VENV/bin/gunicorn" --bind "127.0.0.1:$bind_port" --workers 2 \
-      --access-logfile - "src.be:create_app()"
+      --pythonpath "$ROOT/fe_apache" --access-logfile - "$app_spec"
   )
   wait_for_port "$bind_port" "the backend"
   say "starting backend: ok"
@@ -455,7 +458,7 @@ EOF
 }
 
 local_up() {
-  local apache="" url="http://127.0.0.1:$HTTP_PORT" backend_port
+  local apache="" url="http://127.0.0.1:$HTTP_PORT"
   set_local_paths
   mkdir -p "$RUN_DIR" "$LOG_DIR"
   chmod 700 "$DATA_DIR"
@@ -478,16 +481,16 @@ local_up() {
     say "!!! No PostgreSQL (binaries not found, or --sqlite): using SQLite at $DATA_DIR/app.db."
     say "!!! Install PostgreSQL for the real topology; the app's database secret is then unused."
   fi
-  if apache="$(apache_binary)"; then
+  if [ "$NO_APACHE" = false ] && apache="$(apache_binary)"; then
     TRUSTED_PROXIES=1
-    backend_port="$APP_PORT"
-    start_backend "$backend_port"
+    start_backend "$APP_PORT" "src.be:create_app()"
     start_apache "$apache"
   else
-    # Without Apache gunicorn faces the browser itself, serving the UI from UI_DIR.
+    # Without Apache gunicorn faces the browser itself and serves the UI too
+    # (fe_apache/ui_wsgi.py); no client-sent X-Forwarded-For is trusted.
     TRUSTED_PROXIES=0
-    say "no apache2 installed: the backend listens on $HTTP_PORT directly (UI from UI_DIR)"
-    start_backend "$HTTP_PORT"
+    say "no Apache front (apache2 not installed, or --no-apache): gunicorn serves the UI and /api on $HTTP_PORT"
+    start_backend "$HTTP_PORT" "ui_wsgi:create_app_with_ui()"
   fi
   wait_until_ready "$url"
   print_local_summary "$url"
@@ -613,6 +616,7 @@ main() {
   local mode="" action=up
   MODSECURITY=false
   FORCE_SQLITE=false
+  NO_APACHE=false
   ASSUME_YES=false
   while [ $# -gt 0 ]; do
     case "$1" in
@@ -620,6 +624,7 @@ main() {
       --docker) mode=docker ;;
       --modsecurity) MODSECURITY=true ;;
       --sqlite) FORCE_SQLITE=true ;;
+      --no-apache) NO_APACHE=true ;;
       --stop) action=stop ;;
       --status) action=status ;;
       --restart-app) action=restart_app ;;

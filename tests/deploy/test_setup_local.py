@@ -254,9 +254,16 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-def test_setup_local_sqlite_is_said_loudly_and_sticks(local_stack: LocalStack) -> None:
-    output = local_stack.up("--sqlite")
+def test_setup_local_on_a_bare_machine_sqlite_and_no_apache(local_stack: LocalStack) -> None:
+    """No PostgreSQL, no Apache: SQLite (said loudly) and gunicorn serving the UI and /api."""
+    output = local_stack.up("--sqlite", "--no-apache")
     assert "!!! No PostgreSQL" in output
+    assert "gunicorn serves the UI" in output
+    page = requests.get(local_stack.url + "/", timeout=10)
+    assert page.status_code == 200
+    assert '<script src="app.js" defer></script>' in page.text
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert requests.get(local_stack.url + "/app.js", timeout=10).status_code == 200
     admin = login(local_stack.url, "admin", local_stack.admin_password())
     created = admin.post(
         f"{local_stack.url}/api/users",
@@ -269,7 +276,7 @@ def test_setup_local_sqlite_is_said_loudly_and_sticks(local_stack: LocalStack) -
     assert local_stack.run("--stop").returncode == 0
 
     # Without --sqlite the next run stays on SQLite rather than an empty PostgreSQL.
-    again = local_stack.up()
+    again = local_stack.up("--no-apache")
     assert "using SQLite" in again
     assert "SQLite at" in local_stack.run("--status").stdout
     login(local_stack.url, "frank", "frank-correct-horse-42")
