@@ -57,5 +57,5 @@ def with_ui(wsgi_app: WsgiApp, ui_dir: Path = UI_DIR) -> WsgiApp:
 def create_app_with_ui() -> Flask:
     """The backend's app with the UI in front of it."""
     app = create_app()
-    app.wsgi_app = with_ui(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = with_ui(app.wsgi_app)  # type: ignore[method-assign,assignment]
     return app
