@@ -52,6 +52,9 @@ def init_app(app: Flask) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     redis_url = app.config["REDIS_URL"]
     app.config.setdefault("RATELIMIT_STORAGE_URI", redis_url or "memory://")
+    # Redis down must not take logins down: count in this process until it is back.
+    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
+    app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     if app.config["RATELIMIT_ENABLED"]:
         storage = "redis" if redis_url else "memory (this process only)"
         log.info("rate limit storage", extra={"storage": storage})

@@ -126,3 +126,14 @@ def test_refresh_is_limited_per_address(
             client.post("/api/auth/refresh", headers={"X-CSRF-TOKEN": csrf.value}).status_code
         )
     assert statuses == [200, 200, 429]
+
+
+def test_redis_down_does_not_take_logins_down(
+    make_app: Callable[..., Flask], vault_secrets: dict[str, Any]
+) -> None:
+    """Nothing listens on port 1: limits fall back to this process, logins keep working."""
+    app = make_app(RATELIMIT_ENABLED=True, REDIS_URL="redis://127.0.0.1:1/0")
+    client = app.test_client()
+    assert attempt(client, "user", vault_secrets["user_password"]).status_code == 200
+    statuses = [attempt(client, "user").status_code for _ in range(6)]
+    assert statuses == [401] * 5 + [429]
