@@ -110,3 +110,33 @@ def test_metrics_carry_no_secret(client: FlaskClient, vault_secrets: dict[str, A
     text = client.get("/metrics").get_data(as_text=True)
     assert all(str(v) not in text for v in vault_secrets.values())
     assert json.dumps(vault_secrets) not in text
+
+
+def test_fallback_secrets_are_reported_and_logged(
+    make_app: Callable[..., Flask], tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Vault never reachable (development): env fallback values serve, and everyone is told."""
+    from src.vault.settings import FallbackSettings
+    from src.vault_client import VaultClient, VaultSettings
+
+    fallback = FallbackSettings(
+        secret_key="fallback-signing-key-" + "f" * 43,
+        admin_password="fallback admin passphrase",
+        user_password="fallback user passphrase",
+    )
+    settings = VaultSettings(
+        addresses=("http://127.0.0.1:1",),
+        role_id="role",
+        secret_id="secret",
+        connect_timeout=0.2,
+        read_retries=0,
+        fallback=fallback,
+    )
+    app = make_app(vault=VaultClient(settings), DATABASE_URL=f"sqlite:///{tmp_path / 'fb.db'}")
+    client = app.test_client()
+    ready = client.get("/api/ready")
+    assert ready.status_code == 200
+    assert ready.json["source"] == "fallback"
+    assert login(client, "admin", "fallback admin passphrase").status_code == 200
+    events = [r for r in caplog.records if getattr(r, "event", None) == "fallback mode"]
+    assert events and events[0].name == "security"
