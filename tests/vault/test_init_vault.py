@@ -6,6 +6,7 @@ import re
 import stat
 from pathlib import Path
 
+import hvac.exceptions
 import pytest
 
 from tests.harness.openbao import OpenBao, read_env
@@ -76,6 +77,14 @@ def test_written_files_are_private_and_hold_only_what_was_asked(openbao: OpenBao
     assert read_env(env_file)["VAULT_ADDR"] == openbao.addr
     assert db_file.read_text() == kv(openbao, "database/postgres")["password"]
     keys = openbao.keys()
+    assert set(keys) == {
+        "unseal_keys_b64",
+        "unseal_keys_hex",
+        "unseal_shares",
+        "unseal_threshold",
+        "root_token",
+        "admin_token",
+    }
     assert len(keys["unseal_keys_b64"]) == keys["unseal_shares"] == 5
     assert keys["unseal_threshold"] == 3
     assert keys["root_token"] and keys["admin_token"]
@@ -151,6 +160,21 @@ def test_dev_server_with_token_and_no_keys_file_is_configured(dev_openbao: OpenB
         )["data"]["data"]
     )
     assert dev_openbao.audit_entries(), "dev server with -config wrote no audit log"
+
+
+def test_role_flags_bind_secret_ids_to_cidrs_and_limits(dev_openbao: OpenBao) -> None:
+    flags = ("--cidr", "10.0.0.0/8", "--secret-id-num-uses", "1", "--secret-id-ttl", "10m")
+
+    result = dev_openbao.run_script("init-vault.sh", *flags, env={"VAULT_TOKEN": "root"})
+
+    assert result.returncode == 0, result.stderr
+    role = dev_openbao.client("root").auth.approle.read_role("flask-app")["data"]
+    assert role["secret_id_bound_cidrs"] == role["token_bound_cidrs"] == ["10.0.0.0/8"]
+    assert (role["secret_id_num_uses"], role["secret_id_ttl"]) == (1, 600)
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="CIDR"):
+        dev_openbao.client().auth.approle.login(
+            role_id=dev_openbao.role_id, secret_id=dev_openbao.secret_id
+        )
 
 
 VAULT_CLI_SHIM = """#!/usr/bin/env bash

@@ -165,7 +165,8 @@ enable_approle() {
   vcli write "auth/approle/role/$ROLE_NAME" token_policies=app-policy token_ttl=1h \
     token_max_ttl=4h secret_id_ttl="$SECRET_ID_TTL" secret_id_num_uses="$SECRET_ID_NUM_USES" \
     secret_id_bound_cidrs="$APPROLE_CIDRS" token_bound_cidrs="$APPROLE_CIDRS" >/dev/null
-  say "role $ROLE_NAME: written (token TTL 1h, max 4h, policy app-policy)"
+  say "role $ROLE_NAME: written (token TTL 1h, max 4h, policy app-policy," \
+    "secret ID TTL $SECRET_ID_TTL, uses $SECRET_ID_NUM_USES, CIDRs ${APPROLE_CIDRS:-any})"
 }
 
 # Write the generated keys a KV path lacks; existing values (and the version) stay untouched.

@@ -116,7 +116,7 @@ def cmd_keys_set(path: str, field: str) -> None:
 
 
 def cmd_keys_install(raw: str, dest: str) -> None:
-    """Check `operator init -format=json` output saved next to dest, then rename it to dest.
+    """Check `operator init -format=json` output saved next to dest, then install it as dest.
 
     The raw file is written in dest's own dir so that the only copy of the unseal keys is never
     in a temp dir that a cleanup could remove; on a failed check it stays for the operator.
@@ -124,8 +124,10 @@ def cmd_keys_install(raw: str, dest: str) -> None:
     data = load_keys(Path(raw))
     if not data.get("unseal_keys_b64") or not data.get("root_token"):
         raise Fail(f"operator init answered without unseal keys or root token (kept in {raw})")
-    os.chmod(raw, 0o600)
-    os.replace(raw, dest)
+    # Recovery keys exist only with auto-unseal; drop their empty fields to keep the file plain.
+    kept = {k: v for k, v in data.items() if not (k.startswith("recovery_") and not v)}
+    atomic_write(Path(dest), json.dumps(kept, indent=2) + "\n")
+    Path(raw).unlink()
 
 
 def parse_env_lines(text: str) -> list[tuple[str | None, str]]:
