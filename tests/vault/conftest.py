@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,15 +67,24 @@ def snapshot(directory: Path) -> dict[str, bytes | None]:
     }
 
 
+def body_fields(body: bytes) -> str:
+    """The field names of a JSON request body, comma-separated: what was sent, never a value."""
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        return "?"
+    return ",".join(sorted(data)) if isinstance(data, dict) else "?"
+
+
 class _Proxy(http.server.BaseHTTPRequestHandler):
     """Forward every request to the upstream server and remember its method and path."""
 
     upstream_port = 0
-    seen: list[tuple[str, str]]
+    seen: list[tuple[str, str, str]]
 
     def _forward(self) -> None:
-        self.seen.append((self.command, self.path))
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.seen.append((self.command, self.path, body_fields(body)))
         conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=10)
         headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
         conn.request(self.command, self.path, body=body, headers=headers)
@@ -96,9 +106,9 @@ class _Proxy(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def counting_proxy(upstream_port: int) -> Iterator[tuple[str, list[tuple[str, str]]]]:
-    """An HTTP proxy on loopback in front of a server: (its address, requests it forwarded)."""
-    seen: list[tuple[str, str]] = []
+def counting_proxy(upstream_port: int) -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
+    """A proxy on loopback in front of a server: its address, (method, path, body fields) seen."""
+    seen: list[tuple[str, str, str]] = []
     handler = type("Handler", (_Proxy,), {"upstream_port": upstream_port, "seen": seen})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -99,6 +99,11 @@ unseal_with_keys() {
   status="$(seal_status)"
   threshold="$(status_field "$status" t)"
   py keys-check "$KEYS_FILE" "$threshold"
+  # Keys someone else already entered would make ours overshoot or mix: start from zero.
+  if [ "$(status_field "$status" progress)" != "0" ]; then
+    vcli operator unseal -reset >/dev/null
+    say "discarded a partial unseal left by someone else"
+  fi
   for ((i = 0; i < threshold; i++)); do
     # The key goes from the file through a pipe into the request body: never argv or stdout.
     py unseal-body "$KEYS_FILE" "$i" | vcli write sys/unseal - >/dev/null
