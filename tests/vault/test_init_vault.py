@@ -205,3 +205,21 @@ def test_hashicorp_vault_gets_its_audit_device_over_the_api(
     assert "audit device file/: enabled" in result.stdout
     assert log.read_text().split() == ["audit", "enable", "file", "file_path=/vault/logs/audit.log"]
     assert "audit: declared in the server config (OpenBao)" in dev_openbao.init_result.stdout
+
+
+def test_rerun_adds_only_the_keys_a_secret_lacks(dev_openbao: OpenBao) -> None:
+    root = dev_openbao.client("root")
+    before = kv(dev_openbao, "app/flask")
+    partial = {"jwt_secret": before["jwt_secret"], "admin_password": before["admin_password"]}
+    root.secrets.kv.v2.create_or_update_secret(path="app/flask", secret=partial)
+    version = current_version(dev_openbao, "app/flask")
+
+    result = dev_openbao.run_script("init-vault.sh", env={"VAULT_TOKEN": "root"})
+
+    assert result.returncode == 0, result.stderr
+    assert "secret/app/flask exists: kept, added missing keys user_password" in result.stdout
+    after = kv(dev_openbao, "app/flask")
+    assert {k: after[k] for k in partial} == partial
+    assert len(after["user_password"]) >= 20 and after["user_password"] != before["user_password"]
+    assert current_version(dev_openbao, "app/flask") == version + 1
+    assert_no_secret(result.stdout + result.stderr, list(after.values()))
