@@ -113,7 +113,7 @@ def _session() -> Session:
 
 def _load_user(_header: dict[str, Any], payload: dict[str, Any]) -> User | None:
     """The token's user, unless disabled or their sessions were ended (token_version bumped)."""
-    user = _session().get(User, _user_id(payload))  # in the identity map since _is_revoked
+    user = g.pop("token_user", None) or _session().get(User, _user_id(payload))
     if user is None or not user.enabled or user.token_version != payload.get("ver"):
         return None
     g.username = user.username
@@ -142,7 +142,8 @@ def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
     ).one_or_none()
     if row is None:
         return False  # no such user: _load_user refuses the token
-    _user, token_reason, family_reason = row
+    # Keep the user for _load_user: the session's identity map holds it only weakly.
+    g.token_user, token_reason, family_reason = row
     if family_reason is not None:
         return True
     if token_reason is None:
