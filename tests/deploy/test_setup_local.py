@@ -151,7 +151,8 @@ def test_setup_local_survives_stop_and_start_with_its_data(local_stack: LocalSta
     # Vault comes back sealed; setup.sh unseals it and the database keeps carol.
     again = local_stack.up()
     assert "initializing Vault at" not in again
-    assert "unsealing: ok" in again
+    assert "unseal-vault.sh" in again
+    assert f"unsealing Vault at http://127.0.0.1:{local_stack.env['VAULT_PORT']}: ok" in again
     assert local_stack.admin_password() == admin_password
     carol = login(local_stack.url, "carol", "carol-correct-horse-42")
     assert carol.get(f"{local_stack.url}/api/auth/me", timeout=10).json()["user"]["role"] == "user"
