@@ -417,7 +417,7 @@ start_backend() {
 }
 
 start_apache() {
-  local apache="$1" modsec=()
+  local apache="$1" modsec=() html_dir
   if alive "$RUN_DIR/apache.pid" "apache2"; then
     say "Apache front: already running on 127.0.0.1:$HTTP_PORT"
     return 0
@@ -429,12 +429,21 @@ start_apache() {
     fi
     modsec=(-D MODSECURITY)
   fi
-  # Apache drops root to www-data for its workers: they need a writable run dir.
+  # Apache drops root to www-data for its workers: they need a writable run dir, and to
+  # read the UI; when the checkout is private to root, serve a copy from the run dir.
   mkdir -p "$RUN_DIR/apache"
   chmod 1777 "$RUN_DIR/apache"
+  html_dir="$ROOT/fe_apache/html"
+  if [ "$(id -u)" -eq 0 ] && ! runuser -u www-data -- test -r "$html_dir/index.html" 2>/dev/null; then
+    rm -rf "$RUN_DIR/apache/html"
+    cp -R "$html_dir" "$RUN_DIR/apache/html"
+    chmod -R a+rX "$RUN_DIR/apache/html"
+    html_dir="$RUN_DIR/apache/html"
+    say "www-data cannot read $ROOT/fe_apache/html: serving a copy from $html_dir"
+  fi
   say "starting Apache front on 127.0.0.1:$HTTP_PORT${modsec:+ with ModSecurity}"
   FE_LISTEN="127.0.0.1:$HTTP_PORT" FE_BACKEND="http://127.0.0.1:$APP_PORT" \
-    FE_HTML_DIR="$ROOT/fe_apache/html" FE_CONF_DIR="$ROOT/fe_apache" \
+    FE_HTML_DIR="$html_dir" FE_CONF_DIR="$ROOT/fe_apache" \
     FE_RUN_DIR="$RUN_DIR/apache" FE_SERVER_NAME=localhost \
     start_detached "$RUN_DIR/apache.pid" "$LOG_DIR/apache.log" \
     "$apache" -f "$ROOT/fe_apache/httpd.conf" -d "$RUN_DIR/apache" -D FOREGROUND "${modsec[@]}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -51,6 +52,10 @@ class Apache:
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # Workers run as www-data, which may not traverse the checkout (CI clones anywhere).
+        served = self.run_dir / "html"
+        shutil.copytree(self.html_dir, served, dirs_exist_ok=True)
+        self.html_dir = served
         with (self.run_dir / "apache.log").open("ab") as log:
             self.process = subprocess.Popen(
                 self.command(), env=self.environment(), stdout=log, stderr=subprocess.STDOUT
