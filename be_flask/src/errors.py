@@ -8,6 +8,8 @@ from flask import Flask, Response, jsonify
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from src.vault_client import VaultClientError
+
 log = logging.getLogger(__name__)
 
 
@@ -44,6 +46,11 @@ def _database_unavailable(_error: OperationalError) -> tuple[Response, int]:
     return error_response(503, "database unavailable, try again shortly")
 
 
+def _secrets_unavailable(_error: VaultClientError) -> tuple[Response, int]:
+    log.warning("app secrets unavailable", extra={"error_type": type(_error).__name__})
+    return error_response(503, "secrets unavailable, try again shortly")
+
+
 def _unexpected_error(error: Exception) -> tuple[Response, int]:
     log.exception("unhandled error", extra={"error_type": type(error).__name__})
     return error_response(500, "internal server error")
@@ -54,4 +61,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(OperationalError, _database_unavailable)
+    app.register_error_handler(VaultClientError, _secrets_unavailable)
     app.register_error_handler(Exception, _unexpected_error)

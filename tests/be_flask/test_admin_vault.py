@@ -140,3 +140,30 @@ def test_fallback_secrets_are_reported_and_logged(
     assert login(client, "admin", "fallback admin passphrase").status_code == 200
     events = [r for r in caplog.records if getattr(r, "event", None) == "fallback mode"]
     assert events and events[0].name == "security"
+
+
+def test_no_vault_no_cache_no_fallback_is_503_not_500(
+    make_app: Callable[..., Flask], tmp_path: Any
+) -> None:
+    from src.vault_client import VaultClient, VaultSettings
+
+    settings = VaultSettings(
+        addresses=("http://127.0.0.1:1",),
+        role_id="role",
+        secret_id="secret",
+        connect_timeout=0.2,
+        read_retries=0,
+        app_env="production",  # no development defaults to fall back on
+    )
+    app = make_app(vault=VaultClient(settings), DATABASE_URL=f"sqlite:///{tmp_path / 'nv.db'}")
+    client = app.test_client()
+    ready = client.get("/api/ready")
+    assert ready.status_code == 503
+    assert ready.json["secrets"] is False
+    # No default users either (their passwords live in Vault): a plain failed login.
+    assert login(client, "admin", "any password at all").status_code == 401
+    cookie = {"Cookie": "access_token_cookie=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln"}
+    me = app.test_client(use_cookies=False).get("/api/auth/me", headers=cookie)
+    assert me.status_code == 503
+    assert me.json["error"] == "secrets unavailable, try again shortly"
+    assert client.get("/api/health").status_code == 200

@@ -11,6 +11,16 @@ from tests.harness.app import csrf_headers, login
 COOKIES = ("access_token_cookie", "csrf_access_token", "refresh_token_cookie", "csrf_refresh_token")
 
 
+REVOKED = "token has been revoked"
+CSRF_MISMATCH = "CSRF double submit tokens do not match"
+
+
+def error_of(response: Any) -> str:
+    """The error of a 401 answer (which check refused the request)."""
+    assert response.status_code == 401, response.get_data(as_text=True)
+    return str(response.json["error"])
+
+
 def set_cookie_headers(response: Any) -> dict[str, str]:
     return {h.split("=", 1)[0]: h for h in response.headers.getlist("Set-Cookie")}
 
@@ -43,10 +53,10 @@ def test_me_without_session_is_401(client: FlaskClient) -> None:
 
 
 def test_post_without_csrf_header_is_refused(logged_in_client: FlaskClient) -> None:
-    assert logged_in_client.post("/api/auth/logout").status_code == 401
+    assert error_of(logged_in_client.post("/api/auth/logout")) == "Missing CSRF token"
     wrong = {"X-CSRF-TOKEN": "not-the-cookie-value"}
-    assert logged_in_client.post("/api/auth/logout", headers=wrong).status_code == 401
-    assert logged_in_client.post("/api/auth/refresh").status_code == 401
+    assert error_of(logged_in_client.post("/api/auth/logout", headers=wrong)) == CSRF_MISMATCH
+    assert error_of(logged_in_client.post("/api/auth/refresh")) == "Missing CSRF token"
     # Still logged in: the refused requests changed nothing.
     assert logged_in_client.get("/api/auth/me").status_code == 200
 
@@ -73,11 +83,11 @@ def test_reusing_a_rotated_refresh_token_ends_the_whole_session(
     # An attacker replays the stolen, already rotated refresh token.
     attacker = app.test_client()
     attacker.set_cookie("refresh_token_cookie", old_refresh.value, path="/api/auth/")
-    assert attacker.post("/api/auth/refresh", headers=old_csrf).status_code == 401
+    assert error_of(attacker.post("/api/auth/refresh", headers=old_csrf)) == REVOKED
     # The legitimate user's newer tokens die with the family.
-    assert logged_in_client.get("/api/auth/me").status_code == 401
+    assert error_of(logged_in_client.get("/api/auth/me")) == REVOKED
     new_csrf = csrf_headers(logged_in_client, True)
-    assert logged_in_client.post("/api/auth/refresh", headers=new_csrf).status_code == 401
+    assert error_of(logged_in_client.post("/api/auth/refresh", headers=new_csrf)) == REVOKED
 
 
 def test_logout_makes_both_old_tokens_useless(app: Any, logged_in_client: FlaskClient) -> None:
@@ -94,8 +104,8 @@ def test_logout_makes_both_old_tokens_useless(app: Any, logged_in_client: FlaskC
     replay = app.test_client()
     replay.set_cookie("access_token_cookie", access.value, path="/api/")
     replay.set_cookie("refresh_token_cookie", refresh.value, path="/api/auth/")
-    assert replay.get("/api/auth/me").status_code == 401
-    assert replay.post("/api/auth/refresh", headers=refresh_csrf).status_code == 401
+    assert error_of(replay.get("/api/auth/me")) == REVOKED
+    assert error_of(replay.post("/api/auth/refresh", headers=refresh_csrf)) == REVOKED
 
 
 def test_logout_purges_revocations_of_expired_tokens(

@@ -103,25 +103,33 @@ def test_token_attack_is_401(
 ) -> None:
     claims, token = user_token
     forged = attack(claims, vault_secrets["jwt_secret"], token)
-    # A raw Cookie header: the test client's cookie jar would refuse some of these.
-    environ = {"HTTP_COOKIE": f"access_token_cookie={forged}"}
-    response = app.test_client().get("/api/auth/me", environ_overrides=environ)
+    response = me_with_raw_cookie(app, forged)
     assert response.status_code == 401, response.get_data(as_text=True)
     assert response.is_json
     assert response.json["status"] == 401
+    if forged:  # the token reached the check: it was refused, not overlooked
+        assert response.json["error"] != 'Missing cookie "access_token_cookie"'
+
+
+def me_with_raw_cookie(app: Flask, token: str) -> Any:
+    """GET /api/auth/me with a raw Cookie header (the cookie jar would refuse some tokens).
+
+    The string is the WSGI (latin-1) view of the header bytes, so any byte can be sent.
+    """
+    client = app.test_client(use_cookies=False)
+    environ = {"HTTP_COOKIE": f"access_token_cookie={token}"}
+    return client.get("/api/auth/me", environ_overrides=environ)
 
 
 def test_the_untouched_token_works(app: Flask, user_token: tuple[dict[str, Any], str]) -> None:
     """The control: the same request with the real token is accepted."""
-    client = app.test_client()
-    client.set_cookie("access_token_cookie", user_token[1], path="/api/")
-    assert client.get("/api/auth/me").status_code == 200
+    assert me_with_raw_cookie(app, user_token[1]).status_code == 200
 
 
 def test_raw_non_utf8_cookie_bytes_are_401(app: Flask) -> None:
-    environ = {"HTTP_COOKIE": "access_token_cookie=\udcff\udcfe\udcc3"}
-    response = app.test_client().get("/api/auth/me", environ_overrides=environ)
+    response = me_with_raw_cookie(app, "\xff\xfe\xc3(\xa0.e30.c2ln")
     assert response.status_code == 401
+    assert response.json["error"] == "invalid token"
 
 
 def test_non_ascii_csrf_header_is_401(logged_in_client: FlaskClient) -> None:
