@@ -93,9 +93,25 @@ def test_four_workers_on_an_empty_database(four_workers: Gunicorn, site: Site) -
     session_for(four_workers, "admin", site.passwords["admin_password"])
 
 
+def worker_generations(server: Gunicorn, admin: requests.Session) -> dict[int, int | None]:
+    """Ask /api/admin/vault/status on new connections until all four workers answered."""
+    seen: dict[int, int | None] = {}
+    for _ in range(200):
+        status = requests.get(
+            f"{server.url}/api/admin/vault/status", cookies=admin.cookies, timeout=10
+        ).json()
+        seen[status["pid"]] = status["cache_generation"]
+        if len(seen) == 4:
+            break
+    return seen
+
+
 def test_refresh_reaches_every_worker(four_workers: Gunicorn, site: Site) -> None:
     admin = session_for(four_workers, "admin", site.passwords["admin_password"])
     user = session_for(four_workers, "user", site.passwords["user_password"])
+    assert requests.get(f"{four_workers.url}/api/auth/me", cookies=user.cookies, timeout=10).ok
+    # Every worker must hold the current key in its cache before it changes in Vault.
+    assert len(worker_generations(four_workers, admin)) == 4
     original = read_secret(site.server, "app/flask")
     put_secret(site.server, "app/flask", {**original, "jwt_secret": secrets.token_urlsafe(40)})
     try:
@@ -107,21 +123,17 @@ def test_refresh_reaches_every_worker(four_workers: Gunicorn, site: Site) -> Non
         generation = refreshed.json()["generation"]
         time.sleep(1.5)  # each worker compares the generation at most once a second
         # New connections land on any worker: every one rejects the token of the old key.
-        statuses = {
-            requests.get(
-                f"{four_workers.url}/api/auth/me", cookies=user.cookies, timeout=10
-            ).status_code
-            for _ in range(24)
+        answers = {
+            (r.status_code, r.json()["error"])
+            for r in (
+                requests.get(f"{four_workers.url}/api/auth/me", cookies=user.cookies, timeout=10)
+                for _ in range(24)
+            )
         }
-        assert statuses == {401}
+        assert answers == {(401, "invalid token")}
         fresh = session_for(four_workers, "admin", site.passwords["admin_password"])
-        seen = {}
-        for _ in range(24):
-            status = requests.get(
-                f"{four_workers.url}/api/admin/vault/status", cookies=fresh.cookies, timeout=10
-            ).json()
-            seen[status["pid"]] = status["cache_generation"]
-        assert len(seen) >= 2
+        seen = worker_generations(four_workers, fresh)
+        assert len(seen) == 4
         assert set(seen.values()) == {generation}
     finally:
         put_secret(site.server, "app/flask", original)
