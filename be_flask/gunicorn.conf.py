@@ -1,6 +1,8 @@
 """gunicorn settings for production: `gunicorn -c gunicorn.conf.py 'src.be:create_app()'`."""
 
 import os
+import shutil
+import tempfile
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:5000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
@@ -20,6 +22,19 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 limit_request_line = 8190
 limit_request_field_size = 8190
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def on_starting(server):  # type: ignore[no-untyped-def]
+    """Give the workers one directory for their metrics, so /metrics counts all of them."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="backend-metrics-")
+        os.environ["BACKEND_METRICS_DIR_OWNED"] = "1"
+
+
+def on_exit(server):  # type: ignore[no-untyped-def]
+    """Remove the metrics directory made in on_starting."""
+    if os.environ.get("BACKEND_METRICS_DIR_OWNED"):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def post_fork(server, worker):  # type: ignore[no-untyped-def]

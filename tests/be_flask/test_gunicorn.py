@@ -45,7 +45,9 @@ def site(postgres: Any) -> Iterator[Site]:
 @pytest.fixture(scope="module")
 def four_workers(site: Site, start_gunicorn: Callable[..., Gunicorn]) -> Gunicorn:
     """Four workers started at once on the empty database."""
-    return start_gunicorn(gunicorn_env(site.server), workers=4, name="four-workers")
+    # Limits off: these tests send more failed logins than one worker's budget.
+    env = gunicorn_env(site.server, RATELIMIT_ENABLED="false")
+    return start_gunicorn(env, workers=4, name="four-workers")
 
 
 def json_lines(log: Path) -> list[dict[str, Any]]:
@@ -137,6 +139,22 @@ def test_refresh_reaches_every_worker(four_workers: Gunicorn, site: Site) -> Non
         assert set(seen.values()) == {generation}
     finally:
         put_secret(site.server, "app/flask", original)
+
+
+def test_metrics_count_every_worker(four_workers: Gunicorn, site: Site) -> None:
+    """Failed logins spread over the workers all show in /metrics, whichever worker answers."""
+
+    def failed_logins() -> float:
+        text = requests.get(f"{four_workers.url}/metrics", timeout=10).text
+        lines = [line for line in text.splitlines() if line.startswith("logins_total{")]
+        return sum(float(line.split()[-1]) for line in lines if 'result="failed"' in line)
+
+    before = failed_logins()
+    for i in range(8):
+        body = {"username": f"nobody-{i}", "password": "wrong password"}
+        requests.post(f"{four_workers.url}/api/auth/login", json=body, timeout=10)
+    counts = {failed_logins() - before for _ in range(6)}
+    assert counts == {8.0}
 
 
 def test_rate_limit_holds_across_worker_processes(
