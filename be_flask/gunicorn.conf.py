@@ -1,10 +1,10 @@
-"""gunicorn settings for production: `gunicorn -c gunicorn.conf.py 'src.be:create_app()'`."""
+"""gunicorn settings (read from be_flask/ by default): `gunicorn 'src.be:create_app()'`."""
 
 import os
 import shutil
 import tempfile
 
-bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:5000")
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
