@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from src.app_secrets import vault_client
-from src.database import insert_ignoring_conflict
+from src.database import NO_DATABASE_ENDPOINTS, insert_ignoring_conflict
 from src.extensions import db
 from src.models import CacheGeneration
 
@@ -45,8 +45,8 @@ def init_app(app: Flask) -> None:
 
 def check_generation() -> None:
     """Invalidate this worker's Vault cache when another worker asked for a refresh."""
-    if request.endpoint in ("health.health", "metrics.metrics"):
-        return  # these answer while the database is down
+    if request.endpoint in NO_DATABASE_ENDPOINTS:
+        return
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     state = _state(app)
     now = time.monotonic()

@@ -19,6 +19,9 @@ from src.logging_setup import secrets_registry
 
 log = logging.getLogger(__name__)
 
+# Liveness and scraping must answer even while the database is down.
+NO_DATABASE_ENDPOINTS = frozenset({"health.health", "metrics.metrics"})
+
 
 class Database:
     """Flask extension: one engine per process (a forked worker never reuses its parent's)."""

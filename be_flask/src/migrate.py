@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from flask import Flask
+from flask import Flask, current_app, request
 from sqlalchemy import Connection, text
 
+from src.database import NO_DATABASE_ENDPOINTS
 from src.db_utils import create_default_users
 from src.extensions import db
 
@@ -21,6 +23,34 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # Any constant works; it only has to be the same in every worker of every version of the app.
 ADVISORY_LOCK_KEY = 0x5F1A5C
+
+
+def init_app(app: Flask) -> None:
+    """Prepare the database now, and before requests until it has worked once."""
+    app.extensions["database_prepared"] = not app.config["AUTO_MIGRATE"]
+    app.before_request(_ensure_prepared)
+    _try_prepare(app)
+
+
+def _try_prepare(app: Flask) -> None:
+    app.extensions["database_prepare_tried"] = time.monotonic()
+    if app.extensions["database_prepared"]:
+        return
+    try:
+        prepare_database(app)
+    except Exception:
+        log.warning("preparing database: failed, will retry", exc_info=True)
+        return
+    app.extensions["database_prepared"] = True
+
+
+def _ensure_prepared() -> None:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if app.extensions["database_prepared"] or request.endpoint in NO_DATABASE_ENDPOINTS:
+        return
+    waited = time.monotonic() - app.extensions["database_prepare_tried"]
+    if waited >= app.config["DATABASE_PREPARE_RETRY_SECONDS"]:
+        _try_prepare(app)
 
 
 def prepare_database(app: Flask) -> None:

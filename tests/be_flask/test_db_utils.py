@@ -101,3 +101,16 @@ def test_hash_is_upgraded_at_login_when_parameters_change(
             "SELECT password_hash FROM users WHERE username='admin'"
         ).fetchone()
     assert row is not None and ",t=3," in row[0]
+
+
+def test_database_that_appears_later_is_prepared_then(
+    make_app: Callable[..., Flask], tmp_path: Path, vault_secrets: dict[str, Any]
+) -> None:
+    """Start while the database cannot be opened; once it can, the next request prepares it."""
+    later = tmp_path / "not-yet"
+    app = make_app(DATABASE_URL=f"sqlite:///{later / 'app.db'}", DATABASE_PREPARE_RETRY_SECONDS=0)
+    client = app.test_client()
+    assert client.get("/api/ready").status_code == 503
+    later.mkdir()
+    assert login(client, "admin", vault_secrets["admin_password"]).status_code == 200
+    assert client.get("/api/ready").status_code == 200
