@@ -401,6 +401,7 @@ start_backend() {
   require_free_port "$bind_port" "$([ "$bind_port" = "$HTTP_PORT" ] && echo HTTP_PORT || echo APP_PORT)"
   say "starting backend (gunicorn) on 127.0.0.1:$bind_port"
   (
+    # gunicorn.conf.py in be_flask/ sets workers, timeouts and the fork hooks.
     cd "$ROOT/be_flask"
     # How to reach Vault and the AppRole credentials, as init-vault.sh wrote them.
     set -a
@@ -413,8 +414,8 @@ start_backend() {
     export TRUSTED_PROXIES="$TRUSTED_PROXIES" REDIS_URL="${REDIS_URL:-}"
     if [ -n "$SQLITE_URL" ]; then export DATABASE_URL="$SQLITE_URL"; fi
     start_detached "$RUN_DIR/backend.pid" "$LOG_DIR/backend.log" \
-      "$VENV/bin/gunicorn" --bind "127.0.0.1:$bind_port" --workers 2 \
-      --pythonpath "$ROOT/fe_apache" --access-logfile - "$app_spec"
+      "$VENV/bin/gunicorn" --bind "127.0.0.1:$bind_port" --pythonpath "$ROOT/fe_apache" \
+      "$app_spec"
   )
   wait_for_port "$bind_port" "the backend"
   say "starting backend: ok"
