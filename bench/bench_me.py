@@ -8,6 +8,7 @@ key comes from an environment variable. Target: (a) within 5 % of (c).
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -177,6 +178,7 @@ def main() -> None:
             print(summary(results[variants[0][0]], results[variants[2][0]]), flush=True)
     finally:
         cluster.stop()
+        shutil.rmtree(cluster.root, ignore_errors=True)
 
 
 if __name__ == "__main__":
