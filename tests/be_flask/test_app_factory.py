@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from typing import Any
@@ -123,3 +124,23 @@ def test_alembic_cli_uses_the_app_engine(tmp_path: Any) -> None:
         )
         assert result.returncode == 0, result.stderr
     assert "0001 (head)" in result.stdout
+
+
+def test_one_json_line_per_request_and_security_events(
+    make_app: Any, vault_secrets: dict[str, Any], app_log_dir: Any
+) -> None:
+    app: Flask = make_app()  # (re)installs the JSON handler on the session's log file
+    client = app.test_client()
+    client.post(
+        "/api/auth/login", json={"username": "user", "password": vault_secrets["user_password"]}
+    )
+    client.get("/api/auth/me")
+    app.test_client().post("/api/auth/login", json={"username": "log-probe", "password": "wrong"})
+    lines = (app_log_dir / "in-process.log").read_text(encoding="utf-8").splitlines()
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object
+    me = [e for e in entries if e["logger"] == "requests" and e["path"] == "/api/auth/me"][-1]
+    assert me["method"] == "GET" and me["status"] == 200 and me["user"] == "user"
+    assert me["address"] == "127.0.0.1" and me["duration_ms"] >= 0
+    failed = [e for e in entries if e.get("event") == "login failed"][-1]
+    assert failed["user"] == "log-probe" and failed["address"] == "127.0.0.1"
+    assert failed["logger"] == "security" and failed["level"] == "WARNING"
