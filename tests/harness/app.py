@@ -6,6 +6,7 @@ at the end can prove that no secret value from Vault was ever logged.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import subprocess
@@ -93,9 +94,22 @@ def read_secret(openbao: Any, path: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def app_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where every backend log of this session goes (in-process apps and gunicorn)."""
-    return tmp_path_factory.mktemp("backend-logs")
+def app_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where every backend log of this session goes (in-process apps and gunicorn).
+
+    Besides each app's own LOG_FILE, one session-long handler copies every in-process record
+    (whichever app installed the last handler) into all-in-process.log, as the app would.
+    """
+    from src.logging_setup import JsonFormatter, RedactingFilter
+
+    directory = tmp_path_factory.mktemp("backend-logs")
+    handler = logging.FileHandler(directory / "all-in-process.log")
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger().addHandler(handler)
+    yield directory
+    logging.getLogger().removeHandler(handler)
+    handler.close()
 
 
 @pytest.fixture(scope="session")
