@@ -163,11 +163,15 @@ def test_max_staleness_bounds_how_long_a_cached_value_is_served(
     dev_openbao: OpenBao, secret_watch: SecretWatch
 ) -> None:
     secret_watch.add_server(dev_openbao)
-    settings = settings_for(dev_openbao, cache_ttl=0.2, max_staleness=1.5, **FAST)
+    settings = settings_for(dev_openbao, cache_ttl=0.2, max_staleness=6.0, **FAST)
     client = secret_watch.client(settings)
     expected = client.get_app_secrets()
+    fetched = time.monotonic()
     dev_openbao.stop()
-    read_through_outage(client, expected, 1.0, max_call=0.5)
-    time.sleep(0.6)
+    # Timed from the fetch, not from the stop: stopping the server may itself take a second.
+    served_for = fetched + 4.5 - time.monotonic()
+    assert served_for > 1.0, "stopping the server took too long for this test to mean anything"
+    read_through_outage(client, expected, served_for, max_call=0.5)
+    time.sleep(max(0.0, fetched + 6.3 - time.monotonic()))
     with pytest.raises(VaultUnavailableError, match="VAULT_MAX_STALENESS"):
         client.get_app_secrets()
