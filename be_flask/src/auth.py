@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+import jwt as pyjwt
+from flask import Flask, Response, current_app, g, jsonify, request
 from flask_jwt_extended import (
     JWTManager,
     create_access_token,
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 # Three base64url segments; anything else is refused before PyJWT sees it.
 TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 MAX_TOKEN_LENGTH = 4096
+# Claim of the access token: exp of the refresh token issued with it (the session's end).
+SESSION_EXPIRY_CLAIM = "sexp"
 
 
 class AppJWTManager(JWTManager):
@@ -159,21 +162,38 @@ def report_refresh_reuse(session: Session, payload: dict[str, Any]) -> None:
     revoke_family(session, payload, "reuse")
 
 
-def issue_tokens(response: Response, user: User, family: str | None = None) -> None:
-    """Set new access and refresh cookies (and their CSRF cookies) for the user."""
+def session_response(user: User, family: str | None = None) -> Response:
+    """The user and the session's expiry as JSON, with new access and refresh cookies."""
     claims = {"fam": family or uuid.uuid4().hex, "ver": user.token_version, "role": user.role}
-    access_expires: timedelta = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
-    refresh_expires: timedelta = current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
-    set_access_cookies(
-        response,
-        create_access_token(user, additional_claims=claims),
-        max_age=int(access_expires.total_seconds()),
-    )
-    set_refresh_cookies(
-        response,
-        create_refresh_token(user, additional_claims=claims),
-        max_age=int(refresh_expires.total_seconds()),
-    )
+    refresh_token = create_refresh_token(user, additional_claims=claims)
+    # The access token carries its refresh token's exp: the UI can show when the session ends
+    # (its cookies are HttpOnly) and /me answers it without a database lookup.
+    claims[SESSION_EXPIRY_CLAIM] = _unverified_claims(refresh_token)["exp"]
+    access_token = create_access_token(user, additional_claims=claims)
+    response = jsonify(user=user.to_dict(), **session_expiry(_unverified_claims(access_token)))
+    set_access_cookies(response, access_token, max_age=_seconds("JWT_ACCESS_TOKEN_EXPIRES"))
+    set_refresh_cookies(response, refresh_token, max_age=_seconds("JWT_REFRESH_TOKEN_EXPIRES"))
+    return response
+
+
+def session_expiry(access_payload: dict[str, Any]) -> dict[str, str | None]:
+    """When the access token and the session (its refresh token) expire, ISO-8601 UTC."""
+    session_exp = access_payload.get(SESSION_EXPIRY_CLAIM)  # absent in tokens from before it
+    return {
+        "access_expires_at": _expiry(access_payload).isoformat(),
+        "session_expires_at": None if session_exp is None else _utc(session_exp).isoformat(),
+    }
+
+
+def _unverified_claims(token: str) -> dict[str, Any]:
+    # Only for a token minted a line earlier: its signature is ours by construction.
+    claims: dict[str, Any] = pyjwt.decode(token, options={"verify_signature": False})
+    return claims
+
+
+def _seconds(setting: str) -> int:
+    lifetime: timedelta = current_app.config[setting]
+    return int(lifetime.total_seconds())
 
 
 def revoke_token(session: Session, payload: dict[str, Any], reason: str) -> bool:
@@ -214,7 +234,11 @@ def purge_expired(session: Session) -> None:
 
 
 def _expiry(payload: dict[str, Any]) -> datetime:
-    return datetime.fromtimestamp(int(payload.get("exp", 0)), UTC)
+    return _utc(payload.get("exp", 0))
+
+
+def _utc(timestamp: Any) -> datetime:
+    return datetime.fromtimestamp(int(timestamp), UTC)
 
 
 def _dialect(session: Session) -> str:

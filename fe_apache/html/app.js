@@ -81,32 +81,32 @@ function describeError(error) {
   return error instanceof ApiError ? error.message : "The server could not be reached.";
 }
 
+// "in 6 days 23 h", "in 14 min": how far away an expiry is, in the two largest units.
+function untilText(milliseconds) {
+  const minutes = Math.round(milliseconds / 60000);
+  if (minutes < 1) return "in under a minute";
+  const days = Math.floor(minutes / 1440);
+  const hours = Math.floor((minutes % 1440) / 60);
+  if (days > 0) return `in ${days} day${days === 1 ? "" : "s"}${hours ? ` ${hours} h` : ""}`;
+  if (hours > 0) return `in ${hours} h ${minutes % 60} min`;
+  return `in ${minutes} min`;
+}
+
 function formatTime(value) {
   // The JWT cookies are HttpOnly: only the server can say when the session ends.
   if (value === undefined || value === null || value === "") {
     return "renewed automatically while you use the app";
   }
-  const date = typeof value === "number" ? new Date(value * 1000) : new Date(value);
+  const date = new Date(value);
   if (Number.isNaN(date.getTime())) return String(value);
-  const minutes = Math.round((date.getTime() - Date.now()) / 60000);
+  const left = date.getTime() - Date.now();
   const when = date.toLocaleString();
-  if (minutes < 0) return `${when} (expired)`;
-  return `${when} (in ${minutes < 1 ? "under a minute" : minutes + " min"})`;
+  return left < 0 ? `${when} (expired)` : `${when} (${untilText(left)})`;
 }
 
 // The session answer may carry the user at the top level or under "user".
 function userOf(body) {
   return body && body.user ? body.user : body;
-}
-
-function expiryOf(body, user) {
-  for (const source of [body, user]) {
-    if (!source) continue;
-    for (const key of ["session_expires_at", "access_expires_at", "expires_at", "exp"]) {
-      if (source[key] !== undefined) return source[key];
-    }
-  }
-  return undefined;
 }
 
 function showLogin() {
@@ -125,7 +125,9 @@ async function showSession(body) {
   $("who").textContent = `${user.username} (${user.role})`;
   $("me-username").textContent = user.username;
   $("me-role").textContent = user.role;
-  $("me-expiry").textContent = formatTime(expiryOf(body, user));
+  // ISO-8601 UTC from login, refresh and me: the refresh token's and the access token's exp.
+  $("me-expiry").textContent = formatTime(body.session_expires_at);
+  $("me-access-expiry").textContent = formatTime(body.access_expires_at);
   $("account-view").hidden = false;
   const admin = user.role === "admin";
   $("admin-view").hidden = !admin;

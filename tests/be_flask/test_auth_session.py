@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import jwt as pyjwt
+import pytest
 from flask.testing import FlaskClient
 
 from tests.harness.app import csrf_headers, login
@@ -111,8 +115,6 @@ def test_logout_makes_both_old_tokens_useless(app: Any, logged_in_client: FlaskC
 def test_logout_purges_revocations_of_expired_tokens(
     app: Any, logged_in_client: FlaskClient
 ) -> None:
-    from datetime import timedelta
-
     from src.extensions import db
     from src.models import RevokedToken, utcnow
 
@@ -134,3 +136,52 @@ def test_logout_purges_revocations_of_expired_tokens(
     )
     with app.app_context():
         assert db.session().get(RevokedToken, "expired-long-ago") is None
+
+
+def expiry_of(body: dict[str, Any], key: str) -> datetime:
+    """A parsed ISO-8601 expiry of a session answer; it must say UTC."""
+    value = datetime.fromisoformat(body[key])
+    assert value.utcoffset() == timedelta(0), body[key]
+    return value
+
+
+def seconds_ahead(body: dict[str, Any], key: str) -> float:
+    return (expiry_of(body, key) - datetime.now(UTC)).total_seconds()
+
+
+def decoded(client: FlaskClient, name: str, path: str) -> dict[str, Any]:
+    """The claims of a token cookie (read only to compare with what the JSON says)."""
+    cookie = client.get_cookie(name, path=path)
+    assert cookie is not None, name
+    claims: dict[str, Any] = pyjwt.decode(cookie.value, options={"verify_signature": False})
+    return claims
+
+
+@pytest.mark.parametrize("route", ["login", "me", "refresh"])
+def test_session_answers_say_when_access_and_session_expire(
+    client: FlaskClient, vault_secrets: dict[str, Any], route: str
+) -> None:
+    body = login(client, "user", vault_secrets["user_password"]).json
+    if route == "me":
+        body = client.get("/api/auth/me").json
+    elif route == "refresh":
+        body = client.post("/api/auth/refresh", headers=csrf_headers(client, True)).json
+    assert 15 * 60 - 10 <= seconds_ahead(body, "access_expires_at") <= 15 * 60
+    assert 7 * 86400 - 10 <= seconds_ahead(body, "session_expires_at") <= 7 * 86400
+    # The very exp claims of the cookies the browser holds, not a guess from the settings.
+    access = decoded(client, "access_token_cookie", "/api/")
+    refresh = decoded(client, "refresh_token_cookie", "/api/auth/")
+    assert expiry_of(body, "access_expires_at").timestamp() == access["exp"]
+    assert expiry_of(body, "session_expires_at").timestamp() == refresh["exp"]
+
+
+def test_refresh_moves_both_expiries_forward(logged_in_client: FlaskClient) -> None:
+    before = logged_in_client.get("/api/auth/me").json
+    time.sleep(1.1)  # exp has whole-second resolution
+    refreshed = logged_in_client.post(
+        "/api/auth/refresh", headers=csrf_headers(logged_in_client, True)
+    ).json
+    after = logged_in_client.get("/api/auth/me").json
+    for key in ("access_expires_at", "session_expires_at"):
+        assert expiry_of(refreshed, key) > expiry_of(before, key), key
+        assert after[key] == refreshed[key], key

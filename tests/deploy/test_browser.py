@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +55,12 @@ def sign_in(page: Page, username: str, password: str) -> None:
     page.click("#login-form button[type=submit]")
 
 
+def expect_session_expiry_shown(page: Page) -> None:
+    """The account card shows the real expiry from the server: 7-day session, 15-min token."""
+    expect(page.locator("#me-expiry")).to_have_text(re.compile(r"\(in (6 days 23 h|7 days)\)$"))
+    expect(page.locator("#me-access-expiry")).to_have_text(re.compile(r"\(in 1[45] min\)$"))
+
+
 def test_admin_and_user_journeys_in_chromium(local_stack: LocalStack, page: Page) -> None:  # noqa: F811
     problems: list[str] = []
     page.on("console", lambda m: m.type == "error" and problems.append(m.text))
@@ -74,6 +81,7 @@ def test_admin_and_user_journeys_in_chromium(local_stack: LocalStack, page: Page
     sign_in(page, "admin", admin_password)
     expect(page.locator("#admin-view")).to_be_visible()
     expect(page.locator("#me-role")).to_have_text("admin")
+    expect_session_expiry_shown(page)
     vault = page.locator("#vault-status")
     expect(vault).to_contain_text("Secrets come from")
     expect(vault).to_contain_text("vault")
@@ -94,6 +102,7 @@ def test_admin_and_user_journeys_in_chromium(local_stack: LocalStack, page: Page
     page.reload()
     expect(page.locator("#admin-view")).to_be_visible()
     assert any(c["name"] == "access_token_cookie" for c in page.context.cookies())
+    expect_session_expiry_shown(page)
 
     page.click("#logout")
     expect(page.locator("#login-view")).to_be_visible()

@@ -10,11 +10,12 @@ from flask_jwt_extended import current_user, get_jwt, jwt_required, unset_jwt_co
 from sqlalchemy import select
 
 from src.auth import (
-    issue_tokens,
     purge_expired,
     report_refresh_reuse,
     revoke_family,
     revoke_token,
+    session_expiry,
+    session_response,
 )
 from src.errors import ApiError
 from src.extensions import db
@@ -31,16 +32,13 @@ INVALID_CREDENTIALS = "invalid username or password"
 
 
 @bp.post("/login")
-def login() -> Any:
+def login() -> Response:
     """Check username and password; set the session cookies (rate limits: src/limiter.py)."""
     body = json_body()
     username, password = field(body, "username", str), field(body, "password", str)
     if len(password) > MAX_LENGTH:
         raise ApiError(400, f"password must be at most {MAX_LENGTH} characters")
-    user = authenticate(username, password)
-    response = jsonify(user=user.to_dict())
-    issue_tokens(response, user)
-    return response
+    return session_response(authenticate(username, password))
 
 
 def authenticate(username: str, password: str) -> User:
@@ -63,7 +61,7 @@ def authenticate(username: str, password: str) -> User:
 
 @bp.post("/refresh")
 @jwt_required(refresh=True)
-def refresh() -> Any:
+def refresh() -> Response:
     """Swap the refresh token for a new pair; the old one is revoked (reuse ends the family)."""
     payload = get_jwt()
     session = db.session()
@@ -71,9 +69,7 @@ def refresh() -> Any:
         # Another request rotated this very token a moment ago: that is reuse too.
         report_refresh_reuse(session, payload)
         raise ApiError(401, "token has been revoked")
-    response = jsonify(user=current_user.to_dict())
-    issue_tokens(response, current_user, family=payload["fam"])
-    return response
+    return session_response(current_user, family=payload["fam"])
 
 
 @bp.post("/logout")
@@ -94,5 +90,5 @@ def logout() -> Response:
 @bp.get("/me")
 @jwt_required()
 def me() -> Any:
-    """The user of the session."""
-    return jsonify(user=current_user.to_dict())
+    """The user of the session and when it expires."""
+    return jsonify(user=current_user.to_dict(), **session_expiry(get_jwt()))
