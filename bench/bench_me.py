@@ -241,8 +241,10 @@ def main() -> None:
                 flush=True,
             )
             # (a) and (c) alternate over several rounds: on a small machine the noise between two
-            # runs is larger than the difference being measured.
-            order = [variants[1]] + [variants[i] for _ in range(ROUNDS) for i in (0, 2)]
+            # runs is larger than the difference being measured. Every other round runs (c)
+            # first, so that a drift of the machine does not always favour the same variant.
+            pairs = [(0, 2) if n % 2 == 0 else (2, 0) for n in range(ROUNDS)]
+            order = [variants[1]] + [variants[i] for pair in pairs for i in pair]
             results: dict[str, list[Result]] = {}
             for name, variant_env, target in order:
                 result = run_variant(name, variant_env, target, logdir, secrets["admin_password"])
