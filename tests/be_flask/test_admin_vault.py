@@ -117,22 +117,14 @@ def test_fallback_secrets_are_reported_and_logged(
 ) -> None:
     """Vault never reachable (development): env fallback values serve, and everyone is told."""
     from src.vault.settings import FallbackSettings
-    from src.vault_client import VaultClient, VaultSettings
 
     fallback = FallbackSettings(
         secret_key="fallback-signing-key-" + "f" * 43,
         admin_password="fallback admin passphrase",
         user_password="fallback user passphrase",
     )
-    settings = VaultSettings(
-        addresses=("http://127.0.0.1:1",),
-        role_id="role",
-        secret_id="secret",
-        connect_timeout=0.2,
-        read_retries=0,
-        fallback=fallback,
-    )
-    app = make_app(vault=VaultClient(settings), DATABASE_URL=f"sqlite:///{tmp_path / 'fb.db'}")
+    vault = _unreachable_vault(fallback=fallback)
+    app = make_app(vault=vault, DATABASE_URL=f"sqlite:///{tmp_path / 'fb.db'}")
     client = app.test_client()
     ready = client.get("/api/ready")
     assert ready.status_code == 200
@@ -145,17 +137,8 @@ def test_fallback_secrets_are_reported_and_logged(
 def test_no_vault_no_cache_no_fallback_is_503_not_500(
     make_app: Callable[..., Flask], tmp_path: Any
 ) -> None:
-    from src.vault_client import VaultClient, VaultSettings
-
-    settings = VaultSettings(
-        addresses=("http://127.0.0.1:1",),
-        role_id="role",
-        secret_id="secret",
-        connect_timeout=0.2,
-        read_retries=0,
-        app_env="production",  # no development defaults to fall back on
-    )
-    app = make_app(vault=VaultClient(settings), DATABASE_URL=f"sqlite:///{tmp_path / 'nv.db'}")
+    vault = _unreachable_vault(app_env="production")  # no development defaults to fall back on
+    app = make_app(vault=vault, DATABASE_URL=f"sqlite:///{tmp_path / 'nv.db'}")
     client = app.test_client()
     ready = client.get("/api/ready")
     assert ready.status_code == 503
@@ -167,3 +150,19 @@ def test_no_vault_no_cache_no_fallback_is_503_not_500(
     assert me.status_code == 503
     assert me.json["error"] == "secrets unavailable, try again shortly"
     assert client.get("/api/health").status_code == 200
+
+
+def _unreachable_vault(**settings: Any) -> Any:
+    """A Vault client whose only address refuses connections at once, never retried."""
+    from src.vault_client import VaultClient, VaultSettings
+
+    return VaultClient(
+        VaultSettings(
+            addresses=("http://127.0.0.1:1",),
+            role_id="role",
+            secret_id="secret",
+            connect_timeout=0.2,
+            read_retries=0,
+            **settings,
+        )
+    )
