@@ -25,21 +25,22 @@ def vault_client(app: Flask | None = None) -> Any:
 
 def app_secrets(app: Flask | None = None) -> dict[str, str]:
     """jwt_secret, admin_password and user_password, from the client's cache when fresh."""
+    app = app or current_app
     client = vault_client(app)
     secrets: dict[str, str] = client.get_app_secrets()
     secrets_registry.remember(secrets.values())
-    if client.source != _last_source.get(id(client)):
-        _source_changed(client)
+    if client.source != app.extensions.get(_LAST_SOURCE):
+        _source_changed(app, client.source)
     return secrets
 
 
-# The source each client reported last, so that a change is logged once, not per request.
-_last_source: dict[int, str | None] = {}
+# Where this app's secrets came from last, so that a change is logged once, not per request.
+_LAST_SOURCE = "vault_last_source"
 
 
-def _source_changed(client: Any) -> None:
-    previous, source = _last_source.get(id(client)), client.source
-    _last_source[id(client)] = source
+def _source_changed(app: Flask, source: str | None) -> None:
+    previous = app.extensions.get(_LAST_SOURCE)
+    app.extensions[_LAST_SOURCE] = source
     if source == "fallback":
         SECURITY.warning(
             "app secrets from fallback values", extra={"event": "fallback mode", "was": previous}
