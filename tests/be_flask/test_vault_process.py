@@ -101,6 +101,13 @@ def test_cli_status_prints_json_and_fails_when_vault_is_unreachable(openbao: Ope
     assert not status["available"] and status["source"] == "fallback"
     assert "connection refused" in status["last_error"]
 
+    no_approle = {k: v for k, v in backend_env(openbao).items() if k != "VAULT_SECRET_ID"}
+    result = run_backend(["-m", "src.vault_client", "status"], no_approle)
+    assert result.returncode == 1
+    status = json.loads(result.stdout)
+    assert status["source"] == "fallback" and status["logins"] == 0
+    assert status["last_error"] == "AppRole credentials not configured"
+
 
 @pytest.mark.parametrize("app_env", ["production"])
 def test_cli_in_production_without_vault_or_env_says_what_is_missing(

@@ -15,7 +15,7 @@ from src.vault.cache import CacheEntry, SecretCache
 from src.vault.fallback import fallback_secret
 from src.vault.settings import FallbackSettings, VaultSettings
 from src.vault.token import TokenManager, TokenState, renewal_margin
-from src.vault_client import ConfigurationError, VaultUnavailableError
+from src.vault_client import ConfigurationError, VaultClient, VaultUnavailableError
 
 
 class FakeClock:
@@ -187,3 +187,13 @@ def test_single_flight_one_login_then_one_renewal_then_relogin_at_max_ttl() -> N
     run_threads(tokens.current)
     assert (vault.logins, vault.renewals) == (2, 2), "a capped renewal is followed by a login"
     assert vault.vault_token == "token-2"
+
+
+def test_status_says_why_without_approle_credentials() -> None:
+    client = VaultClient(VaultSettings(role_id="only-a-role-id"))  # no secret ID: no AppRole
+    assert client.status()["last_error"] == "AppRole credentials not configured"
+    assert client.get_app_secrets()["jwt_secret"].startswith("dev-only")
+    status = client.status()
+    assert status["source"] == "fallback" and not status["available"]
+    assert status["last_error"] == "AppRole credentials not configured"
+    assert status["requests_sent"] == 0, "nothing to log in with: Vault is never asked"

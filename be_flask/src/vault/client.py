@@ -49,6 +49,9 @@ LOGIN_ERRORS: tuple[type[BaseException], ...] = (
     ConfigurationError,  # e.g. the secret ID file is missing for a moment during rotation
 )
 
+# Why a client without AppRole credentials serves fallback values (logs and status()).
+NO_APPROLE = "AppRole credentials not configured"
+
 _monotonic = time.monotonic
 
 
@@ -155,7 +158,7 @@ class VaultClient:
 
     def _refresh(self, path: str, previous: CacheEntry | None) -> CacheEntry:
         if not self.settings.has_approle:
-            return self._without_vault(path, previous, "AppRole credentials not configured")
+            return self._without_vault(path, previous, NO_APPROLE)
         if not self.gate.try_begin():
             return self._without_vault(path, previous, self.gate.state.reason or "backing off")
         try:
@@ -272,7 +275,8 @@ class VaultClient:
             "cache_ttl": self.settings.cache_ttl,
             "paths": {path: _describe_entry(entry, now) for path, entry in self._entries.items()},
             "source": self.source,
-            "last_error": self.last_error,
+            # Without AppRole nothing is ever tried, so nothing else would say why.
+            "last_error": self.last_error if self.settings.has_approle else NO_APPROLE,
             "requests_sent": self.adapter.requests_sent,
         }
 
