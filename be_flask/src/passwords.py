@@ -31,15 +31,14 @@ class Passwords:
         app.extensions["passwords"] = (hasher, hasher.hash("dummy password for unknown users"))
 
 
-def _hasher() -> tuple[PasswordHasher, str]:
-    hasher, dummy = current_app.extensions["passwords"]
+def _hasher(app: Flask | None = None) -> tuple[PasswordHasher, str]:
+    hasher, dummy = (app or current_app).extensions["passwords"]
     return hasher, dummy
 
 
 def hash_password(password: str, app: Flask | None = None) -> str:
     """An argon2id hash of the password with this app's parameters."""
-    hasher = (app or current_app).extensions["passwords"][0]
-    return str(hasher.hash(password))
+    return str(_hasher(app)[0].hash(password))
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
