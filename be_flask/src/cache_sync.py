@@ -80,7 +80,8 @@ def bump_generation() -> int:
     """Ask every worker to drop its cache; this worker does it at once."""
     session = db.session()
     values = {"name": NAME, "generation": 0}
-    session.execute(insert_ignoring_conflict(_dialect(), CacheGeneration, values, "name"))
+    dialect = session.get_bind().dialect.name
+    session.execute(insert_ignoring_conflict(dialect, CacheGeneration, values, "name"))
     session.execute(
         update(CacheGeneration)
         .where(CacheGeneration.name == NAME)
@@ -96,7 +97,3 @@ def bump_generation() -> int:
 def current_generation() -> int | None:
     """The generation this worker has seen (None before its first check)."""
     return _state(current_app._get_current_object()).seen  # type: ignore[attr-defined]
-
-
-def _dialect() -> str:
-    return db.session().get_bind().dialect.name
