@@ -17,8 +17,19 @@ from tests.harness.app import BACKEND
 
 def test_import_talks_to_nothing() -> None:
     """Importing the factory with an unreachable Vault and database must not connect anywhere."""
-    code = "import src.be, socket; print('imported')"
-    env = {"VAULT_ADDR": "http://127.0.0.1:9", "PATH": "/usr/bin:/bin"}
+    # Any connection attempt during the import fails the run, even one the code would swallow.
+    code = (
+        "import os, socket\n"
+        "def refuse(*args, **kwargs):\n"
+        "    print('connection attempted at import', flush=True)\n"
+        "    os._exit(3)\n"
+        "socket.socket.connect = socket.socket.connect_ex = refuse\n"
+        "import src.be\n"
+        "print('imported')"
+    )
+    # AppRole credentials too: without them the client would never try to connect at all.
+    vault = {"VAULT_ADDR": "http://127.0.0.1:9", "VAULT_ROLE_ID": "r", "VAULT_SECRET_ID": "s"}
+    env = {**vault, "DATABASE_URL": "postgresql://u:p@127.0.0.1:9/d", "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=BACKEND,
@@ -27,7 +38,7 @@ def test_import_talks_to_nothing() -> None:
         text=True,
         timeout=60,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "imported"
 
 
