@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from .vault_client import VaultClient, get_vault_client
 
 
@@ -12,7 +10,11 @@ class Config:
 
     def __init__(self, vault_client: VaultClient | None = None) -> None:
         self.vault_client = vault_client if vault_client is not None else get_vault_client()
-        self.APP_ENV = os.environ.get("APP_ENV", "development")
+
+    @property
+    def APP_ENV(self) -> str:
+        # The client's reading of APP_ENV, so both agree on what "production" is.
+        return self.vault_client.settings.app_env
 
     @property
     def SECRET_KEY(self) -> str:

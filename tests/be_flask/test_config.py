@@ -6,7 +6,7 @@ import pytest
 from flask import Flask
 
 from src.config import get_config
-from src.vault_client import Vault, get_vault_client, reset_vault_client
+from src.vault_client import Vault, VaultClient, get_vault_client, reset_vault_client
 from tests.harness.openbao import OpenBao
 
 from .vault_support import SecretWatch, secret_watch, settings_for
@@ -56,3 +56,9 @@ def test_extension_stores_the_given_or_process_client(
     assert other.extensions["vault"] is get_vault_client()
     with other.app_context():
         assert extension.client is get_vault_client()
+
+
+def test_app_env_is_read_as_the_vault_client_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", " Production ")
+    config = get_config(VaultClient.from_env())
+    assert config.APP_ENV == "production" and config.vault_client.settings.is_production
