@@ -22,7 +22,7 @@ class CacheEntry:
     data: dict[str, Any]
     fresh_until: float  # monotonic; a hit needs now < fresh_until
     fetched_at: float  # monotonic time it was read (or built, for fallback)
-    source: Source  # "vault" or "fallback"
+    source: Source  # "cache": a vault value served on past its TTL while Vault is down
     version: int | None = None
 
 
