@@ -98,10 +98,11 @@ def test_token_action_due(state: TokenState, now: float, action: str | None) -> 
 
 def test_cache_invalidate_keeps_value_for_stale_if_error() -> None:
     cache = SecretCache()
-    cache.put("app/flask", CacheEntry({"k": "v"}, fresh_until=9e9, fetched_at=0, source="vault"))
+    cache.put("app/flask", CacheEntry({"k": "v"}, 9e9, fetched_at=5, source="cache", version=7))
     cache.invalidate()
     entry = cache.entries["app/flask"]
     assert entry.data == {"k": "v"} and entry.fresh_until == 0
+    assert (entry.fetched_at, entry.source, entry.version) == (5, "cache", 7)
 
 
 def test_settings_from_env_reads_ha_list_and_timeouts() -> None:

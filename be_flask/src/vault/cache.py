@@ -9,7 +9,7 @@ the others return the old value at once (stale-while-revalidate).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 Source = Literal["vault", "cache", "fallback"]
@@ -52,9 +52,7 @@ class SecretCache:
         for key in paths:
             entry = self.entries.get(key)
             if entry is not None:
-                self.entries[key] = CacheEntry(
-                    entry.data, 0.0, entry.fetched_at, entry.source, entry.version
-                )
+                self.entries[key] = replace(entry, fresh_until=0.0)
 
     def reset_locks(self) -> None:
         """After fork: locks held by threads of the parent would never be released here."""
