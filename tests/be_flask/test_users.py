@@ -103,10 +103,10 @@ def test_password_change_ends_sessions(app: Flask, admin_client: FlaskClient) ->
 def test_role_change_takes_effect(app: Flask, admin_client: FlaskClient) -> None:
     user = create_user(admin_client)
     client = app.test_client()
-    login(client, user["username"], PASSWORD)
+    assert login(client, user["username"], PASSWORD).status_code == 200
     assert client.get("/api/users").status_code == 403
     assert patch(admin_client, user["id"], role="admin").json["user"]["role"] == "admin"
-    login(client, user["username"], PASSWORD)
+    assert login(client, user["username"], PASSWORD).status_code == 200
     assert client.get("/api/users").status_code == 200
 
 
