@@ -42,7 +42,6 @@ class LoginResult:
     accessor: str
     ttl: float
     renewable: bool
-    policies: tuple[str, ...] = ()
 
 
 def login_result(auth: dict[str, Any]) -> LoginResult:
@@ -52,7 +51,6 @@ def login_result(auth: dict[str, Any]) -> LoginResult:
         accessor=auth.get("accessor", ""),
         ttl=float(auth.get("lease_duration") or 0),
         renewable=bool(auth.get("renewable")),
-        policies=tuple(auth.get("token_policies") or auth.get("policies") or ()),
     )
 
 
