@@ -86,7 +86,7 @@ def main() -> None:
         print(f"  of which dict get + clock compare:  {bare * 1e9:8.0f} ns")
         print(f"direct hvac KV v2 read (HTTP):        {miss * 1e6:8.0f} us/read")
         print(f"speed-up:                             {miss / hit:8.0f}x")
-        print(f"Vault requests for 10,000 reads:      {sent:8d} (1 login + 1 KV read)")
+        print(f"Vault requests for 10,000 reads:      {sent:8d} (expected 2: 1 login + 1 KV read)")
     finally:
         proc.terminate()
         proc.wait(10)
