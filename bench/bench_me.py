@@ -30,13 +30,12 @@ from tests.harness.app import (  # noqa: E402
     BACKEND,
     Gunicorn,
     gunicorn_env,
+    launch_gunicorn,
     put_secret,
     read_secret,
-    wait_until_ready,
 )
 from tests.harness.openbao import running_openbao  # noqa: E402
 from tests.harness.postgres import PostgresCluster, find_pg_bin  # noqa: E402
-from tests.harness.servers import free_port, wait_for_port  # noqa: E402
 
 CONNECTIONS = 16
 WRK_THREADS = 2
@@ -63,17 +62,9 @@ class Result:
 
 
 def start(env: dict[str, str], target: str, logdir: Path, name: str) -> Gunicorn:
-    """gunicorn with the production config and 2 workers on a free loopback port."""
-    port = free_port()
-    env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "2"}
-    env["PYTHONPATH"] = f"{BACKEND}{os.pathsep}{ROOT}"
-    argv = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", target]
-    with (logdir / f"{name}.log").open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=BACKEND, env=env, stdout=out, stderr=out)
-    server = Gunicorn(port, logdir / f"{name}.log", proc, env)
-    wait_for_port(port, timeout=30)
-    wait_until_ready(server)
-    return server
+    """gunicorn with the production config and 2 workers (the baseline app is under ROOT)."""
+    env = {**env, "PYTHONPATH": f"{BACKEND}{os.pathsep}{ROOT}"}
+    return launch_gunicorn(env, logdir, name, workers=2, target=target)
 
 
 def load(url: str, cookies: dict[str, str], name: str, seconds: float) -> Result:

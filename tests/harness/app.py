@@ -252,21 +252,37 @@ def start_gunicorn(app_log_dir: Path) -> Iterator[Callable[..., Gunicorn]]:
     started: list[Gunicorn] = []
 
     def start(env: dict[str, str], workers: int = 2, name: str = "gunicorn") -> Gunicorn:
-        port = free_port()
-        log = app_log_dir / f"{name}-{port}.log"
-        env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(workers)}
-        argv = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "src.be:create_app()"]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(argv, cwd=BACKEND, env=env, stdout=out, stderr=out)
-        server = Gunicorn(port, log, proc, env)
+        server = launch_gunicorn(env, app_log_dir, name, workers)
         started.append(server)
-        wait_for_port(port, timeout=30)
-        wait_until_ready(server)
         return server
 
     yield start
     for server in started:
         server.stop()
+
+
+def launch_gunicorn(
+    env: dict[str, str],
+    logdir: Path,
+    name: str,
+    workers: int = 2,
+    target: str = "src.be:create_app()",
+) -> Gunicorn:
+    """gunicorn with be_flask/gunicorn.conf.py on a free loopback port, returned once ready."""
+    port = free_port()
+    log = logdir / f"{name}-{port}.log"
+    env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(workers)}
+    argv = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", target]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=BACKEND, env=env, stdout=out, stderr=out)
+    server = Gunicorn(port, log, proc, env)
+    try:
+        wait_for_port(port, timeout=30)
+        wait_until_ready(server)
+    except BaseException:
+        server.stop()  # a server that never got ready is nobody's to stop later
+        raise
+    return server
 
 
 def wait_until_ready(server: Gunicorn, timeout: float = 30.0) -> None:
