@@ -229,13 +229,17 @@ start_vault() {
   say "starting Vault server: ok"
 }
 
+# One field of the local server's status ("true"/"false"), empty when nothing answers.
+# (`status` exits 2 when sealed: that is an answer, so its exit code is ignored.)
+vault_status_field() {
+  { VAULT_ADDR="$LOCAL_VAULT_ADDR" "$BAO_BIN" status -format=json 2>/dev/null || true; } |
+    python3 -c 'import json, sys; print(str(json.load(sys.stdin).get(sys.argv[1])).lower())' "$1" \
+      2>/dev/null || true
+}
+
 # A data dir that was initialized but whose keys file is gone can never be unsealed again.
 check_half_initialized() {
-  local initialized
-  initialized="$(VAULT_ADDR="$LOCAL_VAULT_ADDR" "$BAO_BIN" status -format=json 2>/dev/null |
-    python3 -c 'import json, sys; print(str(json.load(sys.stdin).get("initialized")).lower())' ||
-    true)"
-  if [ "$initialized" = "true" ] && [ ! -s "$KEYS_FILE" ]; then
+  if [ "$(vault_status_field initialized)" = "true" ] && [ ! -s "$KEYS_FILE" ]; then
     die "Vault in $VAULT_DIR is initialized but $KEYS_FILE (unseal keys) is missing: restore it, or start over with ./setup.sh --reset (deletes all local data)"
   fi
 }
@@ -557,9 +561,11 @@ local_status() {
   find_bao || BAO_BIN=false
   find_postgres
   if port_open "$VAULT_PORT"; then
-    sealed="$(VAULT_ADDR="$LOCAL_VAULT_ADDR" "$BAO_BIN" status -format=json 2>/dev/null |
-      python3 -c 'import json, sys; print("sealed" if json.load(sys.stdin)["sealed"] else "unsealed")' ||
-      echo unknown)"
+    case "$(vault_status_field sealed)" in
+      true) sealed=sealed ;;
+      false) sealed=unsealed ;;
+      *) sealed=unknown ;;
+    esac
   fi
   if [ -n "$PG_BIN" ] && [ -s "$PG_DATA/PG_VERSION" ] &&
     as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then

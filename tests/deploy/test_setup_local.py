@@ -142,6 +142,13 @@ def test_setup_local_survives_stop_and_start_with_its_data(local_stack: LocalSta
     status = local_stack.run("--status")
     assert "unsealed" in status.stdout and "HTTP 200" in status.stdout
 
+    # Sealed is an answer too (`bao status` exits 2 then), not "unknown".
+    local_stack.vault().sys.seal()
+    status = local_stack.run("--status")
+    vault_line = next(line for line in status.stdout.splitlines() if line.startswith("vault:"))
+    vault_addr = f"http://127.0.0.1:{local_stack.env['VAULT_PORT']}"
+    assert vault_line.endswith(f", sealed at {vault_addr}"), status.stdout
+
     stopped = local_stack.run("--stop")
     assert stopped.returncode == 0, stopped.stderr
     for name in ("VAULT_PORT", "PG_PORT", "APP_PORT", "HTTP_PORT"):
