@@ -250,14 +250,19 @@ vault_config_digest() {
     sha256sum | cut -d' ' -f1
 }
 
+# run_vault_script SCRIPT [VAR=value...]: a vault/scripts/ script with that environment.
 run_vault_script() {
   local script="$1"
+  shift
   # Our own server: its keys file holds the token, whatever VAULT_TOKEN the shell has.
-  env -u VAULT_TOKEN PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_BIN="$BAO_BIN" \
-    APP_VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_KEYS_FILE="$KEYS_FILE" ENV_FILE="$ENV_FILE" \
-    AUDIT_FILE_PATH="$VAULT_DIR/logs/audit.log" DB_HOST=127.0.0.1 DB_PORT="$PG_PORT" \
-    "$ROOT/vault/scripts/$script" | sed 's/^/  /' ||
+  env -u VAULT_TOKEN VAULT_BIN="$BAO_BIN" "$@" "$ROOT/vault/scripts/$script" | sed 's/^/  /' ||
     die "$script failed (its message is above); fix the cause and re-run ./setup.sh: it resumes where it stopped"
+}
+
+run_local_vault_script() {
+  run_vault_script "$1" PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$LOCAL_VAULT_ADDR" \
+    APP_VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_KEYS_FILE="$KEYS_FILE" ENV_FILE="$ENV_FILE" \
+    AUDIT_FILE_PATH="$VAULT_DIR/logs/audit.log" DB_HOST=127.0.0.1 DB_PORT="$PG_PORT"
 }
 
 # First run, or policies/scripts changed: init-vault.sh (idempotent: initializes, unseals,
@@ -270,10 +275,10 @@ init_vault() {
   if [ -s "$KEYS_FILE" ] && [ -s "$ENV_FILE" ] && [ -s "$DATA_DIR/secrets/db_password.txt" ] &&
     [ "$(cat "$VAULT_DIR/configured" 2>/dev/null || true)" = "$digest" ]; then
     say "Vault is configured (policies and scripts unchanged): unsealing if needed (vault/scripts/unseal-vault.sh)"
-    run_vault_script unseal-vault.sh
+    run_local_vault_script unseal-vault.sh
   else
     say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
-    run_vault_script init-vault.sh
+    run_local_vault_script init-vault.sh
     printf '%s\n' "$digest" >"$VAULT_DIR/configured"
   fi
   say "Vault: ok"
@@ -322,6 +327,16 @@ as_pg_owner() {
   fi
 }
 
+postgres_running() {
+  [ -n "$PG_BIN" ] && [ -s "$PG_DATA/PG_VERSION" ] &&
+    as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1
+}
+
+# A data dir that started on SQLite (and never had a cluster) stays on it.
+on_sqlite() {
+  [ -s "$DATA_DIR/app.db" ] && [ ! -s "$PG_DATA/PG_VERSION" ]
+}
+
 start_postgres() {
   mkdir -p "$PG_DATA" "$PG_SOCKET_DIR"
   if [ "$(id -u)" -eq 0 ]; then
@@ -340,7 +355,7 @@ start_postgres() {
       die "initdb failed (see $LOG_DIR/postgres.log)"
     say "creating PostgreSQL cluster: ok"
   fi
-  if as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+  if postgres_running; then
     say "PostgreSQL: already running on 127.0.0.1:$PG_PORT"
     return 0
   fi
@@ -375,8 +390,7 @@ SQL
 
 stop_postgres() {
   find_postgres
-  if [ -n "$PG_BIN" ] && [ -s "$PG_DATA/PG_VERSION" ] &&
-    as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+  if postgres_running; then
     say "stopping PostgreSQL"
     as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null
     say "stopping PostgreSQL: ok"
@@ -480,18 +494,19 @@ wait_until_ready() {
   die "the app was not ready within ${READY_TIMEOUT}s: see $LOG_DIR, fix, and re-run ./setup.sh"
 }
 
-print_local_summary() {
-  local url="$1"
+# print_summary URL VAULT_ADDR KEYS_FILE LOGS: where to go and where the password is.
+print_summary() {
+  local url="$1" vault_addr="$2" keys_file="$3" logs="$4"
   cat <<EOF
 
 Ready: $url
   Log in as admin. The admin password is never printed; it is in Vault at
   secret/app/flask (key admin_password). Read it with:
-    export VAULT_ADDR=$LOCAL_VAULT_ADDR
-    export VAULT_TOKEN="\$(python3 -c 'import json; print(json.load(open("$KEYS_FILE"))["admin_token"])')"
+    export VAULT_ADDR=$vault_addr
+    export VAULT_TOKEN="\$(python3 -c 'import json; print(json.load(open("$keys_file"))["admin_token"])')"
     $BAO_BIN kv get -mount=secret -field=admin_password app/flask
-  Unseal keys and tokens: $KEYS_FILE (mode 0600; keep a copy somewhere safe).
-  Logs: $LOG_DIR     Stop: ./setup.sh --stop     State: ./setup.sh --status
+  Unseal keys and tokens: $keys_file (mode 0600; keep a copy somewhere safe).
+  Logs: $logs     Stop: ./setup.sh --stop     State: ./setup.sh --status
 EOF
 }
 
@@ -507,7 +522,7 @@ local_up() {
   init_vault
   find_postgres
   # Once on SQLite, stay there: switching would silently start from an empty database.
-  if [ -s "$DATA_DIR/app.db" ] && [ ! -s "$PG_DATA/PG_VERSION" ]; then FORCE_SQLITE=true; fi
+  if on_sqlite; then FORCE_SQLITE=true; fi
   [ "$FORCE_SQLITE" = false ] || PG_BIN=""
   SQLITE_URL=""
   if [ -n "$PG_BIN" ]; then
@@ -531,13 +546,17 @@ local_up() {
     start_backend "$HTTP_PORT" "ui_wsgi:create_app_with_ui()"
   fi
   wait_until_ready "$url"
-  print_local_summary "$url"
+  print_summary "$url" "$LOCAL_VAULT_ADDR" "$KEYS_FILE" "$LOG_DIR"
+}
+
+stop_app() {
+  stop_pidfiles "$RUN_DIR/apache.pid" apache2 "Apache front" \
+    "$RUN_DIR/backend.pid" gunicorn "backend (gunicorn)"
 }
 
 local_stop() {
   set_local_paths
-  stop_pidfiles "$RUN_DIR/apache.pid" apache2 "Apache front" \
-    "$RUN_DIR/backend.pid" gunicorn "backend (gunicorn)"
+  stop_app
   stop_postgres
   # Vault seals itself when it stops; the next ./setup.sh unseals it with the keys file.
   stop_pidfiles "$RUN_DIR/vault.pid" server "Vault server"
@@ -546,8 +565,7 @@ local_stop() {
 
 local_restart_app() {
   set_local_paths
-  stop_pidfiles "$RUN_DIR/apache.pid" apache2 "Apache front" \
-    "$RUN_DIR/backend.pid" gunicorn "backend (gunicorn)"
+  stop_app
   local_up
 }
 
@@ -567,10 +585,9 @@ local_status() {
       *) sealed=unknown ;;
     esac
   fi
-  if [ -n "$PG_BIN" ] && [ -s "$PG_DATA/PG_VERSION" ] &&
-    as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; then
+  if postgres_running; then
     pg="running on 127.0.0.1:$PG_PORT"
-  elif [ -s "$DATA_DIR/app.db" ] && [ ! -s "$PG_DATA/PG_VERSION" ]; then
+  elif on_sqlite; then
     pg="not used (SQLite at $DATA_DIR/app.db)"
   fi
   say "mode:       local (data in $DATA_DIR)"
@@ -607,10 +624,8 @@ docker_up() {
   VAULT_PORT="$VAULT_PORT" compose -f "$ROOT/docker-compose.vault.yaml" up -d
   wait_for_port "$VAULT_PORT" "the Vault container (docker compose -f docker-compose.vault.yaml logs vault)"
   say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
-  env -u VAULT_TOKEN PROJECT_DIR="$ROOT" VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" VAULT_BIN="$BAO_BIN" \
-    APP_VAULT_ADDR="http://vault:8200" DB_HOST=db DB_PORT=5432 \
-    "$ROOT/vault/scripts/init-vault.sh" | sed 's/^/  /' ||
-    die "init-vault.sh failed (its message is above); fix the cause and re-run ./setup.sh: it resumes where it stopped"
+  run_vault_script init-vault.sh PROJECT_DIR="$ROOT" VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" \
+    APP_VAULT_ADDR="http://vault:8200" DB_HOST=db DB_PORT=5432
   # The postgres container reads this file as its own non-root user; the secrets/ directory
   # stays 0700, so on the host only the owner can reach it.
   chmod 0644 "$ROOT/secrets/db_password.txt"
@@ -619,17 +634,7 @@ docker_up() {
   FE_MODSECURITY="$([ "$MODSECURITY" = true ] && echo MODSECURITY || echo NO_MODSECURITY)" \
     HTTP_PORT="$HTTP_PORT" compose -f "$ROOT/docker-compose.yaml" up -d --build
   wait_until_ready "$url"
-  cat <<EOF
-
-Ready: $url
-  Log in as admin. The admin password is never printed; it is in Vault at
-  secret/app/flask (key admin_password). Read it with:
-    export VAULT_ADDR=http://127.0.0.1:$VAULT_PORT
-    export VAULT_TOKEN="\$(python3 -c 'import json; print(json.load(open("$ROOT/vault-keys.json"))["admin_token"])')"
-    $BAO_BIN kv get -mount=secret -field=admin_password app/flask
-  Unseal keys and tokens: $ROOT/vault-keys.json (mode 0600; keep a copy somewhere safe).
-  Logs: docker compose logs -f     Stop: ./setup.sh --stop     State: ./setup.sh --status
-EOF
+  print_summary "$url" "http://127.0.0.1:$VAULT_PORT" "$ROOT/vault-keys.json" "docker compose logs -f"
 }
 
 docker_stop() {
