@@ -208,8 +208,7 @@ write_app_credentials() {
   role_id="$(vcli read -field=role_id "auth/approle/role/$ROLE_NAME/role-id")"
   py secret-id-body "$ENV_FILE" >"$RUN_TMP/sid-body"
   if [ -s "$RUN_TMP/sid-body" ]; then
-    lookup="$(vcli write -format=json "auth/approle/role/$ROLE_NAME/secret-id/lookup" - \
-      <"$RUN_TMP/sid-body")"
+    lookup="$(lookup_secret_id "$RUN_TMP/sid-body")"
   fi
   if [ -n "$lookup" ]; then
     say ".env VAULT_SECRET_ID is valid: kept"

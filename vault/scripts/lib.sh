@@ -120,6 +120,12 @@ check_env_file() {
   py env-check "$ENV_FILE"
 }
 
+# The lookup of the secret ID whose request body is in file $1: JSON, or nothing when that
+# secret ID no longer exists (Vault answers 204).
+lookup_secret_id() {
+  vcli write -format=json "auth/approle/role/$ROLE_NAME/secret-id/lookup" - <"$1"
+}
+
 # VAULT_TOKEN when set, else the operator token saved by init-vault.sh.
 use_operator_token() {
   if [ -n "${VAULT_TOKEN:-}" ]; then

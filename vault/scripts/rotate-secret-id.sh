@@ -50,8 +50,7 @@ destroy_previous() {
     say "no previous secret ID in .env: nothing to destroy"
     return 0
   fi
-  lookup="$(vcli write -format=json "auth/approle/role/$ROLE_NAME/secret-id/lookup" - \
-    <"$RUN_TMP/old-body")"
+  lookup="$(lookup_secret_id "$RUN_TMP/old-body")"
   if [ -z "$lookup" ]; then
     say "previous secret ID was already invalid: nothing to destroy"
     return 0
