@@ -16,7 +16,7 @@ $(STAMP): requirements-dev.txt be_flask/requirements.txt
 lint: install
 	$(VENV)/bin/ruff check be_flask tests bench
 	$(VENV)/bin/ruff format --check be_flask tests bench
-	@if command -v shellcheck >/dev/null; then shellcheck vault/scripts/*.sh $$(ls setup.sh 2>/dev/null) .ci/run; \
+	@if command -v shellcheck >/dev/null; then shellcheck vault/scripts/*.sh setup.sh .ci/run; \
 	 else echo "shellcheck not installed: skipped (CI installs it)"; fi
 
 typecheck: install
