@@ -246,7 +246,8 @@ check_half_initialized() {
 
 # What init-vault.sh configures comes from these files; a change means configuring again.
 vault_config_digest() {
-  cat "$ROOT"/vault/policies/*.hcl "$ROOT/vault/scripts/init-vault.sh" "$ROOT/vault/scripts/lib.py" |
+  cat "$ROOT"/vault/policies/*.hcl "$ROOT/vault/scripts/init-vault.sh" "$ROOT/vault/scripts/lib.sh" \
+    "$ROOT/vault/scripts/lib.py" |
     sha256sum | cut -d' ' -f1
 }
 
