@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import shutil
 import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from fe_apache.ui_wsgi import with_ui
+from werkzeug.test import Client
 
-from tests.harness.apache import Apache, require_apache, writable_run_dir
+from tests.harness.apache import FE_DIR, Apache, require_apache, writable_run_dir
 from tests.harness.servers import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -23,6 +27,9 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
 }
 
 
@@ -263,3 +270,25 @@ def test_waf_blocks_injection_probes(
     assert response.status_code == 403
     assert_security_headers(response)
     assert EchoBackend.seen == []
+
+
+def httpd_security_headers() -> dict[str, str]:
+    """The headers httpd.conf sets on every response (HSTS aside: https only)."""
+    text = (FE_DIR / "httpd.conf").read_text()
+    return dict(re.findall(r'^Header always set (\S+) "([^"]*)"$', text, re.M))
+
+
+def test_gunicorn_ui_adds_the_headers_apache_adds(tmp_path: Path) -> None:
+    """Without Apache (setup.sh --no-apache), fe_apache/ui_wsgi.py sets the same headers."""
+    (tmp_path / "index.html").write_text("<p>ui</p>")
+
+    def backend(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b"{}"]
+
+    client = Client(with_ui(backend, tmp_path))
+    expected = httpd_security_headers()
+    assert set(SECURITY_HEADERS) | {"Content-Security-Policy"} <= set(expected)
+    for path in ("/", "/api/health"):
+        headers = client.get(path, buffered=True).headers
+        assert {name: headers.get(name) for name in expected} == expected, path
