@@ -4,10 +4,16 @@ import os
 import shutil
 import tempfile
 
-bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+
+def _env(name: str, default: str) -> str:
+    """A setting from the environment; blank counts as unset, as in .env.example."""
+    return os.environ.get(name) or default
+
+
+bind = _env("GUNICORN_BIND", "0.0.0.0:8000")
+workers = int(_env("GUNICORN_WORKERS", "2"))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = int(_env("GUNICORN_THREADS", "4"))
 # The app is built in each worker after fork, never in the master: the Vault client (its HTTP
 # session and token), the database pool and any lock are created in the process that uses them.
 preload_app = False
@@ -17,11 +23,11 @@ keepalive = 5
 # Requests are logged by the app itself as JSON lines (src/logging_setup.py).
 accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = _env("LOG_LEVEL", "info").lower()
 # Bounded request lines and headers: an oversize token is refused before the app sees it.
 limit_request_line = 8190
 limit_request_field_size = 8190
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]

@@ -189,3 +189,14 @@ def test_production_refuses_insecure_cookies(site: Site, app_log_dir: Path) -> N
     (app_log_dir / "production-insecure.log").write_text(result.stdout + result.stderr)
     assert result.returncode != 0
     assert "JWT_COOKIE_SECURE=false is refused when APP_ENV=production" in result.stderr
+
+
+def test_blank_settings_in_env_file_mean_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """.env.example says a blank value means the default; gunicorn.conf.py must agree."""
+    import runpy
+
+    for name in ("GUNICORN_BIND", "GUNICORN_WORKERS", "GUNICORN_THREADS", "FORWARDED_ALLOW_IPS"):
+        monkeypatch.setenv(name, "")
+    conf = runpy.run_path(str(BACKEND / "gunicorn.conf.py"))
+    assert (conf["bind"], conf["workers"], conf["threads"]) == ("0.0.0.0:8000", 2, 4)
+    assert conf["forwarded_allow_ips"] == "127.0.0.1"
