@@ -56,7 +56,9 @@ def _variables_read(path: Path) -> set[str]:
     """Names of environment variables a Python file reads, as its source spells them."""
     text = path.read_text()
     names = set(
-        re.findall(r'(?:os\.environ\.get\(|os\.environ\[|env\.get\(|\(env, )"([A-Z_]+)"', text)
+        re.findall(
+            r'(?:os\.environ\.get\(|os\.environ\[|env\.get\(|\(env, |_env\()"([A-Z_]+)"', text
+        )
     )
     env_keys = re.search(r"_ENV_KEYS = \((.*?)\)", text, re.S)
     return names | set(re.findall(r'"([A-Z_]+)"', env_keys.group(1) if env_keys else ""))
