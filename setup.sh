@@ -429,7 +429,9 @@ start_backend() {
     set +a
     # Ports may have changed since .env was written: this run's address wins.
     export VAULT_ADDR="$LOCAL_VAULT_ADDR"
-    export APP_ENV=development JWT_COOKIE_SECURE=false UI_DIR="$ROOT/fe_apache/html"
+    # local: production rules for secrets (never the public development defaults, also while
+    # Vault is sealed), but plain-HTTP cookies, since the front listens on loopback only.
+    export APP_ENV=local JWT_COOKIE_SECURE=false UI_DIR="$ROOT/fe_apache/html"
     export TRUSTED_PROXIES="$TRUSTED_PROXIES" REDIS_URL="${REDIS_URL:-}"
     if [ -n "$SQLITE_URL" ]; then export DATABASE_URL="$SQLITE_URL"; fi
     start_detached "$RUN_DIR/backend.pid" "$LOG_DIR/backend.log" \

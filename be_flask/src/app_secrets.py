@@ -16,6 +16,13 @@ log = logging.getLogger(__name__)
 def init_app(app: Flask) -> None:
     """Register the Vault extension (settings["VAULT_CLIENT"] overrides it in tests)."""
     Vault().init_app(app)
+    if vault_client(app).settings.is_development:
+        # Said at every start, not only when a default is served: the mode itself is the risk.
+        SECURITY.warning(
+            "APP_ENV=development: public development defaults (JWT key, passwords) are "
+            "served whenever Vault is unavailable; never run like this with real data",
+            extra={"event": "development mode"},
+        )
 
 
 def vault_client(app: Flask | None = None) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {
-    "APP_ENV": "development",
+    "APP_ENV": "production",
     "MAX_CONTENT_LENGTH": 100 * 1024,
     "JWT_ISSUER": "flask-vault-backend",
     "JWT_AUDIENCE": "flask-vault-backend-api",
@@ -72,7 +72,7 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def _check_cookie_security(settings: dict[str, Any]) -> None:
-    """Plain-http cookies are a local-development convenience only."""
+    """Plain-http cookies: for a front on loopback (APP_ENV=local or development) only."""
     if settings["JWT_COOKIE_SECURE"]:
         return
     if settings["APP_ENV"] == "production":

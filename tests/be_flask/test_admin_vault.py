@@ -77,7 +77,7 @@ def test_vault_stopped_keeps_sessions_working_from_the_cache(
     app = make_app(vault=vault_client_for(server, cache_ttl=1))
     client = app.test_client()
     assert login(client, "admin", passwords["admin_password"]).status_code == 200, "login failed"
-    assert client.get("/api/ready").json["source"] == "vault"
+    assert client.get("/api/admin/vault/status").json["source"] == "vault"
     server.stop()
     time.sleep(1.5)  # past the cache TTL: every read now has to fall back on the cache
     statuses = []
@@ -87,7 +87,6 @@ def test_vault_stopped_keeps_sessions_working_from_the_cache(
     ready = client.get("/api/ready")
     assert statuses == [200] * 6
     assert ready.status_code == 200
-    assert ready.json["source"] == "cache"
     status = client.get("/api/admin/vault/status")
     assert status.status_code == 200 and status.json["source"] == "cache"
 
@@ -128,8 +127,10 @@ def test_fallback_secrets_are_reported_and_logged(
     client = app.test_client()
     ready = client.get("/api/ready")
     assert ready.status_code == 200
-    assert ready.json["source"] == "fallback"
+    assert "source" not in ready.json  # for admins only
     assert login(client, "admin", "fallback admin passphrase").status_code == 200
+    admin_status = client.get("/api/admin/vault/status")
+    assert admin_status.status_code == 200 and admin_status.json["source"] == "fallback"
     events = [r for r in caplog.records if getattr(r, "event", None) == "fallback mode"]
     assert events and events[0].name == "security"
 
@@ -142,9 +143,10 @@ def test_no_vault_no_cache_no_fallback_is_503_not_500(
     client = app.test_client()
     ready = client.get("/api/ready")
     assert ready.status_code == 503
-    assert ready.json["secrets"] is False
-    # No default users either (their passwords live in Vault): a plain failed login.
-    assert login(client, "admin", "any password at all").status_code == 401
+    assert ready.json["secrets"] is False and ready.json["reason"] == "secrets unavailable"
+    # No signing key, no session: refused before any password is checked.
+    refused = login(client, "admin", "any password at all")
+    assert refused.status_code == 503 and refused.json["error"].startswith("secrets unavailable")
     cookie = {"Cookie": "access_token_cookie=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln"}
     me = app.test_client(use_cookies=False).get("/api/auth/me", headers=cookie)
     assert me.status_code == 503

@@ -61,4 +61,4 @@ def test_extension_stores_the_given_or_process_client(
 def test_app_env_is_read_as_the_vault_client_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APP_ENV", " Production ")
     config = get_config(VaultClient.from_env())
-    assert config.APP_ENV == "production" and config.vault_client.settings.is_production
+    assert config.APP_ENV == "production" and not config.vault_client.settings.is_development

@@ -94,14 +94,19 @@ def test_cli_status_prints_json_and_fails_when_vault_is_unreachable(openbao: Ope
     assert status["available"] and status["source"] == "vault"
     assert openbao.secret_id not in result.stdout and "jwt_secret" not in result.stdout
 
-    down = backend_env(openbao, VAULT_ADDR=f"http://127.0.0.1:{free_port()}")
+    # Development (explicitly) is the one mode that may serve the public defaults.
+    down = backend_env(openbao, VAULT_ADDR=f"http://127.0.0.1:{free_port()}", APP_ENV="development")
     result = run_backend(["-m", "src.vault_client", "status"], down)
     assert result.returncode == 1
     status = json.loads(result.stdout)
     assert not status["available"] and status["source"] == "fallback"
     assert "connection refused" in status["last_error"]
 
-    no_approle = {k: v for k, v in backend_env(openbao).items() if k != "VAULT_SECRET_ID"}
+    no_approle = {
+        k: v
+        for k, v in backend_env(openbao, APP_ENV="development").items()
+        if k != "VAULT_SECRET_ID"
+    }
     result = run_backend(["-m", "src.vault_client", "status"], no_approle)
     assert result.returncode == 1
     status = json.loads(result.stdout)
@@ -109,7 +114,7 @@ def test_cli_status_prints_json_and_fails_when_vault_is_unreachable(openbao: Ope
     assert status["last_error"] == "AppRole credentials not configured"
 
 
-@pytest.mark.parametrize("app_env", ["production"])
+@pytest.mark.parametrize("app_env", ["production", "local", ""])
 def test_cli_in_production_without_vault_or_env_says_what_is_missing(
     openbao: OpenBao, app_env: str
 ) -> None:

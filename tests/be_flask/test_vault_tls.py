@@ -10,7 +10,7 @@ from pathlib import Path
 import hvac
 import pytest
 
-from src.vault_client import VaultSettings
+from src.vault_client import ConfigurationError, VaultSettings
 from tests.harness.openbao import find_bao
 from tests.harness.servers import free_port, missing_server, wait_for_port
 
@@ -70,6 +70,6 @@ def test_cacert_verifies_the_server_and_an_unknown_ca_is_refused(
     assert verified.get_app_secrets() == value and verified.source == "vault"
 
     unverified = secret_watch.client(VaultSettings(**base))  # system CAs only
-    assert unverified.get_app_secrets()["jwt_secret"].startswith("dev-only")
-    assert unverified.source == "fallback"
+    with pytest.raises(ConfigurationError, match="TLS"):
+        unverified.get_app_secrets()  # production: no public defaults to fall back on
     assert "TLS" in (unverified.status()["last_error"] or "")

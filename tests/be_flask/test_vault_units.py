@@ -119,10 +119,19 @@ def test_settings_from_env_reads_ha_list_and_timeouts() -> None:
     assert settings.kv_mount == "secret" and settings.max_staleness is None
 
 
-def test_skip_verify_refused_in_production() -> None:
+@pytest.mark.parametrize("app_env", ["production", "local", "", "prod"])
+def test_skip_verify_refused_unless_development(app_env: str) -> None:
     with pytest.raises(ConfigurationError, match="VAULT_SKIP_VERIFY"):
-        VaultSettings.from_env({"APP_ENV": "production", "VAULT_SKIP_VERIFY": "true"})
-    assert VaultSettings.from_env({"VAULT_SKIP_VERIFY": "1"}).verify is False
+        VaultSettings.from_env({"APP_ENV": app_env, "VAULT_SKIP_VERIFY": "true"})
+    development = {"APP_ENV": "development", "VAULT_SKIP_VERIFY": "1"}
+    assert VaultSettings.from_env(development).verify is False
+
+
+def test_production_is_the_default_and_only_development_allows_public_defaults() -> None:
+    assert VaultSettings.from_env({}).app_env == "production"
+    for app_env in ("production", "local", "staging", "Developmentx"):
+        assert not VaultSettings.from_env({"APP_ENV": app_env}).is_development
+    assert VaultSettings.from_env({"APP_ENV": " Development "}).is_development
 
 
 def test_production_fallback_names_what_is_missing() -> None:
@@ -191,7 +200,8 @@ def test_single_flight_one_login_then_one_renewal_then_relogin_at_max_ttl() -> N
 
 
 def test_status_says_why_without_approle_credentials() -> None:
-    client = VaultClient(VaultSettings(role_id="only-a-role-id"))  # no secret ID: no AppRole
+    # No secret ID: no AppRole. Development, so the public defaults may serve.
+    client = VaultClient(VaultSettings(role_id="only-a-role-id", app_env="development"))
     assert client.status()["last_error"] == "AppRole credentials not configured"
     assert client.get_app_secrets()["jwt_secret"].startswith("dev-only")
     status = client.status()

@@ -137,7 +137,9 @@ def test_setup_local_survives_stop_and_start_with_its_data(local_stack: LocalSta
     )
     assert created.status_code == 201, created.text
     ready = requests.get(local_stack.url + "/api/ready", timeout=10).json()
-    assert ready["source"] == "vault"
+    assert ready["status"] == "ready" and "source" not in ready
+    status = admin.get(f"{local_stack.url}/api/admin/vault/status", timeout=10).json()
+    assert status["source"] == "vault"
 
     status = local_stack.run("--status")
     assert "unsealed" in status.stdout and "HTTP 200" in status.stdout

@@ -237,6 +237,8 @@ def gunicorn_env(openbao: Any, database_url: str | None = None, **extra: str) ->
         VAULT_ADDR=openbao.addr,
         VAULT_ROLE_ID=openbao.role_id,
         VAULT_SECRET_ID=openbao.secret_id,
+        # As setup.sh --local runs it: production rules for secrets, plain-HTTP cookies.
+        APP_ENV="local",
         JWT_COOKIE_SECURE="false",
         PYTHONPATH=str(BACKEND),
     )

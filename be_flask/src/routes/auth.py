@@ -9,6 +9,7 @@ from flask import Blueprint, Response, g, jsonify
 from flask_jwt_extended import current_user, get_jwt, jwt_required, unset_jwt_cookies
 from sqlalchemy import select
 
+from src.app_secrets import app_secrets
 from src.auth import (
     purge_expired,
     report_refresh_reuse,
@@ -34,6 +35,7 @@ INVALID_CREDENTIALS = "invalid username or password"
 @bp.post("/login")
 def login() -> Response:
     """Check username and password; set the session cookies (rate limits: src/limiter.py)."""
+    app_secrets()  # no signing key, no session: 503 before a password is even looked at
     body = json_body()
     username, password = field(body, "username", str), field(body, "password", str)
     if len(password) > MAX_LENGTH:

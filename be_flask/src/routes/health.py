@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 from sqlalchemy import text
 
-from src.app_secrets import app_secrets, secrets_source
+from src.app_secrets import app_secrets
 from src.extensions import db
 
 log = logging.getLogger(__name__)
@@ -23,11 +23,15 @@ def health() -> Any:
 
 @bp.get("/ready")
 def ready() -> Any:
-    """200 when the database answers and the app secrets are usable; says where they come from."""
+    """200 when the database answers and the app secrets are usable, else 503 with the reason.
+
+    Where the secrets come from is for admins (/api/admin/vault/status), not for anyone.
+    """
     checks = {"database": _database_ok(), "secrets": _secrets_ok()}
-    ok = all(checks.values())
-    body = {"status": "ready" if ok else "not ready", **checks, "source": _source()}
-    return jsonify(body), 200 if ok else 503
+    if all(checks.values()):
+        return jsonify(status="ready", **checks), 200
+    reason = ", ".join(f"{name} unavailable" for name, ok in checks.items() if not ok)
+    return jsonify(status="not ready", reason=reason, **checks), 503
 
 
 def _database_ok() -> bool:
@@ -45,10 +49,3 @@ def _secrets_ok() -> bool:
     except Exception:
         log.warning("readiness: app secrets unavailable", exc_info=True)
         return False
-
-
-def _source() -> str:
-    try:
-        return secrets_source()
-    except Exception:
-        return "unknown"

@@ -215,7 +215,7 @@ class VaultClient:
             entry = replace(previous, fresh_until=retry_at, source="cache")
         else:
             data = fallback_secret(
-                path, self.settings.fallback, self.settings.is_production, reason
+                path, self.settings.fallback, not self.settings.is_development, reason
             )
             if previous is None:
                 log.warning("secret %s: using fallback from the environment (%s)", path, reason)

@@ -1,8 +1,9 @@
 """Values used while Vault has never answered in this process: environment, then dev defaults.
 
-In production (APP_ENV=production) there is no hard-coded default: a missing variable is a
-ConfigurationError naming it. In development the defaults keep `flask run` usable without a
-Vault, with a loud warning, because they are public and must never protect real data.
+Unless the operator chose APP_ENV=development explicitly there is no hard-coded default: a
+missing variable is a ConfigurationError naming it. In development the defaults keep `flask
+run` usable without a Vault, with a loud warning, because they are public and must never
+protect real data.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ def _pick(
     missing = [name for name in names if not given[name]]
     if missing and production:
         raise ConfigurationError(
-            f"Vault is unavailable ({reason}) and APP_ENV=production forbids development "
-            f"defaults: set {', '.join(missing)} or make Vault reachable"
+            f"Vault is unavailable ({reason}) and development defaults are forbidden unless "
+            f"APP_ENV=development: set {', '.join(missing)} or make Vault reachable"
         )
     if missing:
         log.warning(

@@ -68,13 +68,13 @@ class VaultSettings:
     client_cert: str | None = None
     client_key: str | None = None
     skip_verify: bool = False
-    app_env: str = "development"
+    app_env: str = "production"
     fallback: FallbackSettings = field(default_factory=FallbackSettings)
 
     def __post_init__(self) -> None:
-        if self.skip_verify and self.is_production:
+        if self.skip_verify and not self.is_development:
             raise ConfigurationError(
-                "VAULT_SKIP_VERIFY is refused with APP_ENV=production: set VAULT_CACERT instead"
+                "VAULT_SKIP_VERIFY is refused unless APP_ENV=development: set VAULT_CACERT instead"
             )
         if bool(self.client_cert) != bool(self.client_key):
             raise ConfigurationError("VAULT_CLIENT_CERT and VAULT_CLIENT_KEY go together")
@@ -82,9 +82,13 @@ class VaultSettings:
             raise ConfigurationError("VAULT_ADDR names no address")
 
     @property
-    def is_production(self) -> bool:
-        """True when hard-coded development defaults are forbidden."""
-        return self.app_env == "production"
+    def is_development(self) -> bool:
+        """True only for an explicit APP_ENV=development: the one mode with public defaults.
+
+        Any other value (production, local, a typo) forbids them, so a key that is in the
+        repository can never be served by accident.
+        """
+        return self.app_env == "development"
 
     @property
     def has_approle(self) -> bool:
@@ -130,6 +134,6 @@ class VaultSettings:
             client_cert=_optional(env, "VAULT_CLIENT_CERT"),
             client_key=_optional(env, "VAULT_CLIENT_KEY"),
             skip_verify=env.get("VAULT_SKIP_VERIFY", "").strip().lower() in TRUE_WORDS,
-            app_env=(env.get("APP_ENV", "") or "development").strip().lower(),
+            app_env=(env.get("APP_ENV", "") or "production").strip().lower(),
             fallback=FallbackSettings.from_env(env),
         )
