@@ -309,7 +309,8 @@ async function login(event) {
 
 async function logout() {
   try {
-    await api("POST", "/api/auth/logout");
+    // The refresh token names the session (the access token may have expired already).
+    await parse(await send("POST", "/api/auth/logout", undefined, "csrf_refresh_token"));
     showMessage("You are signed out.", "info");
   } catch (error) {
     showMessage(describeError(error), "error");

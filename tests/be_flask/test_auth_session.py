@@ -97,9 +97,9 @@ def test_reusing_a_rotated_refresh_token_ends_the_whole_session(
 def test_logout_makes_both_old_tokens_useless(app: Any, logged_in_client: FlaskClient) -> None:
     access = logged_in_client.get_cookie("access_token_cookie", path="/api/")
     refresh = logged_in_client.get_cookie("refresh_token_cookie", path="/api/auth/")
-    access_csrf, refresh_csrf = csrf_headers(logged_in_client), csrf_headers(logged_in_client, True)
+    refresh_csrf = csrf_headers(logged_in_client, True)
     assert access is not None and refresh is not None
-    response = logged_in_client.post("/api/auth/logout", headers=access_csrf)
+    response = logged_in_client.post("/api/auth/logout", headers=refresh_csrf)
     assert response.status_code == 200
     assert all(
         "Max-Age=0" in h or "Expires=Thu, 01 Jan 1970" in h
@@ -130,7 +130,7 @@ def test_logout_purges_revocations_of_expired_tokens(
         session.commit()
     assert (
         logged_in_client.post(
-            "/api/auth/logout", headers=csrf_headers(logged_in_client)
+            "/api/auth/logout", headers=csrf_headers(logged_in_client, True)
         ).status_code
         == 200
     )
@@ -185,3 +185,33 @@ def test_refresh_moves_both_expiries_forward(logged_in_client: FlaskClient) -> N
     for key in ("access_expires_at", "session_expires_at"):
         assert expiry_of(refreshed, key) > expiry_of(before, key), key
         assert after[key] == refreshed[key], key
+
+
+def _expire_access_token(client: FlaskClient) -> None:
+    """What the browser holds after 15 idle minutes: the access cookie is gone."""
+    client.delete_cookie("access_token_cookie", path="/api/")
+    client.delete_cookie("csrf_access_token", path="/")
+
+
+def test_logout_after_the_access_token_expired_ends_the_session(
+    app: Any, logged_in_client: FlaskClient
+) -> None:
+    """Attack: the next person at the browser refreshes a session its owner logged out of."""
+    refresh = logged_in_client.get_cookie("refresh_token_cookie", path="/api/auth/")
+    refresh_csrf = csrf_headers(logged_in_client, True)
+    assert refresh is not None
+    _expire_access_token(logged_in_client)
+    response = logged_in_client.post("/api/auth/logout", headers=refresh_csrf)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    cleared = {h.split("=", 1)[0] for h in response.headers.getlist("Set-Cookie")}
+    assert {"refresh_token_cookie", "access_token_cookie"} <= cleared
+    replay = app.test_client()
+    replay.set_cookie("refresh_token_cookie", refresh.value, path="/api/auth/")
+    assert error_of(replay.post("/api/auth/refresh", headers=refresh_csrf)) == REVOKED
+
+
+def test_logout_without_any_session_still_clears_the_cookies(client: FlaskClient) -> None:
+    response = client.post("/api/auth/logout")
+    assert response.status_code == 200
+    cleared = {h.split("=", 1)[0] for h in response.headers.getlist("Set-Cookie")}
+    assert {"refresh_token_cookie", "access_token_cookie"} <= cleared

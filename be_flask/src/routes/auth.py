@@ -6,7 +6,20 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify
-from flask_jwt_extended import current_user, get_jwt, jwt_required, unset_jwt_cookies
+from flask_jwt_extended import (
+    current_user,
+    get_jwt,
+    jwt_required,
+    unset_jwt_cookies,
+    verify_jwt_in_request,
+)
+from flask_jwt_extended.exceptions import (
+    NoAuthorizationError,
+    RevokedTokenError,
+    UserLookupError,
+    WrongTokenError,
+)
+from jwt.exceptions import InvalidTokenError
 from sqlalchemy import select
 
 from src.app_secrets import app_secrets
@@ -75,18 +88,36 @@ def refresh() -> Response:
 
 
 @bp.post("/logout")
-@jwt_required()
 def logout() -> Response:
-    """End this login session: the access token and every refresh token of its family."""
-    payload = get_jwt()
-    session = db.session()
-    revoke_token(session, payload, "logout")
-    revoke_family(session, payload, "logout")
-    purge_expired(session)
-    security_event("logout", level=logging.INFO, user=current_user.username)
+    """End the login session (the refresh token's whole family); always clear the cookies.
+
+    The refresh token, not the access token, identifies the session: after 15 idle minutes
+    only the refresh token is left, and it is what must die.
+    """
+    payload = _refresh_token_or_none()
+    if payload is not None:
+        session = db.session()
+        revoke_token(session, payload, "logout")
+        revoke_family(session, payload, "logout")
+        purge_expired(session)
+        security_event("logout", level=logging.INFO, user=current_user.username)
     response = jsonify(status="logged out")
     unset_jwt_cookies(response)
     return response
+
+
+def _refresh_token_or_none() -> dict[str, Any] | None:
+    """The verified refresh token; None when there is no live one (nothing left to end).
+
+    A CSRF failure is not swallowed: a forged cross-site logout is refused (401).
+    """
+    try:
+        verify_jwt_in_request(refresh=True)
+    except (NoAuthorizationError, RevokedTokenError, UserLookupError, WrongTokenError):
+        return None
+    except InvalidTokenError:  # expired, bad signature, malformed
+        return None
+    return get_jwt()
 
 
 @bp.get("/me")
