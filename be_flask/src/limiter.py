@@ -1,12 +1,20 @@
-"""Rate limits on login and refresh, per client address and per account, shared through Redis."""
+"""Rate limits on login and refresh, shared through Redis.
+
+Hard limits key on the client address, and on (account, address) for logins: a stranger
+flooding an account from one address locks only that address out, never the account's owner.
+Per account, across all addresses, failures only raise an alert and slow further failures
+down (slow_down_failed_login), since a hard per-account lock is a lock anyone can trigger.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter, RequestLimit, RouteLimit
+from limits import parse_many
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from src.logging_setup import security_event
@@ -19,11 +27,42 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
-def account_key() -> str:
-    """The username a login attempt targets, so spreading attempts over addresses does not help."""
+# The slow-down of failed logins for an account under attack: doubles per breached tier.
+SLOW_DOWN_BASE_SECONDS = 0.25
+SLOW_DOWN_MAX_SECONDS = 1.0
+
+
+def account_name(username: str) -> str:
+    """The account a username targets: "Admin" and "admin" share one set of counters."""
+    return username[:64].lower()
+
+
+def account_and_address_key() -> str:
+    """The targeted account at this client address: the key of the hard login limit."""
     body = request.get_json(silent=True)
     username = body.get("username") if isinstance(body, dict) else None
-    return f"account:{username[:64].lower()}" if isinstance(username, str) else "account:-"
+    account = account_name(username) if isinstance(username, str) else "-"
+    return f"account:{account}|{client_address()}"
+
+
+def slow_down_failed_login(username: str) -> None:
+    """Count a failure against the account from any address; past ACCOUNT_ALERT_LIMITS, alert
+    and delay this (failed) answer, more for each breached limit. Never blocks the owner."""
+    limiter: Limiter | None = current_app.extensions.get("rate_limiter")
+    if limiter is None or not current_app.config["RATELIMIT_ENABLED"]:
+        return
+    prefix, account = current_app.config["RATELIMIT_KEY_PREFIX"], account_name(username)
+    try:
+        breached = sum(
+            not limiter.limiter.hit(item, prefix, "account-failures", account)
+            for item in parse_many(current_app.config["ACCOUNT_ALERT_LIMITS"])
+        )
+    except Exception:  # storage down: the hard per-address limits still hold
+        log.warning("account failure count unavailable", exc_info=True)
+        return
+    if breached:
+        security_event("account under attack", user=account, limits_breached=breached)
+        time.sleep(min(SLOW_DOWN_MAX_SECONDS, SLOW_DOWN_BASE_SECONDS * 2 ** (breached - 1)))
 
 
 def login_limits() -> str:
@@ -63,7 +102,10 @@ def init_app(app: Flask) -> None:
     limiter.init_app(app)
     app.extensions["rate_limiter"] = limiter
     _limit(app, "auth.login", limiter.limit(login_limits, deduct_when=failed))
-    _limit(app, "auth.login", limiter.limit(login_limits, key_func=account_key, deduct_when=failed))
+    per_account_and_address = limiter.limit(
+        login_limits, key_func=account_and_address_key, deduct_when=failed
+    )
+    _limit(app, "auth.login", per_account_and_address)
     _limit(app, "auth.refresh", limiter.limit(refresh_limits))
 
 

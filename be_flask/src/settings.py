@@ -23,6 +23,8 @@ DEFAULTS: dict[str, Any] = {
     "RATELIMIT_ENABLED": True,
     "RATELIMIT_KEY_PREFIX": "flask-vault-backend",
     "LOGIN_LIMITS": "5/minute;100/hour",
+    # Failures per account from all addresses that raise an alert and slow failures down.
+    "ACCOUNT_ALERT_LIMITS": "20/minute;200/hour",
     "REFRESH_LIMITS": "30/minute;500/hour",
     "ARGON2_TIME_COST": 2,
     "ARGON2_MEMORY_COST": 19456,
@@ -43,6 +45,7 @@ _ENV_KEYS = (
     "RATELIMIT_ENABLED",
     "RATELIMIT_KEY_PREFIX",
     "LOGIN_LIMITS",
+    "ACCOUNT_ALERT_LIMITS",
     "REFRESH_LIMITS",
     "LOG_LEVEL",
     "LOG_FILE",

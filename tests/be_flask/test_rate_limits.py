@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -51,13 +52,13 @@ def assert_rate_limited(response: Any) -> None:
     assert int(response.headers["Retry-After"]) > 0
 
 
-def test_sixth_failed_attempt_on_an_account_is_429(
+def test_sixth_failed_attempt_on_an_account_from_one_address_is_429(
     limited_app: Callable[..., Flask], vault_secrets: dict[str, Any]
 ) -> None:
     client = limited_app().test_client()
     for _ in range(5):
         assert attempt(client, "user").status_code == 401
-    # Even the right password is refused now: the account is locked for the window.
+    # Even the right password is refused now, from this address, for the window.
     assert_rate_limited(attempt(client, "user", vault_secrets["user_password"]))
 
 
@@ -97,7 +98,7 @@ def test_behind_one_proxy_only_its_hop_counts(limited_app: Callable[..., Flask])
 def test_counters_are_shared_between_processes_through_redis(
     limited_app: Callable[..., Flask],
 ) -> None:
-    """Two apps (as two workers would) on one Redis see one budget per account."""
+    """Two apps (as two workers would) on one Redis see one budget per address and account."""
     first, second = limited_app().test_client(), limited_app().test_client()
     target = random_name()
     for client in (first, second, first, second, first):
@@ -137,3 +138,52 @@ def test_redis_down_does_not_take_logins_down(
     assert attempt(client, "user", vault_secrets["user_password"]).status_code == 200
     statuses = [attempt(client, "user").status_code for _ in range(6)]
     assert statuses == [401] * 5 + [429]
+
+
+def from_address(index: int) -> dict[str, str]:
+    """Headers of a client at its own (loopback) address behind one trusted proxy."""
+    return {"X-Forwarded-For": f"127.0.{index // 250}.{index % 250 + 2}"}
+
+
+def test_a_stranger_cannot_lock_the_admin_out(
+    limited_app: Callable[..., Flask], vault_secrets: dict[str, Any]
+) -> None:
+    """Attack: a flood of bad logins for admin from one address; admin logs in from another."""
+    client = limited_app(TRUSTED_PROXIES=1).test_client()
+    statuses = [attempt(client, "admin", **from_address(1)).status_code for _ in range(12)]
+    assert statuses == [401] * 5 + [429] * 7
+    owner = attempt(client, "admin", vault_secrets["admin_password"], **from_address(2))
+    assert owner.status_code == 200, owner.get_data(as_text=True)
+
+
+def test_attempts_spread_over_addresses_raise_the_alarm_and_slow_down(
+    limited_app: Callable[..., Flask],
+    vault_secrets: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One account, a new address per attempt: no hard lock, but an alert and a slow-down."""
+    app = limited_app(TRUSTED_PROXIES=1, ACCOUNT_ALERT_LIMITS="4/minute")
+    client = app.test_client()
+    target = random_name()
+    times = []
+    for i in range(7):
+        started = time.monotonic()
+        # Normalised: "Name" and "name" are one account.
+        name = target.upper() if i % 2 else target
+        assert attempt(client, name, **from_address(10 + i)).status_code == 401
+        times.append(time.monotonic() - started)
+    alerts = [r for r in caplog.records if getattr(r, "event", None) == "account under attack"]
+    assert alerts and alerts[0].name == "security"
+    assert min(times[4:]) >= 0.2 > max(times[:3]), times
+    # The owner, from yet another address, is neither locked out nor slowed down.
+    owner_started = time.monotonic()
+    owner = attempt(client, "user", vault_secrets["user_password"], **from_address(99))
+    assert owner.status_code == 200 and time.monotonic() - owner_started < 2
+
+
+def test_the_hourly_limit_holds_when_the_minute_one_does_not(
+    limited_app: Callable[..., Flask],
+) -> None:
+    client = limited_app(LOGIN_LIMITS="100/minute;3/hour").test_client()
+    statuses = [attempt(client, random_name()).status_code for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]

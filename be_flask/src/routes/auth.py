@@ -33,6 +33,7 @@ from src.auth import (
 )
 from src.errors import ApiError
 from src.extensions import db
+from src.limiter import slow_down_failed_login
 from src.logging_setup import security_event
 from src.metrics import LOGINS
 from src.models import User
@@ -64,6 +65,7 @@ def authenticate(username: str, password: str) -> User:
     if user is None or not password_ok or not user.enabled:
         LOGINS.labels("failed").inc()
         security_event("login failed", user=username[:64])
+        slow_down_failed_login(username)
         raise ApiError(401, INVALID_CREDENTIALS)
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
