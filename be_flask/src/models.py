@@ -23,6 +23,8 @@ class User(Base):
     """An account; token_version is bumped to end every session of the user at once."""
 
     __tablename__ = "users"
+    # Ids are never reused (tokens name users by id): SQLite needs AUTOINCREMENT for that.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)

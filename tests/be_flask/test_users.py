@@ -128,3 +128,26 @@ def test_long_passphrase_is_accepted_whole(app: Flask, admin_client: FlaskClient
     user = create_user(admin_client, password=passphrase)
     assert login(app.test_client(), user["username"], passphrase).status_code == 200
     assert login(app.test_client(), user["username"], passphrase[:-1]).status_code == 401
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_deleted_users_session_never_passes_to_the_next_user(
+    make_app: Any, vault_secrets: dict[str, Any], tmp_path: Any, backend: str
+) -> None:
+    """Attack: delete the highest-id user, create another; the old tokens must not follow."""
+    settings = {"DATABASE_URL": f"sqlite:///{tmp_path / 'ids.db'}"} if backend == "sqlite" else {}
+    app = make_app(**settings)
+    admin = app.test_client()
+    assert login(admin, "admin", vault_secrets["admin_password"]).status_code == 200
+    victim = create_user(admin)
+    old_session = app.test_client()
+    assert login(old_session, victim["username"], PASSWORD).status_code == 200
+    assert admin.delete(f"/api/users/{victim['id']}", headers=csrf_headers(admin)).status_code in (
+        200,
+        204,
+    )
+    newcomer = create_user(admin, role="admin")
+    assert newcomer["id"] != victim["id"], "a deleted user's id was given out again"
+    assert old_session.get("/api/auth/me").status_code == 401
+    refreshed = old_session.post("/api/auth/refresh", headers=csrf_headers(old_session, True))
+    assert refreshed.status_code == 401
