@@ -28,4 +28,17 @@ def field(body: dict[str, Any], name: str, kind: type, required: bool = True) ->
     value = body[name]
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise ApiError(400, f"field {name} must be of type {kind.__name__}")
+    if isinstance(value, str) and not _is_text(value):
+        raise ApiError(400, f"field {name} must be text without NUL or lone surrogate characters")
     return value
+
+
+def _is_text(value: str) -> bool:
+    # JSON may escape a lone surrogate (\ud800) or NUL: neither hashes, stores nor logs safely.
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -26,6 +26,26 @@ BAD_LOGIN_BODIES = [
     pytest.param(b"\xff\xfe{}", JSON, 400, "JSON object", id="not UTF-8"),
     pytest.param("", JSON, 400, "JSON object", id="empty body"),
     pytest.param(
+        '{"username": "ad\\ud800min", "password": "x"}',
+        JSON,
+        400,
+        "username",
+        id="lone surrogate username",
+    ),
+    pytest.param(
+        '{"username": "admin", "password": "pa\\udfffss"}',
+        JSON,
+        400,
+        "password",
+        id="lone surrogate password",
+    ),
+    pytest.param(
+        '{"username": "ad\\u0000min", "password": "x"}', JSON, 400, "username", id="NUL username"
+    ),
+    pytest.param(
+        '{"username": "admin", "password": "p\\u0000w"}', JSON, 400, "password", id="NUL password"
+    ),
+    pytest.param(
         "username=admin&password=x", "application/x-www-form-urlencoded", 415, "JSON", id="form"
     ),
     pytest.param('{"username": "a", "password": "b"}', "text/plain", 415, "JSON", id="text/plain"),
@@ -86,6 +106,14 @@ BAD_USER_BODIES: list[Any] = [
     ),
     pytest.param(
         {"username": "admin", "password": "a long enough passphrase"}, 409, id="existing username"
+    ),
+    pytest.param(
+        {"username": "new8", "password": "a long enough \ud800 passphrase"},
+        400,
+        id="lone surrogate password",
+    ),
+    pytest.param(
+        {"username": "new9", "password": "a long enough \x00 passphrase"}, 400, id="NUL password"
     ),
 ]
 
