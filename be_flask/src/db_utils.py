@@ -9,7 +9,7 @@ from sqlalchemy import Connection, select
 
 from src.app_secrets import app_secrets
 from src.database import insert_ignoring_conflict
-from src.models import User, utcnow
+from src.models import Seed, User, utcnow
 from src.passwords import hash_password
 
 log = logging.getLogger(__name__)
@@ -17,11 +17,17 @@ log = logging.getLogger(__name__)
 DEFAULT_USERS = (("admin", "admin", "admin_password"), ("user", "user", "user_password"))
 
 
+DEFAULT_USERS_SEED = "default_users"
+
+
 def create_default_users(connection: Connection, app: Flask) -> list[str]:
-    """Create admin and user when missing; an existing user is never overwritten."""
+    """Create admin and user once per database; never overwritten, never brought back."""
+    if connection.scalar(select(Seed.name).where(Seed.name == DEFAULT_USERS_SEED)):
+        return []
     existing = set(connection.scalars(select(User.username)).all())
     missing = [entry for entry in DEFAULT_USERS if entry[0] not in existing]
     if not missing:
+        _remember_seeded(connection)
         return []
     log.info("creating default users", extra={"users": [name for name, _, _ in missing]})
     secrets = app_secrets(app)
@@ -41,6 +47,12 @@ def create_default_users(connection: Connection, app: Flask) -> list[str]:
         )
         if result.rowcount:
             created.append(username)
-    connection.commit()
+    _remember_seeded(connection)
     log.info("creating default users: ok", extra={"users_created": created})
     return created
+
+
+def _remember_seeded(connection: Connection) -> None:
+    values = {"name": DEFAULT_USERS_SEED, "seeded_at": utcnow()}
+    connection.execute(insert_ignoring_conflict(connection.dialect.name, Seed, values, "name"))
+    connection.commit()

@@ -75,3 +75,12 @@ class CacheGeneration(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     generation: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class Seed(Base):
+    """A one-time seed that has run (default users): never run again, even if undone."""
+
+    __tablename__ = "seeds"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seeded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow)
