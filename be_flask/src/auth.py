@@ -152,8 +152,29 @@ def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
     if token_reason is None:
         return False
     if payload["type"] == "refresh" and token_reason == "rotated":  # noqa: S105
+        if rotated_moments_ago(session, payload):
+            return False  # a second tab refreshing at the same moment, not a thief
         report_refresh_reuse(session, payload)
     return True
+
+
+def rotated_moments_ago(session: Session, payload: dict[str, Any]) -> bool:
+    """True while a rotated refresh token is within REFRESH_REUSE_GRACE_SECONDS of rotation.
+
+    Two tabs refreshing together send the same token; the later one gets a pair of its own in
+    the same family instead of ending the session. After the window, a replay is reuse.
+    """
+    rotated_at = session.scalar(
+        select(RevokedToken.revoked_at).where(
+            RevokedToken.jti == payload["jti"], RevokedToken.reason == "rotated"
+        )
+    )
+    if rotated_at is None:
+        return False
+    if rotated_at.tzinfo is None:  # SQLite hands back naive UTC
+        rotated_at = rotated_at.replace(tzinfo=UTC)
+    grace = timedelta(seconds=current_app.config["REFRESH_REUSE_GRACE_SECONDS"])
+    return utcnow() - rotated_at <= grace
 
 
 def report_refresh_reuse(session: Session, payload: dict[str, Any]) -> None:

@@ -16,6 +16,8 @@ DEFAULTS: dict[str, Any] = {
     "JWT_AUDIENCE": "flask-vault-backend-api",
     "JWT_ACCESS_TOKEN_EXPIRES": timedelta(minutes=15),
     "JWT_REFRESH_TOKEN_EXPIRES": timedelta(days=7),
+    # A rotated refresh token presented again this soon is a second tab, not reuse.
+    "REFRESH_REUSE_GRACE_SECONDS": 5.0,
     "JWT_COOKIE_SECURE": True,
     "JWT_COOKIE_SAMESITE": "Strict",
     "TRUSTED_PROXIES": 0,

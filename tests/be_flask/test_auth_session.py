@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -78,8 +80,9 @@ def test_refresh_rotates_the_refresh_token(logged_in_client: FlaskClient) -> Non
 
 
 def test_reusing_a_rotated_refresh_token_ends_the_whole_session(
-    app: Any, logged_in_client: FlaskClient
+    app: Any, logged_in_client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setitem(app.config, "REFRESH_REUSE_GRACE_SECONDS", 0)  # every replay is reuse
     old_refresh = logged_in_client.get_cookie("refresh_token_cookie", path="/api/auth/")
     old_csrf = csrf_headers(logged_in_client, True)
     assert old_refresh is not None
@@ -215,3 +218,44 @@ def test_logout_without_any_session_still_clears_the_cookies(client: FlaskClient
     assert response.status_code == 200
     cleared = {h.split("=", 1)[0] for h in response.headers.getlist("Set-Cookie")}
     assert {"refresh_token_cookie", "access_token_cookie"} <= cleared
+
+
+def test_two_tabs_refreshing_at_once_keep_the_session(
+    app: Any, logged_in_client: FlaskClient
+) -> None:
+    """Two tabs send the same refresh cookie together: not reuse, the session lives on."""
+    refresh = logged_in_client.get_cookie("refresh_token_cookie", path="/api/auth/")
+    refresh_csrf = csrf_headers(logged_in_client, True)
+    assert refresh is not None
+    tabs = [app.test_client() for _ in range(2)]
+    for tab in tabs:
+        tab.set_cookie("refresh_token_cookie", refresh.value, path="/api/auth/")
+    barrier = threading.Barrier(len(tabs))
+
+    def refresh_in(tab: FlaskClient) -> int:
+        barrier.wait(timeout=10)
+        return tab.post("/api/auth/refresh", headers=refresh_csrf).status_code
+
+    with ThreadPoolExecutor(max_workers=len(tabs)) as pool:
+        statuses = list(pool.map(refresh_in, tabs))
+    assert statuses == [200, 200]
+    for tab in tabs:
+        assert tab.get("/api/auth/me").status_code == 200
+    assert logged_in_client.get("/api/auth/me").status_code == 200
+
+
+def test_a_replay_after_the_grace_window_still_ends_the_family(
+    make_app: Any, vault_secrets: dict[str, Any]
+) -> None:
+    app = make_app(REFRESH_REUSE_GRACE_SECONDS=1)
+    client = app.test_client()
+    assert login(client, "user", vault_secrets["user_password"]).status_code == 200
+    old_refresh = client.get_cookie("refresh_token_cookie", path="/api/auth/")
+    old_csrf = csrf_headers(client, True)
+    assert old_refresh is not None
+    assert client.post("/api/auth/refresh", headers=old_csrf).status_code == 200
+    time.sleep(1.3)
+    attacker = app.test_client()
+    attacker.set_cookie("refresh_token_cookie", old_refresh.value, path="/api/auth/")
+    assert error_of(attacker.post("/api/auth/refresh", headers=old_csrf)) == REVOKED
+    assert error_of(client.get("/api/auth/me")) == REVOKED

@@ -28,6 +28,7 @@ from src.auth import (
     report_refresh_reuse,
     revoke_family,
     revoke_token,
+    rotated_moments_ago,
     session_expiry,
     session_response,
 )
@@ -82,8 +83,8 @@ def refresh() -> Response:
     """Swap the refresh token for a new pair; the old one is revoked (reuse ends the family)."""
     payload = get_jwt()
     session = db.session()
-    if not revoke_token(session, payload, "rotated"):
-        # Another request rotated this very token a moment ago: that is reuse too.
+    if not revoke_token(session, payload, "rotated") and not rotated_moments_ago(session, payload):
+        # Rotated before, and not a moment ago by a second tab: someone holds a copy.
         report_refresh_reuse(session, payload)
         raise ApiError(401, "token has been revoked")
     return session_response(current_user, family=payload["fam"])
