@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -151,3 +153,31 @@ def test_a_deleted_users_session_never_passes_to_the_next_user(
     assert old_session.get("/api/auth/me").status_code == 401
     refreshed = old_session.post("/api/auth/refresh", headers=csrf_headers(old_session, True))
     assert refreshed.status_code == 401
+
+
+def demote_each_other(app: Flask, admin: FlaskClient) -> tuple[list[int], list[str]]:
+    """Two new admins demote each other at the same moment: (statuses, their roles after)."""
+    pair = [create_user(admin, role="admin") for _ in range(2)]
+    clients = [app.test_client() for _ in pair]
+    for client, user in zip(clients, pair, strict=True):
+        assert login(client, user["username"], PASSWORD).status_code == 200
+    barrier = threading.Barrier(2)
+
+    def demote(me: int) -> int:
+        barrier.wait(timeout=10)
+        return patch(clients[me], pair[1 - me]["id"], role="user").status_code
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        statuses = sorted(pool.map(demote, range(2)))
+    roles = {u["id"]: u["role"] for u in admin.get("/api/users").json["users"]}
+    return statuses, [roles[user["id"]] for user in pair]
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one_admin(
+    app: Flask, admin_client: FlaskClient
+) -> None:
+    """Race: each demotes the other at the same moment; never both (zero admins of the two)."""
+    for _ in range(4):
+        statuses, roles = demote_each_other(app, admin_client)
+        assert "admin" in roles, statuses
+        assert statuses[0] == 200 and statuses[1] in (401, 403), statuses

@@ -68,7 +68,7 @@ def update_user(user_id: int) -> Any:
     if enabled is None and role is None and password is None:
         raise ApiError(400, "nothing to change: give enabled, role or password")
     session = db.session()
-    user = _get_user(user_id)
+    user = _lock_for_change(user_id)
     if user.id == current_user.id and (enabled is False or role not in (None, "admin")):
         raise ApiError(409, "admins cannot disable or demote themselves")
     _apply_changes(user, enabled, role, password)
@@ -98,7 +98,7 @@ def _apply_changes(
 @admin_required
 def delete_user(user_id: int) -> Any:
     """Delete a user (their tokens stop working: the user lookup finds nobody)."""
-    user = _get_user(user_id)
+    user = _lock_for_change(user_id)
     if user.id == current_user.id:
         raise ApiError(409, "admins cannot delete themselves")
     session = db.session()
@@ -108,11 +108,27 @@ def delete_user(user_id: int) -> Any:
     return "", 204
 
 
-def _get_user(user_id: int) -> User:
-    user = db.session().get(User, user_id)
-    if user is None:
+def _lock_for_change(user_id: int) -> User:
+    """The user to change, row-locked with the acting admin's row until the commit.
+
+    Two admins demoting or deleting each other at the same moment queue here (rows locked in
+    id order, so never a deadlock), and the second sees it is no longer an admin: 403.
+    """
+    actor_id = current_user.id
+    rows = db.session().scalars(
+        select(User)
+        .where(User.id.in_({actor_id, user_id}))
+        .order_by(User.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)  # what the lock holder sees, not a cache
+    )
+    users = {user.id: user for user in rows}
+    actor = users.get(actor_id)
+    if actor is None or not actor.enabled or actor.role != "admin":
+        raise ApiError(403, "admin role required")
+    if user_id not in users:
         raise ApiError(404, "no such user")
-    return user
+    return users[user_id]
 
 
 def _check_role(role: str) -> None:
