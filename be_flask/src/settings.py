@@ -16,6 +16,8 @@ DEFAULTS: dict[str, Any] = {
     "JWT_AUDIENCE": "flask-vault-backend-api",
     "JWT_ACCESS_TOKEN_EXPIRES": timedelta(minutes=15),
     "JWT_REFRESH_TOKEN_EXPIRES": timedelta(days=7),
+    # Seconds a superseded signing key stays in service beyond the refresh-token lifetime.
+    "JWT_KEY_RETIRE_LEEWAY": 300,
     "JWT_COOKIE_SECURE": True,
     "JWT_COOKIE_SAMESITE": "Strict",
     "TRUSTED_PROXIES": 0,

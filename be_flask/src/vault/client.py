@@ -101,6 +101,13 @@ class VaultClient:
             return dict(entry.data)
         return dict(self._read_slow(path).data)
 
+    def read_secret_entry(self, path: str) -> CacheEntry:
+        """Data, version and source of `path` together (`path?version=N` reads one version)."""
+        entry = self._entries.get(path)
+        if entry is not None and _monotonic() < entry.fresh_until:
+            return entry
+        return self._read_slow(path)
+
     def get_app_secrets(self) -> dict[str, Any]:
         """jwt_secret, admin_password and user_password."""
         return self.read_secret(APP_SECRETS_PATH)
@@ -173,7 +180,14 @@ class VaultClient:
             raise
         self.gate.record_success()
         now = _monotonic()
-        entry = CacheEntry(secret.data, now + self.settings.cache_ttl, now, "vault", secret.version)
+        entry = CacheEntry(
+            secret.data,
+            now + self.settings.cache_ttl,
+            now,
+            "vault",
+            secret.version,
+            secret.created_time,
+        )
         if previous is not None and previous.source != "vault":
             log.warning("secret %s: back to values from vault (was %s)", path, previous.source)
         self.cache.put(path, entry)
