@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "LOG_LEVEL": "INFO",
     "LOG_FILE": "",
     "CACHE_GENERATION_CHECK_SECONDS": 1.0,
+    # VAULT_DB_MODE=dynamic: the role owning the tables, which migrations SET ROLE to.
+    "DB_OWNER_ROLE": "flask_owner",
 }
 
 # Environment variables read as settings (never secrets: those come from Vault).
@@ -49,6 +51,7 @@ _ENV_KEYS = (
     "LOG_LEVEL",
     "LOG_FILE",
     "AUTO_MIGRATE",
+    "DB_OWNER_ROLE",
 )
 _BOOLEAN_KEYS = ("JWT_COOKIE_SECURE", "RATELIMIT_ENABLED", "AUTO_MIGRATE")
 _INTEGER_KEYS = ("TRUSTED_PROXIES",)
