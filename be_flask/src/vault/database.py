@@ -18,6 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+import hvac.exceptions
+
 from .errors import VaultUnavailableError
 
 if TYPE_CHECKING:
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 RENEW_AT = 2 / 3  # of the lease duration
 RETRY_SECONDS = 1.0  # after a failed renewal or fetch while the lease still serves
+# Vault answered but gives no credentials (engine not configured, policy): fail closed too.
+REFUSALS = (hvac.exceptions.InvalidPath, hvac.exceptions.Forbidden)
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,7 @@ class DatabaseCredentials:
                 if renewed is not None:
                     return renewed
             return self._fetch(lease)
-        except (*OUTAGE_ERRORS, *LOGIN_ERRORS) as error:
+        except (*OUTAGE_ERRORS, *LOGIN_ERRORS, *REFUSALS) as error:
             self.last_error = _reason(error)
             if lease is None or now >= lease.expires_at - RETRY_SECONDS:
                 raise VaultUnavailableError(
@@ -133,8 +137,6 @@ class DatabaseCredentials:
             return self.lease
 
     def _renew(self, lease: DatabaseCredentialsLease) -> DatabaseCredentialsLease | None:
-        import hvac.exceptions
-
         log.info("renewing database lease %s", lease.lease_id)
         try:
             response = self.client.adapter.put(
