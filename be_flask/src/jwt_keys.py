@@ -42,10 +42,11 @@ def signing_key() -> tuple[str, str]:
 
 def verification_key(header: dict[str, Any]) -> str:
     """The key that signed a token with this header, if its kid names a key in service."""
+    # Read first: without any key at all the answer is 503 (secrets unavailable), not 401.
+    current = vault_client().read_secret_entry(APP_SECRETS_PATH)
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid:
         raise KeyIdError("token has no key id")
-    current = vault_client().read_secret_entry(APP_SECRETS_PATH)
     if current.source == "fallback" or kid == FALLBACK_KID:
         if current.source == "fallback" and kid == FALLBACK_KID:
             return _key_of(current.data)
