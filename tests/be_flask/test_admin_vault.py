@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests.be_flask.test_jwt_key_rotation import newest_version
 from tests.harness.app import (
     AppDatabase,
     csrf_headers,
@@ -42,13 +43,6 @@ def signing_kid(client: FlaskClient) -> str:
     return str(jwt.get_unverified_header(cookie.value)["kid"])
 
 
-def read_secret_version_number(server: Any) -> int:
-    metadata = server.client(server.root_token).secrets.kv.v2.read_secret_metadata(
-        path="app/flask", mount_point="secret"
-    )
-    return int(metadata["data"]["current_version"])
-
-
 def test_refresh_drops_the_cache_in_every_worker(
     make_app: Callable[..., Flask], backend_openbao: Any, vault_secrets: dict[str, Any]
 ) -> None:
@@ -60,7 +54,7 @@ def test_refresh_drops_the_cache_in_every_worker(
     original = read_secret(backend_openbao, "app/flask")
     put_secret(backend_openbao, "app/flask", {**original, "jwt_secret": "refreshed-" + "r" * 56})
     try:
-        new_kid = str(read_secret_version_number(backend_openbao))
+        new_kid = str(newest_version(backend_openbao))
         # Cached for 300 s: without a refresh worker B keeps signing with the old key.
         assert login(user_b, "user", vault_secrets["user_password"]).status_code == 200
         assert signing_kid(user_b) != new_kid

@@ -14,6 +14,8 @@ import requests
 from flask import Flask
 
 from tests.be_flask.test_database_dynamic import dynamic_app
+from tests.be_flask.test_gunicorn import session_for
+from tests.be_flask.test_jwt_key_rotation import newest_version, rotate
 from tests.harness.app import Gunicorn, gunicorn_env, read_secret
 from tests.harness.dynamic_db import DynamicSite
 
@@ -21,32 +23,10 @@ THREADS = 4
 SECONDS = 60
 
 
-def session_for(server: Gunicorn, username: str, password: str) -> requests.Session:
-    session = requests.Session()
-    body = {"username": username, "password": password}
-    response = session.post(f"{server.url}/api/auth/login", json=body, timeout=10)
-    assert response.status_code == 200, response.text
-    return session
-
-
 def refresh_everywhere(server: Gunicorn, admin: requests.Session) -> None:
     csrf = {"X-CSRF-TOKEN": admin.cookies["csrf_access_token"]}
     response = admin.post(f"{server.url}/api/admin/vault/refresh", headers=csrf, timeout=10)
     assert response.status_code == 200, response.text
-
-
-def rotate(site: DynamicSite, *args: str) -> None:
-    result = site.server.run_script(
-        "rotate-jwt-key.sh", *args, env={"VAULT_TOKEN": site.server.root_token}
-    )
-    assert result.returncode == 0, result.stderr
-
-
-def newest_version(site: DynamicSite) -> int:
-    metadata = site.server.client(site.server.root_token).secrets.kv.v2.read_secret_metadata(
-        path="app/flask", mount_point="secret"
-    )
-    return int(metadata["data"]["current_version"])
 
 
 @pytest.fixture
@@ -90,7 +70,7 @@ def test_zero_failed_requests_while_everything_rotates(
 ) -> None:
     passwords = read_secret(dynamic.server, "app/flask")
     admin = session_for(backend, "admin", passwords["admin_password"])
-    original = newest_version(dynamic)
+    original = newest_version(dynamic.server)
     audit_start = len(dynamic.server.audit_entries())
     stop = threading.Event()
     results: list[tuple[int, float]] = []
@@ -103,7 +83,7 @@ def test_zero_failed_requests_while_everything_rotates(
     try:
         for step in (["rotate"], ["rotate"], ["--rollback", str(original)]):
             time.sleep(SECONDS / 4)
-            rotate(dynamic, *([] if step == ["rotate"] else step))
+            rotate(dynamic.server, *([] if step == ["rotate"] else step))
             refresh_everywhere(backend, admin)
         time.sleep(SECONDS / 4)
     finally:
@@ -112,7 +92,7 @@ def test_zero_failed_requests_while_everything_rotates(
             thread.join(timeout=30)
     failed = [status for status, _ in results if status != 200]
     assert len(results) > 100 and failed == []
-    assert newest_version(dynamic) == original + 3
+    assert newest_version(dynamic.server) == original + 3
 
     paths = [
         entry["request"]["path"]
