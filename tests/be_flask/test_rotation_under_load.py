@@ -38,7 +38,9 @@ def backend(dynamic: DynamicSite, start_gunicorn: Any) -> Iterator[Gunicorn]:
         REDIS_URL="",
         VAULT_READ_TIMEOUT="2",
     )
-    yield start_gunicorn(env, workers=2, name="rotation")
+    server = start_gunicorn(env, workers=2, name="rotation")
+    yield server
+    server.stop()  # its leases end with their TTL; the next tests share this Vault
 
 
 def hammer(
