@@ -417,10 +417,9 @@ ensure_dynamic_credentials() {
     -d "$name" -v admin_role=vault_db_admin -v database="$name" >>"$LOG_DIR/postgres.log" 2>&1 ||
     die "creating the roles of dynamic credentials failed (see $LOG_DIR/postgres.log)"
   say "roles flask_owner, flask_app and vault_db_admin: ready"
-  (
-    export DB_ADMIN_PASSWORD VAULT_DB_MODE=dynamic DB_ADMIN_USER=vault_db_admin DB_SSLMODE=disable
-    run_local_vault_script init-vault.sh
-  )
+  # Assignments before a function call reach its commands' environment, never their argv.
+  DB_ADMIN_PASSWORD="$DB_ADMIN_PASSWORD" VAULT_DB_MODE=dynamic DB_ADMIN_USER=vault_db_admin \
+    DB_SSLMODE=disable run_local_vault_script init-vault.sh
   unset DB_ADMIN_PASSWORD
   say "dynamic database credentials: configured (admin password rotated by Vault)"
 }

@@ -245,8 +245,9 @@ configure_database_engine() {
   if "$VAULT_BIN" read -format=json database/config/app-postgres >/dev/null 2>&1; then
     say "database/config/app-postgres: kept (its admin password is Vault's alone)"
   else
-    [ -n "${DB_ADMIN_USER:-}" ] && [ -n "${DB_ADMIN_PASSWORD:-}" ] ||
+    if [ -z "${DB_ADMIN_USER:-}" ] || [ -z "${DB_ADMIN_PASSWORD:-}" ]; then
       die "VAULT_DB_MODE=dynamic needs DB_ADMIN_USER and DB_ADMIN_PASSWORD (a CREATEROLE role)"
+    fi
     host="$(vcli kv get -mount=secret -field=host database/postgres)"
     port="$(vcli kv get -mount=secret -field=port database/postgres)"
     name="$(vcli kv get -mount=secret -field=database database/postgres)"
