@@ -389,6 +389,41 @@ SQL
   say "database $name and role $user: ready (password from Vault)"
 }
 
+# VAULT_DB_MODE=dynamic, what the local mode runs: Vault's database secrets engine hands the
+# backend short-lived logins. Once: the roles of vault/config/postgres-dynamic-roles.sql
+# (tables of the static role move to the owner role), then init-vault.sh configures the
+# engine with a fresh admin password that Vault rotates at once, so it is stored nowhere.
+ensure_dynamic_credentials() {
+  local name user exists
+  if operator_bao read database/config/app-postgres >/dev/null 2>&1; then
+    say "dynamic database credentials: configured (kept)"
+    return 0
+  fi
+  name="$(db_setting database)"
+  user="$(db_setting username)"
+  DB_ADMIN_PASSWORD="$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(24))')"
+  exists="$(as_pg_owner "$PG_BIN/psql" -X -qtA -h "$PG_SOCKET_DIR" -p "$PG_PORT" -d postgres \
+    -c "SELECT 1 FROM pg_roles WHERE rolname = 'flask_owner'")"
+  # The password goes in on stdin (\set), never in argv.
+  {
+    printf '%s\n' "\\set admin_password '$DB_ADMIN_PASSWORD'"
+    if [ -z "$exists" ]; then
+      cat "$ROOT/vault/config/postgres-dynamic-roles.sql"
+    else # a run that stopped half-way: the roles exist, the admin password was never used
+      printf "ALTER ROLE vault_db_admin PASSWORD :'admin_password';\n"
+    fi
+    printf 'REASSIGN OWNED BY %s TO flask_owner;\n' "$user"
+  } | as_pg_owner "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCKET_DIR" -p "$PG_PORT" \
+    -d "$name" -v admin_role=vault_db_admin -v database="$name" >>"$LOG_DIR/postgres.log" 2>&1 ||
+    die "creating the roles of dynamic credentials failed (see $LOG_DIR/postgres.log)"
+  say "roles flask_owner, flask_app and vault_db_admin: ready"
+  # Assignments before a function call reach its commands' environment, never their argv.
+  DB_ADMIN_PASSWORD="$DB_ADMIN_PASSWORD" VAULT_DB_MODE=dynamic DB_ADMIN_USER=vault_db_admin \
+    DB_SSLMODE=disable run_local_vault_script init-vault.sh
+  unset DB_ADMIN_PASSWORD
+  say "dynamic database credentials: configured (admin password rotated by Vault)"
+}
+
 stop_postgres() {
   find_postgres
   if postgres_running; then
@@ -433,7 +468,11 @@ start_backend() {
     # Vault is sealed), but plain-HTTP cookies, since the front listens on loopback only.
     export APP_ENV=local JWT_COOKIE_SECURE=false UI_DIR="$ROOT/fe_apache/html"
     export TRUSTED_PROXIES="$TRUSTED_PROXIES" REDIS_URL="${REDIS_URL:-}"
-    if [ -n "$SQLITE_URL" ]; then export DATABASE_URL="$SQLITE_URL"; fi
+    if [ -n "$SQLITE_URL" ]; then
+      export DATABASE_URL="$SQLITE_URL"
+    else
+      export VAULT_DB_MODE=dynamic
+    fi
     start_detached "$RUN_DIR/backend.pid" "$LOG_DIR/backend.log" \
       "$VENV/bin/gunicorn" --bind "127.0.0.1:$bind_port" --pythonpath "$ROOT/fe_apache" \
       "$app_spec"
@@ -532,6 +571,7 @@ local_up() {
     sync_database_location
     start_postgres
     ensure_database
+    ensure_dynamic_credentials
   else
     SQLITE_URL="sqlite:///$DATA_DIR/app.db"
     say "!!! No PostgreSQL (binaries not found, or --sqlite): using SQLite at $DATA_DIR/app.db."

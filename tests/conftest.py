@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.harness.openbao",
     "tests.harness.postgres",
     "tests.harness.app",
+    "tests.harness.dynamic_db",
 ]

@@ -26,7 +26,7 @@ from jwt.exceptions import DecodeError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from src.app_secrets import app_secrets
+from src import jwt_keys
 from src.database import insert_ignoring_conflict
 from src.errors import error_response
 from src.logging_setup import security_event
@@ -84,7 +84,8 @@ def init_app(app: Flask, jwt: JWTManager) -> None:
         app.config.setdefault(key, value)
     jwt.init_app(app)
     jwt.encode_key_loader(_signing_key)
-    jwt.decode_key_loader(lambda _header, _payload: _signing_key(None))
+    jwt.additional_headers_loader(lambda _identity: {"kid": jwt_keys.signing_key()[0]})
+    jwt.decode_key_loader(lambda header, _payload: jwt_keys.verification_key(header))
     jwt.user_identity_loader(lambda user: str(user.id))
     jwt.user_lookup_loader(_load_user)
     jwt.token_in_blocklist_loader(_is_revoked)
@@ -92,9 +93,9 @@ def init_app(app: Flask, jwt: JWTManager) -> None:
 
 
 def _signing_key(_identity: Any) -> str:
-    # Read through the client's cache on every use: a key rotated in Vault takes over within
-    # VAULT_CACHE_TTL, and this costs no I/O while the cache is fresh.
-    return app_secrets()["jwt_secret"]
+    # The newest key version, read through the client's cache: a key rotated in Vault takes
+    # over within VAULT_CACHE_TTL (1 s after an admin refresh), with no I/O while it is fresh.
+    return jwt_keys.signing_key()[1]
 
 
 def _register_error_callbacks(jwt: JWTManager) -> None:

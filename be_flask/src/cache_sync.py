@@ -15,6 +15,7 @@ from src.app_secrets import vault_client
 from src.database import NO_DATABASE_ENDPOINTS, insert_ignoring_conflict
 from src.extensions import db
 from src.models import CacheGeneration
+from src.vault.errors import VaultUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ def check_generation() -> None:
             log.info("vault cache refresh requested", extra={"generation": generation})
             vault_client().invalidate_cache()
         state.seen = generation
-    except SQLAlchemyError:
+    except (SQLAlchemyError, VaultUnavailableError):
+        # e.g. the database lease ended while Vault is down: /api/ready says so, not this.
         log.warning("cache generation check failed: database unreachable")
     finally:
         state.lock.release()

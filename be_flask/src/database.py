@@ -11,16 +11,20 @@ from flask import Flask, current_app, g
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from src.app_secrets import database_config
+from src.app_secrets import database_config, vault_client
 from src.logging_setup import secrets_registry
+from src.vault.database import RENEW_AT
 
 log = logging.getLogger(__name__)
 
 # Liveness and scraping must answer even while the database is down.
 NO_DATABASE_ENDPOINTS = frozenset({"health.health", "metrics.metrics"})
+# Connection record key: the credentials generation the connection logged in with.
+GENERATION = "vault_credentials_generation"
 
 
 class Database:
@@ -94,18 +98,43 @@ def _create_engine(app: Flask) -> Engine:
     )
     if url.get_backend_name() == "sqlite":
         return _create_sqlite_engine(url)
+    dynamic = from_vault and vault_client(app).settings.db_mode == "dynamic"
     engine = create_engine(
         url,
         pool_pre_ping=True,
         pool_size=5,
         max_overflow=5,
-        pool_recycle=1800,
+        pool_recycle=_lease_recycle_seconds(app) if dynamic else 1800,
         # Fail fast instead of hanging a worker thread when the database is unreachable.
         connect_args={"connect_timeout": 5},
     )
     if from_vault:
         _follow_vault_credentials(engine, app)
+    if dynamic:
+        _retire_old_credentials(engine, app)
     return engine
+
+
+def _lease_recycle_seconds(app: Flask) -> int:
+    """pool_recycle below the lease TTL: no pooled login outlives its lease by much."""
+    lease = vault_client(app).database.current()
+    return max(1, int(lease.ttl * RENEW_AT))
+
+
+def _retire_old_credentials(engine: Engine, app: Flask) -> None:
+    """Connections of replaced credentials are closed at checkout (never mid-query)."""
+    credentials = vault_client(app).database
+
+    @event.listens_for(engine, "checkout")
+    def _check_generation(_dbapi: Any, record: Any, _proxy: Any) -> None:
+        if record.info.get(GENERATION) != credentials.current().generation:
+            raise DisconnectionError("credentials replaced")  # the pool reconnects
+
+    @event.listens_for(engine, "close")
+    def _closed(_dbapi: Any, record: Any) -> None:
+        generation = record.info.pop(GENERATION, None)
+        if generation is not None:
+            credentials.closed(generation)
 
 
 def _create_sqlite_engine(url: URL) -> Engine:
@@ -132,6 +161,9 @@ def _follow_vault_credentials(engine: Engine, app: Flask) -> None:
         _dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]
     ) -> None:
         config = database_config(app)
+        if "generation" in config:  # dynamic mode: count this login's connections
+            _record.info[GENERATION] = config["generation"]
+            vault_client(app).database.opened(config["generation"])
         cparams.update(
             user=config["username"],
             password=config["password"],

@@ -56,7 +56,11 @@ def _ensure_prepared() -> None:
 def prepare_database(app: Flask) -> None:
     """Bring the schema to head and make sure the default users exist."""
     log.info("preparing database")
-    with db.engine(app).connect() as connection, _exclusive(connection):
+    with (
+        db.engine(app).connect() as connection,
+        _exclusive(connection),
+        _as_owner(connection, app),
+    ):
         upgrade_schema(connection)
         create_default_users(connection, app)
     log.info("preparing database: ok")
@@ -69,6 +73,27 @@ def upgrade_schema(connection: Connection) -> None:
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
     connection.commit()
+
+
+@contextlib.contextmanager
+def _as_owner(connection: Connection, app: Flask) -> Iterator[None]:
+    """Dynamic credentials: create objects as the fixed owner role, never a short-lived login."""
+    if connection.dialect.name != "postgresql" or not _dynamic_credentials(app):
+        yield
+        return
+    owner = connection.dialect.identifier_preparer.quote(app.config["DB_OWNER_ROLE"])
+    connection.execute(text(f"SET ROLE {owner}"))
+    try:
+        yield
+    finally:
+        connection.rollback()
+        connection.execute(text("RESET ROLE"))
+        connection.commit()
+
+
+def _dynamic_credentials(app: Flask) -> bool:
+    client = app.extensions.get("vault")
+    return client is not None and client.settings.db_mode == "dynamic"
 
 
 @contextlib.contextmanager

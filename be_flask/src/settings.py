@@ -18,6 +18,8 @@ DEFAULTS: dict[str, Any] = {
     "JWT_REFRESH_TOKEN_EXPIRES": timedelta(days=7),
     # A rotated refresh token presented again this soon is a second tab, not reuse.
     "REFRESH_REUSE_GRACE_SECONDS": 5.0,
+    # Seconds a superseded signing key stays in service beyond the refresh-token lifetime.
+    "JWT_KEY_RETIRE_LEEWAY": 300,
     "JWT_COOKIE_SECURE": True,
     "JWT_COOKIE_SAMESITE": "Strict",
     "TRUSTED_PROXIES": 0,
@@ -36,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
     "LOG_LEVEL": "INFO",
     "LOG_FILE": "",
     "CACHE_GENERATION_CHECK_SECONDS": 1.0,
+    # VAULT_DB_MODE=dynamic: the role owning the tables, which migrations SET ROLE to.
+    "DB_OWNER_ROLE": "flask_owner",
 }
 
 # Environment variables read as settings (never secrets: those come from Vault).
@@ -52,6 +56,7 @@ _ENV_KEYS = (
     "LOG_LEVEL",
     "LOG_FILE",
     "AUTO_MIGRATE",
+    "DB_OWNER_ROLE",
 )
 _BOOLEAN_KEYS = ("JWT_COOKIE_SECURE", "RATELIMIT_ENABLED", "AUTO_MIGRATE")
 _INTEGER_KEYS = ("TRUSTED_PROXIES",)

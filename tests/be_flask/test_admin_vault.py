@@ -8,10 +8,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from tests.be_flask.test_jwt_key_rotation import newest_version
 from tests.harness.app import (
     AppDatabase,
     csrf_headers,
@@ -35,6 +37,12 @@ def test_status_shows_state_and_pid_never_a_secret(
         assert str(value) not in text
 
 
+def signing_kid(client: FlaskClient) -> str:
+    cookie = client.get_cookie("access_token_cookie", path="/api/")
+    assert cookie is not None
+    return str(jwt.get_unverified_header(cookie.value)["kid"])
+
+
 def test_refresh_drops_the_cache_in_every_worker(
     make_app: Callable[..., Flask], backend_openbao: Any, vault_secrets: dict[str, Any]
 ) -> None:
@@ -46,14 +54,21 @@ def test_refresh_drops_the_cache_in_every_worker(
     original = read_secret(backend_openbao, "app/flask")
     put_secret(backend_openbao, "app/flask", {**original, "jwt_secret": "refreshed-" + "r" * 56})
     try:
-        # Cached for 300 s: without a refresh worker B keeps accepting the old key.
-        assert user_b.get("/api/auth/me").status_code == 200
+        new_kid = str(newest_version(backend_openbao))
+        # Cached for 300 s: without a refresh worker B keeps signing with the old key.
+        assert login(user_b, "user", vault_secrets["user_password"]).status_code == 200
+        assert signing_kid(user_b) != new_kid
         response = admin_a.post("/api/admin/vault/refresh", headers=csrf_headers(admin_a))
         assert response.status_code == 200
         assert response.json["pid"] == os.getpid()
-        assert admin_a.get("/api/auth/me").status_code == 401  # worker A: at once
+        assert login(admin_a, "admin", vault_secrets["admin_password"]).status_code == 200
+        assert signing_kid(admin_a) == new_kid  # worker A: at once
+        assert user_b.get("/api/auth/me").status_code == 200  # sessions survive the rotation
         deadline = time.monotonic() + 5
-        while user_b.get("/api/auth/me").status_code == 200:
+        while True:
+            assert login(user_b, "user", vault_secrets["user_password"]).status_code == 200
+            if signing_kid(user_b) == new_kid:
+                break
             assert time.monotonic() < deadline, "worker B never dropped its cache"
             time.sleep(0.2)
     finally:

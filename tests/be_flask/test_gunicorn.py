@@ -124,15 +124,14 @@ def test_refresh_reaches_every_worker(four_workers: Gunicorn, site: Site) -> Non
         assert refreshed.status_code == 200
         generation = refreshed.json()["generation"]
         time.sleep(1.5)  # each worker compares the generation at most once a second
-        # New connections land on any worker: every one rejects the token of the old key.
+        # Sessions survive the rotation: the previous version still verifies on every worker.
         answers = {
-            (r.status_code, r.json()["error"])
-            for r in (
-                requests.get(f"{four_workers.url}/api/auth/me", cookies=user.cookies, timeout=10)
-                for _ in range(24)
-            )
+            requests.get(
+                f"{four_workers.url}/api/auth/me", cookies=user.cookies, timeout=10
+            ).status_code
+            for _ in range(24)
         }
-        assert answers == {(401, "invalid token")}
+        assert answers == {200}
         fresh = session_for(four_workers, "admin", site.passwords["admin_password"])
         seen = worker_generations(four_workers, fresh)
         assert len(seen) == 4

@@ -62,6 +62,18 @@ CAPABILITIES = {
     "sys/policies/acl/app-policy": ["deny"],
     "auth/token/create": ["deny"],
     "auth/approle/role/flask-app/secret-id": ["deny"],
+    # Dynamic database credentials: its own role's logins and leases, nothing of the engine.
+    "database/creds/flask-app": ["read"],
+    "database/creds/other-role": ["deny"],
+    "database/config/app-postgres": ["deny"],
+    "database/roles/flask-app": ["deny"],
+    "database/rotate-root/app-postgres": ["deny"],
+    "sys/leases/renew/database/creds/flask-app/x1": ["update"],
+    "sys/leases/revoke/database/creds/flask-app/x1": ["update"],
+    # (sys/leases/renew by body is in Vault's default policy: renewal only extends a lease.)
+    "sys/leases/revoke": ["deny"],  # the body form would take any lease_id
+    "sys/leases/revoke/auth/approle/login/x1": ["deny"],
+    "sys/leases/revoke-prefix/database/creds/flask-app": ["deny"],
 }
 
 

@@ -119,6 +119,12 @@ CASES = {
     "rotate-sealed": Case("rotate-secret-id.sh", "is sealed", sealed_with_token),
     "rotate-env-unreadable": Case("rotate-secret-id.sh", "is a directory", env_is_directory),
     "rotate-unknown-option": Case("rotate-secret-id.sh", "unknown option", up, ("-x",)),
+    "jwt-key-sealed": Case("rotate-jwt-key.sh", "is sealed", sealed_with_token),
+    "jwt-key-corrupt-keys": Case("rotate-jwt-key.sh", "is corrupt", up_with_corrupt_keys),
+    "jwt-key-unknown-option": Case("rotate-jwt-key.sh", "unknown option", up, ("-x",)),
+    "jwt-key-bad-rollback": Case(
+        "rotate-jwt-key.sh", "positive version number", up, ("--rollback", "x")
+    ),
 }
 
 
@@ -196,6 +202,6 @@ def test_shellcheck_passes_on_every_script() -> None:
     if shellcheck is None:
         missing_server("shellcheck is not installed (apt-get install shellcheck)")
     scripts = sorted(str(p) for p in (REPO / "vault" / "scripts").glob("*.sh"))
-    assert len(scripts) == 4
+    assert len(scripts) >= 5  # init, unseal, rotate-secret-id, rotate-jwt-key, lib
     result = subprocess.run([shellcheck, *scripts], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout

@@ -51,6 +51,20 @@ path "sys/audit/*" {
   capabilities = ["create", "read", "update", "delete", "list", "sudo"]
 }
 
+# VAULT_DB_MODE=dynamic: the database secrets engine's connection and roles (setup.sh checks
+# the connection is configured; rotate-root again after a suspected leak).
+path "database/config/*" {
+  capabilities = ["create", "read", "update", "delete", "list"]
+}
+
+path "database/roles/*" {
+  capabilities = ["create", "read", "update", "delete", "list"]
+}
+
+path "database/rotate-root/*" {
+  capabilities = ["update"]
+}
+
 # Leases: look up, renew and revoke dynamic credentials.
 path "sys/leases/*" {
   capabilities = ["create", "read", "update", "delete", "list", "sudo"]

@@ -29,3 +29,18 @@ path "auth/token/renew-self" {
 path "auth/token/lookup-self" {
   capabilities = ["read"]
 }
+
+# VAULT_DB_MODE=dynamic: short-lived PostgreSQL logins. Renew and revoke are limited to leases
+# of this role (Vault cannot scope them to the caller's own token): the app renews its lease
+# at 2/3 of its TTL and revokes the previous one once no pooled connection uses it.
+path "database/creds/flask-app" {
+  capabilities = ["read"]
+}
+
+path "sys/leases/renew/database/creds/flask-app/*" {
+  capabilities = ["update"]
+}
+
+path "sys/leases/revoke/database/creds/flask-app/*" {
+  capabilities = ["update"]
+}

@@ -26,6 +26,9 @@ Other environment: PROJECT_DIR (where files go, default the repo root), VAULT_KE
 ENV_FILE, APP_VAULT_ADDR (VAULT_ADDR for .env; default: keep an existing line, else
 \$VAULT_ADDR), DB_HOST, DB_PORT, DB_NAME, DB_USER, ADMIN_TOKEN_TTL (default 768h),
 AUDIT_FILE_PATH (HashiCorp Vault only), VAULT_BIN.
+VAULT_DB_MODE=dynamic also configures the database secrets engine: DB_ADMIN_USER and
+DB_ADMIN_PASSWORD (a CREATEROLE role, not the superuser; its password is rotated by Vault),
+DB_CREDS_TTL (1h), DB_CREDS_MAX_TTL (24h), DB_GROUP_ROLE (flask_app), DB_SSLMODE (prefer).
 
 Writes, all mode 0600, never printed: vault-keys.json (unseal keys, root and admin tokens),
 .env (VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID; other lines kept), secrets/db_password.txt.
@@ -228,6 +231,43 @@ write_app_credentials() {
   say ".env: VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID set (other lines kept, mode 0600)"
 }
 
+# VAULT_DB_MODE=dynamic: the database secrets engine hands the app short-lived logins. Vault
+# connects as a dedicated admin role (DB_ADMIN_USER, never the superuser) whose password it
+# rotates at once, so afterwards no human or file knows it. A re-run keeps that connection.
+configure_database_engine() {
+  local mounts host port name
+  [ "${VAULT_DB_MODE:-static}" = "dynamic" ] || return 0
+  mounts="$(vcli secrets list -format=json)"
+  if [ -z "$(py get 'database/.type' <<<"$mounts")" ]; then
+    vcli secrets enable database >/dev/null
+    say "database secrets engine at database/: enabled"
+  fi
+  if "$VAULT_BIN" read -format=json database/config/app-postgres >/dev/null 2>&1; then
+    say "database/config/app-postgres: kept (its admin password is Vault's alone)"
+  else
+    if [ -z "${DB_ADMIN_USER:-}" ] || [ -z "${DB_ADMIN_PASSWORD:-}" ]; then
+      die "VAULT_DB_MODE=dynamic needs DB_ADMIN_USER and DB_ADMIN_PASSWORD (a CREATEROLE role)"
+    fi
+    host="$(vcli kv get -mount=secret -field=host database/postgres)"
+    port="$(vcli kv get -mount=secret -field=port database/postgres)"
+    name="$(vcli kv get -mount=secret -field=database database/postgres)"
+    vcli write database/config/app-postgres plugin_name=postgresql-database-plugin \
+      connection_url="postgresql://{{username}}:{{password}}@$host:$port/$name?sslmode=${DB_SSLMODE:-prefer}" \
+      username="$DB_ADMIN_USER" password="$DB_ADMIN_PASSWORD" allowed_roles="$ROLE_NAME" \
+      password_authentication=scram-sha-256 >/dev/null
+    vcli write -f database/rotate-root/app-postgres >/dev/null
+    say "database/config/app-postgres: written as $DB_ADMIN_USER, root password rotated"
+  fi
+  # Logins are members of the stable group role (privileges only); tables belong to the
+  # owner role, which migrations SET ROLE to. Revocation drops the login and nothing else:
+  # sessions in flight finish their queries.
+  vcli write "database/roles/$ROLE_NAME" db_name=app-postgres \
+    default_ttl="${DB_CREDS_TTL:-1h}" max_ttl="${DB_CREDS_MAX_TTL:-24h}" \
+    creation_statements="CREATE ROLE \"{{name}}\" WITH LOGIN INHERIT PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE ${DB_GROUP_ROLE:-flask_app};" \
+    revocation_statements="DROP ROLE IF EXISTS \"{{name}}\";" >/dev/null
+  say "database/roles/$ROLE_NAME: written (TTL ${DB_CREDS_TTL:-1h}, max ${DB_CREDS_MAX_TTL:-24h})"
+}
+
 # Operators work with this token day to day; the root token goes back in the safe.
 ensure_admin_token() {
   local token=""
@@ -272,6 +312,7 @@ main() {
   ensure_secret app/flask gen-app
   ensure_secret database/postgres gen-db
   write_db_password_file
+  configure_database_engine
   write_app_credentials
   ensure_admin_token
   say "Vault at $VAULT_ADDR is ready for the Flask backend"

@@ -216,6 +216,11 @@ def cmd_gen_app() -> None:
     )
 
 
+def cmd_gen_jwt_key() -> None:
+    """Print {"jwt_secret": ...}: a new signing key (256 random bits) for kv patch."""
+    print(json.dumps({"jwt_secret": secrets.token_hex(32)}))
+
+
 def cmd_gen_db() -> None:
     """Print the fresh JSON body of secret/database/postgres; location from the environment."""
     print(
@@ -247,6 +252,7 @@ COMMANDS = {
     "secret-id-body": cmd_secret_id_body,
     "gen-app": cmd_gen_app,
     "gen-db": cmd_gen_db,
+    "gen-jwt-key": cmd_gen_jwt_key,
 }
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from src.app_secrets import app_secrets
 from src.extensions import db
+from src.vault.errors import VaultUnavailableError
 
 log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__, url_prefix="/api")
@@ -27,20 +28,26 @@ def ready() -> Any:
 
     Where the secrets come from is for admins (/api/admin/vault/status), not for anyone.
     """
-    checks = {"database": _database_ok(), "secrets": _secrets_ok()}
+    database_error = _database_error()
+    checks = {"database": database_error is None, "secrets": _secrets_ok()}
     if all(checks.values()):
         return jsonify(status="ready", **checks), 200
-    reason = ", ".join(f"{name} unavailable" for name, ok in checks.items() if not ok)
-    return jsonify(status="not ready", reason=reason, **checks), 503
+    reasons = [database_error] if database_error else []
+    reasons += [] if checks["secrets"] else ["secrets unavailable"]
+    return jsonify(status="not ready", reason=", ".join(reasons), **checks), 503
 
 
-def _database_ok() -> bool:
+def _database_error() -> str | None:
+    """None when the database answers, else why not (fail closed, e.g. lease ended)."""
     try:
         db.session().execute(text("SELECT 1"))
-        return True
+        return None
+    except VaultUnavailableError as error:
+        log.warning("readiness: %s", error)
+        return str(error)
     except Exception:
         log.warning("readiness: database unreachable", exc_info=True)
-        return False
+        return "database unreachable"
 
 
 def _secrets_ok() -> bool:

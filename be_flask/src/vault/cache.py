@@ -24,6 +24,7 @@ class CacheEntry:
     fetched_at: float  # monotonic time it was read (or built, for fallback)
     source: Source  # "cache": a vault value served on past its TTL while Vault is down
     version: int | None = None
+    created_time: str | None = None  # when Vault wrote this version (ISO 8601), if known
 
 
 class SecretCache:

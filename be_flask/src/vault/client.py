@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL, make_url
 from .approle import AppRoleLogin
 from .backoff import BackoffGate
 from .cache import CacheEntry, SecretCache, Source
+from .database import DatabaseCredentials
 from .errors import (
     ConfigurationError,
     PermissionDeniedError,
@@ -85,6 +86,7 @@ class VaultClient:
         self.gate = BackoffGate(s.backoff_initial, s.backoff_max)
         self.approle = AppRoleLogin(s, self.adapter)
         self.tokens = TokenManager(self.approle, self.adapter)
+        self.database = DatabaseCredentials(self, s.role_name)
         self.cache.reset_locks()
 
     def _check_fork(self) -> None:
@@ -101,6 +103,13 @@ class VaultClient:
             return dict(entry.data)
         return dict(self._read_slow(path).data)
 
+    def read_secret_entry(self, path: str) -> CacheEntry:
+        """Data, version and source of `path` together (`path?version=N` reads one version)."""
+        entry = self._entries.get(path)
+        if entry is not None and _monotonic() < entry.fresh_until:
+            return entry
+        return self._read_slow(path)
+
     def get_app_secrets(self) -> dict[str, Any]:
         """jwt_secret, admin_password and user_password."""
         return self.read_secret(APP_SECRETS_PATH)
@@ -112,6 +121,10 @@ class VaultClient:
             key: data.get(key) for key in ("host", "port", "database", "username", "password")
         }
         config["port"] = int(config["port"] or 5432)
+        if self.settings.db_mode == "dynamic" and not data.get("url"):
+            lease = self.database.current()  # KV says where; the lease says who
+            config.update(username=lease.username, password=lease.password)
+            config["generation"] = lease.generation
         if data.get("url"):  # the fallback's DATABASE_URL, kept as given (may be SQLite)
             url = make_url(str(data["url"]))
             if url.drivername in ("postgres", "postgresql"):
@@ -173,7 +186,14 @@ class VaultClient:
             raise
         self.gate.record_success()
         now = _monotonic()
-        entry = CacheEntry(secret.data, now + self.settings.cache_ttl, now, "vault", secret.version)
+        entry = CacheEntry(
+            secret.data,
+            now + self.settings.cache_ttl,
+            now,
+            "vault",
+            secret.version,
+            secret.created_time,
+        )
         if previous is not None and previous.source != "vault":
             log.warning("secret %s: back to values from vault (was %s)", path, previous.source)
         self.cache.put(path, entry)
@@ -278,6 +298,10 @@ class VaultClient:
             # Without AppRole nothing is ever tried, so nothing else would say why.
             "last_error": self.last_error if self.settings.has_approle else NO_APPROLE,
             "requests_sent": self.adapter.requests_sent,
+            "database_mode": self.settings.db_mode,
+            "database_lease": self.database.status()
+            if self.settings.db_mode == "dynamic"
+            else None,
         }
 
 

@@ -14,10 +14,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SecretVersion:
-    """The latest version of a KV v2 secret."""
+    """One version of a KV v2 secret (the latest unless the path asks for ?version=N)."""
 
     data: dict[str, Any]
     version: int | None
+    created_time: str | None = None
 
 
 def read_secret_version(adapter: HAAdapter, mount: str, path: str) -> SecretVersion:
@@ -28,6 +29,7 @@ def read_secret_version(adapter: HAAdapter, mount: str, path: str) -> SecretVers
     body = response.get("data") if isinstance(response, dict) else None
     if not body or body.get("data") is None:
         raise SecretNotFoundError(f"{mount}/{path} has no current version")
-    version = (body.get("metadata") or {}).get("version")
+    metadata = body.get("metadata") or {}
+    version = metadata.get("version")
     log.debug("reading secret %s/%s: ok (version %s)", mount, path, version)
-    return SecretVersion(data=dict(body["data"]), version=version)
+    return SecretVersion(dict(body["data"]), version, metadata.get("created_time"))

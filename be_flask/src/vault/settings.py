@@ -69,6 +69,7 @@ class VaultSettings:
     client_key: str | None = None
     skip_verify: bool = False
     app_env: str = "production"
+    db_mode: str = "static"  # "dynamic": logins from the database secrets engine
     fallback: FallbackSettings = field(default_factory=FallbackSettings)
 
     def __post_init__(self) -> None:
@@ -80,6 +81,10 @@ class VaultSettings:
             raise ConfigurationError("VAULT_CLIENT_CERT and VAULT_CLIENT_KEY go together")
         if not self.addresses:
             raise ConfigurationError("VAULT_ADDR names no address")
+        if self.db_mode not in ("static", "dynamic"):
+            raise ConfigurationError(
+                f"VAULT_DB_MODE must be static or dynamic, got {self.db_mode!r}"
+            )
 
     @property
     def is_development(self) -> bool:
@@ -135,5 +140,6 @@ class VaultSettings:
             client_key=_optional(env, "VAULT_CLIENT_KEY"),
             skip_verify=env.get("VAULT_SKIP_VERIFY", "").strip().lower() in TRUE_WORDS,
             app_env=(env.get("APP_ENV", "") or "production").strip().lower(),
+            db_mode=(env.get("VAULT_DB_MODE", "") or "static").strip().lower(),
             fallback=FallbackSettings.from_env(env),
         )

@@ -1,0 +1,79 @@
+"""VAULT_DB_MODE=dynamic: short-lived PostgreSQL logins from Vault, renewed and swapped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from flask import Flask
+
+from tests.harness.app import login, read_secret
+from tests.harness.dynamic_db import ADMIN_ROLE, DynamicSite
+
+
+def dynamic_app(site: DynamicSite, log_dir: Any, **settings: Any) -> Flask:
+    from src.be import create_app
+    from src.vault_client import VaultClient, VaultSettings
+
+    client = VaultClient(
+        VaultSettings(
+            addresses=(site.server.addr,),
+            role_id=site.server.role_id,
+            secret_id=site.server.secret_id,
+            backoff_initial=0.2,
+            backoff_max=1.0,
+            read_timeout=1.0,
+            read_retries=0,
+            db_mode="dynamic",
+        )
+    )
+    defaults = {
+        "VAULT_CLIENT": client,
+        "LOG_FILE": str(log_dir / "in-process.log"),
+        "RATELIMIT_ENABLED": False,
+        "REDIS_URL": "",
+        "TESTING": True,
+    }
+    return create_app({**defaults, **settings})
+
+
+@pytest.fixture
+def app_dynamic(dynamic: DynamicSite, app_log_dir: Any) -> Iterator[Flask]:
+    from src.extensions import db
+
+    app = dynamic_app(dynamic, app_log_dir)
+    yield app
+    db.dispose(app)
+
+
+def test_admin_password_is_rotated_by_vault(dynamic: DynamicSite) -> None:
+    """After rotate-root the password init-vault.sh was given logs in no more."""
+    given = dynamic.server.init_result
+    assert given is not None and "root password rotated" in given.stdout
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(
+            dynamic.postgres.dsn(ADMIN_ROLE, "x", dynamic.database), connect_timeout=5
+        ).close()
+
+
+def test_the_app_runs_on_short_lived_logins(app_dynamic: Flask, dynamic: DynamicSite) -> None:
+    client = app_dynamic.test_client()
+    assert client.get("/api/ready").status_code == 200
+    passwords = read_secret(dynamic.server, "app/flask")
+    assert login(client, "user", passwords["user_password"]).status_code == 200
+    assert client.get("/api/auth/me").status_code == 200
+    lease = app_dynamic.extensions["vault"].database.lease
+    assert lease.username.startswith("v-")
+    with dynamic.postgres.admin_connect(dynamic.database) as connection:
+        owners = connection.execute(
+            "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchall()
+        groups = connection.execute(
+            "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+            "JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s",
+            (lease.username,),
+        ).fetchall()
+    assert owners == [("flask_owner",)]  # never a short-lived login
+    assert groups == [("flask_app",)]

@@ -1,0 +1,134 @@
+"""JWT signing-key rotation with kid: sessions survive rotate-jwt-key.sh, bad kids are 401."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.harness.app import csrf_headers, login, read_secret, remember_secrets
+
+
+def access_token(client: FlaskClient) -> str:
+    cookie = client.get_cookie("access_token_cookie", path="/api/")
+    assert cookie is not None, "no access cookie"
+    return cookie.value
+
+
+def kid_of(client: FlaskClient) -> str:
+    return str(jwt.get_unverified_header(access_token(client))["kid"])
+
+
+def rotate(server: Any, *args: str) -> str:
+    result = server.run_script("rotate-jwt-key.sh", *args, env={"VAULT_TOKEN": server.root_token})
+    assert result.returncode == 0, result.stderr
+    return result.stdout + result.stderr
+
+
+def newest_version(server: Any) -> int:
+    metadata = server.client(server.root_token).secrets.kv.v2.read_secret_metadata(
+        path="app/flask", mount_point="secret"
+    )
+    return int(metadata["data"]["current_version"])
+
+
+def me(app: Flask, token: str) -> int:
+    client = app.test_client(use_cookies=False)
+    environ = {"HTTP_COOKIE": f"access_token_cookie={token}"}
+    return client.get("/api/auth/me", environ_overrides=environ).status_code
+
+
+@pytest.fixture
+def restore_key(backend_openbao: Any) -> Iterator[int]:
+    """The version before the test; afterwards its values are the newest again."""
+    version = newest_version(backend_openbao)
+    yield version
+    rotate(backend_openbao, "--rollback", str(version))
+
+
+def test_sessions_survive_rotation_and_rollback(
+    make_app: Callable[..., Flask],
+    backend_openbao: Any,
+    vault_secrets: dict[str, Any],
+    restore_key: int,
+) -> None:
+    app = make_app(cache_ttl=0)  # every read goes to Vault: no refresh needed in between
+    client = app.test_client()
+    assert login(client, "user", vault_secrets["user_password"]).status_code == 200
+    assert kid_of(client) == str(restore_key)
+    old_token = access_token(client)
+
+    output = rotate(backend_openbao)
+    assert f"version {restore_key + 1}" in output
+    assert read_secret(backend_openbao, "app/flask")["jwt_secret"] not in output
+    assert client.get("/api/auth/me").status_code == 200  # signed with the previous key
+    response = client.post("/api/auth/refresh", headers=csrf_headers(client, refresh=True))
+    assert response.status_code == 200
+    assert kid_of(client) == str(restore_key + 1)  # refresh issues tokens under the new key
+    assert client.get("/api/auth/me").status_code == 200
+
+    rotate(backend_openbao, "--rollback", str(restore_key))
+    assert newest_version(backend_openbao) == restore_key + 2
+    fresh = app.test_client()
+    assert login(fresh, "user", vault_secrets["user_password"]).status_code == 200
+    assert kid_of(fresh) == str(restore_key + 2)
+    assert me(app, old_token) == 200  # version restore_key is still in service
+    assert client.get("/api/auth/me").status_code == 200
+
+
+def test_rollback_to_a_missing_version_is_a_clear_error(backend_openbao: Any) -> None:
+    for bad in ("0", "abc", "-1", "99999999"):
+        result = backend_openbao.run_script(
+            "rotate-jwt-key.sh", "--rollback", bad, env={"VAULT_TOKEN": backend_openbao.root_token}
+        )
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr and result.stderr.strip()
+
+
+@pytest.fixture
+def real_claims(logged_in_client: FlaskClient) -> dict[str, Any]:
+    claims: dict[str, Any] = jwt.decode(
+        access_token(logged_in_client), options={"verify_signature": False}
+    )
+    return claims
+
+
+def sign(claims: dict[str, Any], key: str, **headers: Any) -> str:
+    return jwt.encode(claims, key, algorithm="HS256", headers=headers)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"kid": ""}, {"kid": "999999"}, {"kid": "0"}, {"kid": "x1"}, {"kid": "env"}],
+    ids=["no kid", "empty", "never existed", "zero", "malformed", "fallback kid"],
+)
+def test_token_with_a_bad_kid_is_401(
+    app: Flask, real_claims: dict[str, Any], vault_secrets: dict[str, Any], headers: Any
+) -> None:
+    """Signed with the real key, so only the kid is wrong."""
+    assert me(app, sign(real_claims, vault_secrets["jwt_secret"], **headers)) == 401
+
+
+def test_token_with_a_retired_kid_is_401(
+    make_app: Callable[..., Flask],
+    backend_openbao: Any,
+    real_claims: dict[str, Any],
+    vault_secrets: dict[str, Any],
+    restore_key: int,
+) -> None:
+    rotate(backend_openbao)  # restore_key is superseded now
+    token = sign(real_claims, vault_secrets["jwt_secret"], kid=str(restore_key))
+    short = make_app(
+        cache_ttl=0, JWT_REFRESH_TOKEN_EXPIRES=timedelta(seconds=1), JWT_KEY_RETIRE_LEEWAY=0
+    )
+    long = make_app(cache_ttl=0)
+    time.sleep(1.5)
+    assert me(long, token) == 200  # the control: still in service for a 7-day refresh lifetime
+    assert me(short, token) == 401  # superseded longer ago than any of its tokens lives
+    remember_secrets(read_secret(backend_openbao, "app/flask")["jwt_secret"])
