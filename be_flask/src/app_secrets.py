@@ -16,6 +16,12 @@ log = logging.getLogger(__name__)
 def init_app(app: Flask) -> None:
     """Register the Vault extension (settings["VAULT_CLIENT"] overrides it in tests)."""
     Vault().init_app(app)
+    # Read the app secrets now, in every worker: a worker that first needs them during a
+    # Vault outage has no cached copy to serve and would sign sessions with fallback keys.
+    try:
+        app_secrets(app)
+    except Exception as error:
+        log.warning("reading app secrets at start: failed, retried on first use (%s)", error)
 
 
 def vault_client(app: Flask | None = None) -> Any:

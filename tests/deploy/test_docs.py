@@ -78,3 +78,17 @@ def test_env_example_documents_every_variable_the_backend_reads() -> None:
     read.discard("BACKEND_METRICS_DIR_OWNED")  # set by gunicorn.conf.py for itself, not a setting
     documented = set(re.findall(r"^#? ?([A-Z_]+)=", ENV_EXAMPLE, re.M))
     assert sorted(read - documented) == []
+
+
+def test_vault_snapshots_are_never_one_git_add_away_from_a_commit() -> None:
+    paths = [".data/backups/vault-20260101.snap", "backups/vault-20260101.snap", "vault-backup.snap"]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *paths],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ignored.stdout.split() == paths
+    backups = [line for line in README.splitlines() if "raft snapshot save" in line]
+    assert backups and all('".data/backups/vault-' in line for line in backups), backups
