@@ -81,7 +81,7 @@ def test_env_example_documents_every_variable_the_backend_reads() -> None:
 
 
 def test_vault_snapshots_are_never_one_git_add_away_from_a_commit() -> None:
-    paths = [".data/backups/vault-20260101.snap", "backups/vault-20260101.snap", "vault-backup.snap"]
+    paths = [".data/backups/vault-1.snap", "backups/vault-1.snap", "vault-backup.snap"]
     ignored = subprocess.run(
         ["git", "check-ignore", "--no-index", *paths],
         cwd=ROOT,
