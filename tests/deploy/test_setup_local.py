@@ -176,6 +176,7 @@ def test_setup_local_survives_stop_and_start_with_its_data(local_stack: LocalSta
     assert forbidden.status_code == 403
 
 
+@pytest.mark.needs(apache=False, postgres=False)
 def test_setup_refuses_a_taken_port_with_a_way_out(local_stack: LocalStack) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", int(local_stack.env["VAULT_PORT"])))
