@@ -49,7 +49,8 @@ created with \`make install\` when missing), VAULT_PORT (8200), VAULT_CLUSTER_PO
 (VAULT_PORT+1), PG_PORT (5433), APP_PORT (8000, gunicorn behind Apache), HTTP_PORT (8080,
 the URL you open), READY_TIMEOUT (90 s), REDIS_URL (shared rate limits; local mode uses the
 Redis on 127.0.0.1:SYSTEM_REDIS_PORT (6379; REDIS_PASSWORD if it asks for one), else starts
-its own redis-server on REDIS_PORT (6380), else counts per worker, said loudly).
+its own REDIS_SERVER (redis-server) on REDIS_PORT (6380), else counts per worker, said
+loudly).
 Re-running after a reboot unseals Vault and starts what is down, keeping all data.
 EOF
 }
