@@ -15,11 +15,14 @@ VAULT_CLUSTER_PORT="${VAULT_CLUSTER_PORT:-$((VAULT_PORT + 1))}"
 PG_PORT="${PG_PORT:-5433}"
 APP_PORT="${APP_PORT:-8000}"
 HTTP_PORT="${HTTP_PORT:-8080}"
+SYSTEM_REDIS_PORT="${SYSTEM_REDIS_PORT:-6379}"
+REDIS_PORT="${REDIS_PORT:-6380}"
+REDIS_SERVER="${REDIS_SERVER:-redis-server}"
 READY_TIMEOUT="${READY_TIMEOUT:-90}"
 
 usage() {
   cat <<EOF
-Usage: $PROG [--local | --docker] [--modsecurity] [--no-apache] [--sqlite] [--stop | --status | --restart-app | --reset]
+Usage: $PROG [--local | --docker] [--modsecurity] [--no-apache] [--sqlite] [--stop [vault] | --status | --restart-app | --reset]
 
 Bring up everything: the Vault (OpenBao) server, its initialization and unsealing
 (vault/scripts/init-vault.sh), PostgreSQL, the Flask backend and the Apache front with the
@@ -32,6 +35,8 @@ web UI; wait until the app is ready; print the URL and where the admin password 
   --no-apache     local mode: no Apache front even when installed; gunicorn serves the UI
   --sqlite        local mode: SQLite in \$DATA_DIR even when PostgreSQL is installed
   --stop          stop what $PROG started (data is kept)
+  --stop vault    stop only the Vault server (the app serves from its cache); $PROG
+                  with no option starts it again and unseals it
   --restart-app   restart the backend and the front only (after rotate-secret-id.sh: the
                   backend reads VAULT_SECRET_ID from .env when it starts)
   --status        show what runs and whether Vault is sealed
@@ -42,7 +47,10 @@ web UI; wait until the app is ready; print the URL and where the admin password 
 Environment: DATA_DIR, VENV (Python env with bao and the app's requirements, default .venv;
 created with \`make install\` when missing), VAULT_PORT (8200), VAULT_CLUSTER_PORT
 (VAULT_PORT+1), PG_PORT (5433), APP_PORT (8000, gunicorn behind Apache), HTTP_PORT (8080,
-the URL you open), READY_TIMEOUT (90 s), REDIS_URL (shared rate limits; per worker without).
+the URL you open), READY_TIMEOUT (90 s), REDIS_URL (shared rate limits; local mode uses the
+Redis on 127.0.0.1:SYSTEM_REDIS_PORT (6379; REDIS_PASSWORD if it asks for one), else starts
+its own REDIS_SERVER (redis-server) on REDIS_PORT (6380), else counts per worker, said
+loudly).
 Re-running after a reboot unseals Vault and starts what is down, keeping all data.
 EOF
 }
@@ -114,6 +122,7 @@ set_local_paths() {
   PG_SOCKET_DIR="$RUN_DIR/postgres"
   KEYS_FILE="$DATA_DIR/vault-keys.json"
   ENV_FILE="$DATA_DIR/.env"
+  REDIS_DIR="$DATA_DIR/redis"
   LOCAL_VAULT_ADDR="http://127.0.0.1:$VAULT_PORT"
 }
 
@@ -433,6 +442,95 @@ stop_postgres() {
   fi
 }
 
+# --- local mode: Redis (rate limits shared by every worker) ---------------------------------
+
+# What a Redis at 127.0.0.1:PORT answers to PING: "+PONG", "-NOAUTH ...", or "" for nothing.
+redis_ping() {
+  python3 - "$1" <<'EOF'
+import socket, sys
+try:
+    with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2) as sock:
+        sock.sendall(b"PING\r\n")
+        print(sock.recv(200).decode(errors="replace").strip())
+except OSError:
+    print("")
+EOF
+}
+
+# A redis:// URL with the password percent-encoded (it may hold any character).
+redis_url_with_password() {
+  python3 -c 'import sys, urllib.parse; print(f"redis://:{urllib.parse.quote(sys.argv[1], safe=str())}@127.0.0.1:{sys.argv[2]}/0")' "$1" "$2"
+}
+
+# Sets REDIS_URL (empty: per-process limits) and RATELIMIT_KEY_PREFIX for the backend.
+# A REDIS_URL given by the caller wins; then the system Redis; then a private redis-server.
+choose_redis() {
+  local answer
+  # The system Redis may serve other apps and other checkouts: keys of our own.
+  RATELIMIT_KEY_PREFIX="${RATELIMIT_KEY_PREFIX:-flask-vault-local-$(printf '%s' "$DATA_DIR" | sha256sum | cut -c1-8)}"
+  if [ -n "${REDIS_URL:-}" ]; then
+    say "rate limits: Redis from REDIS_URL"
+    return 0
+  fi
+  if alive "$RUN_DIR/redis.pid" redis-server; then
+    REDIS_URL="$(redis_url_with_password "$(cat "$DATA_DIR/secrets/redis_password.txt")" "$REDIS_PORT")"
+    say "rate limits: private Redis already running on 127.0.0.1:$REDIS_PORT"
+    return 0
+  fi
+  answer="$(redis_ping "$SYSTEM_REDIS_PORT")"
+  case "$answer" in
+    +PONG)
+      REDIS_URL="redis://127.0.0.1:$SYSTEM_REDIS_PORT/0"
+      say "rate limits: Redis on 127.0.0.1:$SYSTEM_REDIS_PORT (keys prefixed $RATELIMIT_KEY_PREFIX)"
+      return 0
+      ;;
+    -NOAUTH*)
+      if [ -n "${REDIS_PASSWORD:-}" ]; then
+        REDIS_URL="$(redis_url_with_password "$REDIS_PASSWORD" "$SYSTEM_REDIS_PORT")"
+        say "rate limits: Redis on 127.0.0.1:$SYSTEM_REDIS_PORT with REDIS_PASSWORD (keys prefixed $RATELIMIT_KEY_PREFIX)"
+        return 0
+      fi
+      say "the Redis on 127.0.0.1:$SYSTEM_REDIS_PORT wants a password (set REDIS_PASSWORD to use it)"
+      ;;
+  esac
+  if command -v "$REDIS_SERVER" >/dev/null 2>&1; then
+    start_redis
+    return 0
+  fi
+  REDIS_URL=""
+  say "!!! No Redis (none answers on 127.0.0.1:$SYSTEM_REDIS_PORT, $REDIS_SERVER not installed):"
+  say "!!! each backend worker counts login attempts on its own, so the limits are per process."
+  say "!!! Install Redis (apt-get install redis-server) or set REDIS_URL for shared limits."
+}
+
+# A private redis-server like the private PostgreSQL: loopback, a password of its own in
+# secrets/ (0600, in a config file rather than argv), no persistence (counters only).
+start_redis() {
+  local password_file="$DATA_DIR/secrets/redis_password.txt"
+  require_free_port "$REDIS_PORT" REDIS_PORT
+  mkdir -p "$REDIS_DIR" "$DATA_DIR/secrets"
+  chmod 700 "$REDIS_DIR"
+  if [ ! -s "$password_file" ]; then
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(32))' >"$password_file")
+  fi
+  (
+    umask 077
+    cat >"$REDIS_DIR/redis.conf" <<EOF
+bind 127.0.0.1
+port $REDIS_PORT
+dir $REDIS_DIR
+save ""
+appendonly no
+requirepass $(cat "$password_file")
+EOF
+  )
+  say "starting private Redis on 127.0.0.1:$REDIS_PORT (rate limits shared by all workers)"
+  start_detached "$RUN_DIR/redis.pid" "$LOG_DIR/redis.log" "$REDIS_SERVER" "$REDIS_DIR/redis.conf"
+  wait_for_port "$REDIS_PORT" "redis-server"
+  REDIS_URL="$(redis_url_with_password "$(cat "$password_file")" "$REDIS_PORT")"
+  say "starting private Redis: ok"
+}
+
 # --- local mode: backend and front ---------------------------------------------------------
 
 apache_binary() {
@@ -467,7 +565,12 @@ start_backend() {
     # local: production rules for secrets (never the public development defaults, also while
     # Vault is sealed), but plain-HTTP cookies, since the front listens on loopback only.
     export APP_ENV=local JWT_COOKIE_SECURE=false UI_DIR="$ROOT/fe_apache/html"
-    export TRUSTED_PROXIES="$TRUSTED_PROXIES" REDIS_URL="${REDIS_URL:-}"
+    export TRUSTED_PROXIES="$TRUSTED_PROXIES" REDIS_URL RATELIMIT_KEY_PREFIX
+    # Runtime state under the data dir, not in /tmp or ~/.gunicorn/: an interrupted run
+    # leaves nothing behind elsewhere, and the next start begins with empty metrics.
+    rm -rf "$RUN_DIR/metrics"
+    mkdir -p "$RUN_DIR/metrics"
+    export PROMETHEUS_MULTIPROC_DIR="$RUN_DIR/metrics" GUNICORN_CONTROL_SOCKET="$RUN_DIR/gunicorn.ctl"
     if [ -n "$SQLITE_URL" ]; then
       export DATABASE_URL="$SQLITE_URL"
     else
@@ -577,6 +680,7 @@ local_up() {
     say "!!! No PostgreSQL (binaries not found, or --sqlite): using SQLite at $DATA_DIR/app.db."
     say "!!! Install PostgreSQL for the real topology; the app's database secret is then unused."
   fi
+  choose_redis
   if [ "$NO_APACHE" = false ] && apache="$(apache_binary)"; then
     TRUSTED_PROXIES=1
     start_backend "$APP_PORT" "src.be:create_app()"
@@ -595,14 +699,25 @@ local_up() {
 stop_app() {
   stop_pidfiles "$RUN_DIR/apache.pid" apache2 "Apache front" \
     "$RUN_DIR/backend.pid" gunicorn "backend (gunicorn)"
+  rm -rf "$RUN_DIR/metrics" "$RUN_DIR/gunicorn.ctl"
+}
+
+# Vault seals itself when it stops; the next ./setup.sh starts it and unseals it.
+stop_vault() {
+  stop_pidfiles "$RUN_DIR/vault.pid" server "Vault server"
 }
 
 local_stop() {
   set_local_paths
+  if [ "$STOP_WHAT" = vault ]; then
+    stop_vault
+    say "Vault stopped; the app keeps serving from its cache. Back: ./setup.sh (starts and unseals it)"
+    return 0
+  fi
   stop_app
+  stop_pidfiles "$RUN_DIR/redis.pid" redis-server "private Redis"
   stop_postgres
-  # Vault seals itself when it stops; the next ./setup.sh unseals it with the keys file.
-  stop_pidfiles "$RUN_DIR/vault.pid" server "Vault server"
+  stop_vault
   say "stopped (data kept in $DATA_DIR)"
 }
 
@@ -638,6 +753,9 @@ local_status() {
   say "postgres:   $pg"
   say "backend:    $(component_state "$RUN_DIR/backend.pid" gunicorn)"
   say "apache:     $(component_state "$RUN_DIR/apache.pid" apache2)"
+  if alive "$RUN_DIR/redis.pid" redis-server; then
+    say "redis:      private, running on 127.0.0.1:$REDIS_PORT (pid $(cat "$RUN_DIR/redis.pid"))"
+  fi
   say "app ready:  HTTP $(http_status "http://127.0.0.1:$HTTP_PORT/api/ready") from http://127.0.0.1:$HTTP_PORT/api/ready"
 }
 
@@ -681,6 +799,11 @@ docker_up() {
 }
 
 docker_stop() {
+  if [ "$STOP_WHAT" = vault ]; then
+    compose -f "$ROOT/docker-compose.vault.yaml" stop vault
+    say "Vault stopped; the app keeps serving from its cache. Back: ./setup.sh (starts and unseals it)"
+    return 0
+  fi
   compose -f "$ROOT/docker-compose.yaml" down
   compose -f "$ROOT/docker-compose.vault.yaml" down
   say "stopped (volumes kept)"
@@ -706,6 +829,7 @@ main() {
   FORCE_SQLITE=false
   NO_APACHE=false
   ASSUME_YES=false
+  STOP_WHAT=all
   while [ $# -gt 0 ]; do
     case "$1" in
       --local) mode=local ;;
@@ -713,7 +837,13 @@ main() {
       --modsecurity) MODSECURITY=true ;;
       --sqlite) FORCE_SQLITE=true ;;
       --no-apache) NO_APACHE=true ;;
-      --stop) action=stop ;;
+      --stop)
+        action=stop
+        if [ "${2:-}" = vault ]; then
+          STOP_WHAT=vault
+          shift
+        fi
+        ;;
       --status) action=status ;;
       --restart-app) action=restart_app ;;
       --reset) action=reset ;;

@@ -28,6 +28,10 @@ loglevel = _env("LOG_LEVEL", "info").lower()
 limit_request_line = 8190
 limit_request_field_size = 8190
 forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn >= 25.1 opens a control socket for gunicornc, by default in ~/.gunicorn/: a folder
+# left in the user's home (and unwritable on a read-only root filesystem). Only on request.
+control_socket = _env("GUNICORN_CONTROL_SOCKET", "")
+control_socket_disable = not control_socket
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]

@@ -23,6 +23,12 @@ def init_app(app: Flask) -> None:
             "served whenever Vault is unavailable; never run like this with real data",
             extra={"event": "development mode"},
         )
+    # Read the app secrets now, in every worker: a worker that first needs them during a
+    # Vault outage has no cached copy to serve.
+    try:
+        app_secrets(app)
+    except Exception as error:
+        log.warning("reading app secrets at start: failed, retried on first use (%s)", error)
 
 
 def vault_client(app: Flask | None = None) -> Any:

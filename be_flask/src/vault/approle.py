@@ -24,6 +24,12 @@ from .transport.ha import HAAdapter, describe
 
 log = logging.getLogger(__name__)
 
+# Quoted by the original design document; logged when Vault refuses the role or secret ID.
+LOGIN_REFUSED = "Vault authentication failed: permission denied"
+# What Vault answers to a login with a wrong, destroyed or expired role or secret ID
+# (400 "invalid role or secret ID"), or from an address outside the bound CIDRs (403).
+REFUSALS = (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized)
+
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
 
@@ -74,6 +80,9 @@ class AppRoleLogin:
                 f"/v1/auth/{self.settings.approle_mount}/login",
                 json={"role_id": role_id, "secret_id": self.secret_id()},
             )
+        except REFUSALS as error:
+            log.error(LOGIN_REFUSED, extra={"role_id": masked(role_id), "reason": describe(error)})
+            raise
         except Exception as error:
             log.warning("logging in with AppRole: failed (%s)", describe(error))
             raise

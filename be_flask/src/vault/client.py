@@ -53,6 +53,11 @@ LOGIN_ERRORS: tuple[type[BaseException], ...] = (
 # Why a client without AppRole credentials serves fallback values (logs and status()).
 NO_APPROLE = "AppRole credentials not configured"
 
+# The log lines the original design document quotes, kept verbatim so that
+# `docker compose logs backend | grep Vault` shows what its readers look for.
+VAULT_ENABLED = "Vault integration enabled - secrets managed by Vault"
+VAULT_FALLBACK = "Vault unavailable - using fallback configuration"
+
 _monotonic = time.monotonic
 
 
@@ -64,6 +69,7 @@ class VaultClient:
         self.cache = SecretCache()
         self._entries = self.cache.entries  # the hot path reads this dict directly
         self.last_error: str | None = None
+        self._announced = False  # VAULT_ENABLED logged in this process
         self._start_process()
 
     @classmethod
@@ -88,6 +94,7 @@ class VaultClient:
         self.tokens = TokenManager(self.approle, self.adapter)
         self.database = DatabaseCredentials(self, s.role_name)
         self.cache.reset_locks()
+        self._announced = False
 
     def _check_fork(self) -> None:
         if self._pid != os.getpid():
@@ -197,7 +204,14 @@ class VaultClient:
         if previous is not None and previous.source != "vault":
             log.warning("secret %s: back to values from vault (was %s)", path, previous.source)
         self.cache.put(path, entry)
+        self._announce_vault()
         return entry
+
+    def _announce_vault(self) -> None:
+        """Say once per process, at the first secret Vault gives, that Vault is in charge."""
+        if not self._announced:
+            self._announced = True
+            log.info(VAULT_ENABLED, extra={"vault_addr": self.adapter.current_address})
 
     def _fetch(self, path: str) -> SecretVersion:
         """Read from Vault; on 403 with a revoked token, log in again once and retry."""
@@ -238,7 +252,7 @@ class VaultClient:
                 path, self.settings.fallback, not self.settings.is_development, reason
             )
             if previous is None:
-                log.warning("secret %s: using fallback from the environment (%s)", path, reason)
+                log.warning(VAULT_FALLBACK, extra={"path": path, "reason": reason})
             entry = CacheEntry(data, retry_at, now, "fallback")
         self.cache.put(path, entry)
         return entry
