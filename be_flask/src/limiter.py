@@ -9,12 +9,18 @@ down (slow_down_failed_login), since a hard per-account lock is a lock anyone ca
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, current_app, request
 from flask_limiter import Limiter, RequestLimit, RouteLimit
-from limits import parse_many
+from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import FixedWindowRateLimiter, RateLimiter
+from werkzeug.exceptions import TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from src.logging_setup import security_event
@@ -65,17 +71,65 @@ def slow_down_failed_login(username: str) -> None:
         time.sleep(min(SLOW_DOWN_MAX_SECONDS, SLOW_DOWN_BASE_SECONDS * 2 ** (breached - 1)))
 
 
-def login_limits() -> str:
-    return str(current_app.config["LOGIN_LIMITS"])
+def limit_login(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Take one unit of every login budget before the attempt, atomically, and give it back
+    after a success: concurrent attempts cannot all pass a check made before any is counted.
+    """
+
+    @wraps(view)
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        if not current_app.config["RATELIMIT_ENABLED"]:
+            return view(*args, **kwargs)
+        taken = _take_login_budget()
+        response = current_app.make_response(view(*args, **kwargs))  # a failure raises: kept
+        if response.status_code == 200:
+            _give_back(taken)  # successful logins do not use up the budget
+        return response
+
+    return limited
+
+
+def _login_budgets() -> list[tuple[RateLimitItem, str]]:
+    keys = [f"address:{client_address()}", account_and_address_key()]
+    return [(item, key) for item in parse_many(current_app.config["LOGIN_LIMITS"]) for key in keys]
+
+
+def _take_login_budget() -> list[tuple[RateLimitItem, str]]:
+    """Count this attempt in every budget; 429 (nothing kept) when one is used up."""
+    strategy, prefix = _login_strategy(), current_app.config["RATELIMIT_KEY_PREFIX"]
+    taken: list[tuple[RateLimitItem, str]] = []
+    for item, key in _login_budgets():
+        allowed = strategy.hit(item, prefix, "login", key)
+        taken.append((item, key))
+        if not allowed:
+            _give_back(taken)
+            security_event("rate limited", limit=str(item), key=key)
+            reset_at = strategy.get_window_stats(item, prefix, "login", key).reset_time
+            raise TooManyRequests(str(item), retry_after=max(1, math.ceil(reset_at - time.time())))
+    return taken
+
+
+def _give_back(taken: list[tuple[RateLimitItem, str]]) -> None:
+    strategy, prefix = _login_strategy(), current_app.config["RATELIMIT_KEY_PREFIX"]
+    for item, key in taken:
+        strategy.hit(item, prefix, "login", key, cost=-1)
+
+
+def _login_strategy() -> RateLimiter:
+    """The shared (Redis) counters; this process's own while the storage does not answer."""
+    limiter: Limiter = current_app.extensions["rate_limiter"]
+    fallback: RateLimiter = current_app.extensions["login_limit_fallback"]
+    try:
+        if limiter.storage.check():
+            return limiter.limiter
+    except Exception:  # noqa: S110 - a storage that raises is as down as one that says so
+        pass
+    log.warning("rate limit storage down: counting logins in this process")
+    return fallback
 
 
 def refresh_limits() -> str:
     return str(current_app.config["REFRESH_LIMITS"])
-
-
-def failed(response: Response) -> bool:
-    """Only failed attempts use up the login budget: a user logging in often is not an attack."""
-    return response.status_code != 200
 
 
 def log_breach(limit: RequestLimit) -> None:
@@ -101,11 +155,8 @@ def init_app(app: Flask) -> None:
     limiter = Limiter(client_address, headers_enabled=True, on_breach=log_breach)
     limiter.init_app(app)
     app.extensions["rate_limiter"] = limiter
-    _limit(app, "auth.login", limiter.limit(login_limits, deduct_when=failed))
-    per_account_and_address = limiter.limit(
-        login_limits, key_func=account_and_address_key, deduct_when=failed
-    )
-    _limit(app, "auth.login", per_account_and_address)
+    app.extensions["login_limit_fallback"] = FixedWindowRateLimiter(MemoryStorage())
+    app.view_functions["auth.login"] = limit_login(app.view_functions["auth.login"])
     _limit(app, "auth.refresh", limiter.limit(refresh_limits))
 
 

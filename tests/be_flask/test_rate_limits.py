@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -187,3 +189,20 @@ def test_the_hourly_limit_holds_when_the_minute_one_does_not(
     client = limited_app(LOGIN_LIMITS="100/minute;3/hour").test_client()
     statuses = [attempt(client, random_name()).status_code for _ in range(4)]
     assert statuses == [401, 401, 401, 429]
+
+
+def test_concurrent_attempts_cannot_overshoot_the_limit(
+    limited_app: Callable[..., Flask],
+) -> None:
+    """Race: 16 bad logins at once from one address; exactly the budget gets through to 401."""
+    app = limited_app()
+    clients = [app.test_client() for _ in range(16)]
+    barrier = threading.Barrier(len(clients))
+
+    def fire(client: FlaskClient) -> int:
+        barrier.wait(timeout=10)
+        return int(attempt(client, random_name()).status_code)
+
+    with ThreadPoolExecutor(max_workers=len(clients)) as pool:
+        statuses = sorted(pool.map(fire, clients))
+    assert statuses == [401] * 5 + [429] * 11, statuses
