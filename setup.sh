@@ -798,6 +798,7 @@ docker_up() {
   say "starting the Vault stack (docker-compose.vault.yaml)"
   VAULT_PORT="$VAULT_PORT" compose -f "$ROOT/docker-compose.vault.yaml" up -d
   wait_for_port "$VAULT_PORT" "the Vault container (docker compose -f docker-compose.vault.yaml logs vault)"
+  wait_for_vault_api "http://127.0.0.1:$VAULT_PORT"
   say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
   run_vault_script init-vault.sh PROJECT_DIR="$ROOT" VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" \
     APP_VAULT_ADDR="http://vault:8200" DB_HOST=db DB_PORT=5432
@@ -809,6 +810,19 @@ docker_up() {
     HTTP_PORT="$HTTP_PORT" compose -f "$ROOT/docker-compose.yaml" up -d --build
   wait_until_ready "$url"
   print_summary "$url" "http://127.0.0.1:$VAULT_PORT" "$ROOT/vault-keys.json" "docker compose logs -f"
+}
+
+# Docker's proxy accepts connections on the published port before the server inside listens:
+# wait until Vault itself answers (`status` exits 2 when sealed, which is an answer).
+wait_for_vault_api() {
+  local i rc
+  for ((i = 0; i < 60; i++)); do
+    rc=0
+    VAULT_ADDR="$1" "$BAO_BIN" status >/dev/null 2>&1 || rc=$?
+    [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ] || return 0
+    sleep 1
+  done
+  die "the Vault container does not answer at $1: see docker compose -p vault -f docker-compose.vault.yaml logs vault"
 }
 
 docker_stop() {

