@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck test check bench clean
+.PHONY: install lint typecheck test test-docker check bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,11 @@ typecheck: install
 
 test: install lint typecheck
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+# The Compose stacks on a real Docker engine (installs docker.io/docker-compose/debootstrap,
+# starts dockerd if none answers, builds stand-in images for unpullable official ones).
+test-docker: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -m docker tests/docker $(PYTEST_ARGS)
 
 bench: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m bench

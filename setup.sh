@@ -37,8 +37,8 @@ web UI; wait until the app is ready; print the URL and where the admin password 
   --stop          stop what $PROG started (data is kept)
   --stop vault    stop only the Vault server (the app serves from its cache); $PROG
                   with no option starts it again and unseals it
-  --restart-app   restart the backend and the front only (after rotate-secret-id.sh: the
-                  backend reads VAULT_SECRET_ID from .env when it starts)
+  --restart-app   restart the backend and the front only (not needed after
+                  rotate-secret-id.sh: the backend re-reads secrets/approle/secret_id)
   --status        show what runs and whether Vault is sealed
   --reset         local mode: stop and delete \$DATA_DIR (keys, secrets, database!)
   --yes           do not ask before --reset
@@ -99,8 +99,7 @@ json_field() {
 # --- mode --------------------------------------------------------------------------------
 
 docker_works() {
-  command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 &&
-    docker compose version >/dev/null 2>&1
+  command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 && [ -n "$(compose_cmd)" ]
 }
 
 remember_mode() {
@@ -283,7 +282,7 @@ init_vault() {
   check_half_initialized
   digest="$(vault_config_digest)"
   if [ -s "$KEYS_FILE" ] && [ -s "$ENV_FILE" ] && [ -s "$DATA_DIR/secrets/db_password.txt" ] &&
-    [ "$(cat "$VAULT_DIR/configured" 2>/dev/null || true)" = "$digest" ]; then
+    [ -s "$DATA_DIR/secrets/approle/secret_id" ] && [ "$(cat "$VAULT_DIR/configured" 2>/dev/null || true)" = "$digest" ]; then
     say "Vault is configured (policies and scripts unchanged): unsealing if needed (vault/scripts/unseal-vault.sh)"
     run_local_vault_script unseal-vault.sh
   else
@@ -562,6 +561,8 @@ start_backend() {
     set +a
     # Ports may have changed since .env was written: this run's address wins.
     export VAULT_ADDR="$LOCAL_VAULT_ADDR"
+    # Re-read at each login: rotate-secret-id.sh reaches the running backend without a restart.
+    export VAULT_SECRET_ID_FILE="$DATA_DIR/secrets/approle/secret_id"
     # local: production rules for secrets (never the public development defaults, also while
     # Vault is sealed), but plain-HTTP cookies, since the front listens on loopback only.
     export APP_ENV=local JWT_COOKIE_SECURE=false UI_DIR="$ROOT/fe_apache/html"
@@ -773,8 +774,21 @@ local_reset() {
 
 # --- Docker mode ---------------------------------------------------------------------------
 
+# Compose v2 (`docker compose`) or v1.29 (`docker-compose`); the project name by -p (the
+# files have no top-level `name:`, which 1.29 rejects): vault or flask-vault-app.
+compose_cmd() {
+  if docker compose version >/dev/null 2>&1; then
+    echo "docker compose"
+  elif command -v docker-compose >/dev/null 2>&1; then
+    echo "docker-compose"
+  fi
+}
+
 compose() {
-  docker compose --project-directory "$ROOT" "$@"
+  local file="$2" project=flask-vault-app
+  [ "$(basename "$file")" != docker-compose.vault.yaml ] || project=vault
+  # shellcheck disable=SC2046  # "docker compose" is two words on purpose
+  $(compose_cmd) --project-directory "$ROOT" -p "$project" "$@"
 }
 
 docker_up() {
@@ -784,18 +798,31 @@ docker_up() {
   say "starting the Vault stack (docker-compose.vault.yaml)"
   VAULT_PORT="$VAULT_PORT" compose -f "$ROOT/docker-compose.vault.yaml" up -d
   wait_for_port "$VAULT_PORT" "the Vault container (docker compose -f docker-compose.vault.yaml logs vault)"
+  wait_for_vault_api "http://127.0.0.1:$VAULT_PORT"
   say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
   run_vault_script init-vault.sh PROJECT_DIR="$ROOT" VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" \
     APP_VAULT_ADDR="http://vault:8200" DB_HOST=db DB_PORT=5432
-  # The postgres container reads this file as its own non-root user; the secrets/ directory
-  # stays 0700, so on the host only the owner can reach it.
-  chmod 0644 "$ROOT/secrets/db_password.txt"
+  # The containers read db_password.txt and approle/secret_id (0640) through the group
+  # SECRETS_GID that init-vault.sh records in .env; secrets/ itself stays 0700.
   chmod 0700 "$ROOT/secrets"
   say "starting the app stack (docker-compose.yaml)"
   FE_MODSECURITY="$([ "$MODSECURITY" = true ] && echo MODSECURITY || echo NO_MODSECURITY)" \
     HTTP_PORT="$HTTP_PORT" compose -f "$ROOT/docker-compose.yaml" up -d --build
   wait_until_ready "$url"
   print_summary "$url" "http://127.0.0.1:$VAULT_PORT" "$ROOT/vault-keys.json" "docker compose logs -f"
+}
+
+# Docker's proxy accepts connections on the published port before the server inside listens:
+# wait until Vault itself answers (`status` exits 2 when sealed, which is an answer).
+wait_for_vault_api() {
+  local i rc
+  for ((i = 0; i < 60; i++)); do
+    rc=0
+    VAULT_ADDR="$1" "$BAO_BIN" status >/dev/null 2>&1 || rc=$?
+    [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ] || return 0
+    sleep 1
+  done
+  die "the Vault container does not answer at $1: see docker compose -p vault -f docker-compose.vault.yaml logs vault"
 }
 
 docker_stop() {
@@ -810,7 +837,8 @@ docker_stop() {
 }
 
 docker_restart_app() {
-  # Recreated, not restarted: a new container reads .env (env_file) again.
+  # Recreated: a new container reads .env (env_file) again. (The secret ID needs no
+  # recreation: the backend re-reads VAULT_SECRET_ID_FILE at each login.)
   HTTP_PORT="$HTTP_PORT" compose -f "$ROOT/docker-compose.yaml" up -d --force-recreate backend frontend
   wait_until_ready "http://localhost:$HTTP_PORT"
 }
@@ -867,7 +895,7 @@ main() {
   MODE="$mode"
   LOG_DIR="$DATA_DIR/logs"
   if [ "$mode" = docker ]; then
-    docker_works || die "--docker: no working Docker engine with the compose plugin (docker info / docker compose version failed)"
+    docker_works || die "--docker: no working Docker engine with Compose (docker info, docker compose version and docker-compose all failed)"
     case "$action" in
       up) docker_up ;;
       stop) docker_stop ;;

@@ -331,7 +331,11 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
 
     old_env = (local_stack.data_dir / ".env").read_text()
     user_shell(local_stack, readme_line("PROJECT_DIR=.data vault/scripts/rotate-secret-id.sh &&"))
-    assert (local_stack.data_dir / ".env").read_text() != old_env
+    env_now = (local_stack.data_dir / ".env").read_text()
+    assert env_now != old_env
+    # The backend's VAULT_SECRET_ID_FILE holds the new secret ID as well.
+    new_secret_id = (local_stack.data_dir / "secrets" / "approle" / "secret_id").read_text()
+    assert f"VAULT_SECRET_ID={new_secret_id.strip()}" in env_now
     admin = login(url, "admin", admin_password)  # the backend logged in anew
 
     database = with_each_cli(local_stack, "kv get secret/database/postgres")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 from pathlib import Path
@@ -68,12 +69,20 @@ def test_written_files_are_private_and_hold_only_what_was_asked(openbao: OpenBao
     workdir = openbao.workdir
     keys_file, env_file = workdir / "vault-keys.json", workdir / ".env"
     db_file = workdir / "secrets" / "db_password.txt"
-    for path in (keys_file, env_file, db_file):
+    sid_file = workdir / "secrets" / "approle" / "secret_id"
+    for path in (keys_file, env_file):
         assert mode(path) == 0o600, f"{path.name} is {oct(mode(path))}"
+    # What a container reads: in our primary group (Compose group_add), never world-readable.
+    for path in (db_file, sid_file):
+        assert mode(path) == 0o640, f"{path.name} is {oct(mode(path))}"
+        assert path.stat().st_gid == os.getgid()
     assert sorted(p.name for p in workdir.rglob("*")) == sorted(
-        [".env", "vault-keys.json", "secrets", "db_password.txt"]
+        [".env", "vault-keys.json", "secrets", "db_password.txt", "approle", "secret_id"]
     )
-    assert set(read_env(env_file)) == {"VAULT_ADDR", "VAULT_ROLE_ID", "VAULT_SECRET_ID"}
+    env = read_env(env_file)
+    assert set(env) == {"VAULT_ADDR", "VAULT_ROLE_ID", "VAULT_SECRET_ID", "SECRETS_GID"}
+    assert env["SECRETS_GID"] == str(os.getgid())
+    assert sid_file.read_text().strip() == env["VAULT_SECRET_ID"]
     assert read_env(env_file)["VAULT_ADDR"] == openbao.addr
     assert db_file.read_text() == kv(openbao, "database/postgres")["password"]
     keys = openbao.keys()

@@ -57,7 +57,12 @@ def test_rotation_replaces_the_secret_id_and_destroys_the_old(
         "LOG_LEVEL=info",
     ]
     assert stat.S_IMODE((project / ".env").stat().st_mode) == 0o600
-    assert sorted(p.name for p in project.iterdir()) == [".env"], "temp file left behind"
+    assert sorted(p.name for p in project.iterdir()) == [".env", "secrets"], "temp file left"
+    # The backend's VAULT_SECRET_ID_FILE holds the new one too, readable by its group only.
+    sid_file = project / "secrets" / "approle" / "secret_id"
+    assert sid_file.read_text().strip() == new
+    assert stat.S_IMODE(sid_file.stat().st_mode) == 0o640
+    assert [p.name for p in sid_file.parent.iterdir()] == ["secret_id"], "temp file left"
     assert app_login(openbao), "the session's own secret ID must survive"
     assert_no_secret(result.stdout + result.stderr, [old, new, *generated_secrets(openbao)])
 

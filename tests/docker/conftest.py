@@ -1,0 +1,92 @@
+"""The Docker engine and images for tests marked `docker` (run by `make test-docker`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.docker import engine
+from tests.harness.servers import free_port
+
+ROOT = engine.ROOT
+
+
+@pytest.fixture(scope="session")
+def docker_images() -> Iterator[list[str]]:
+    """Tools, a running engine, the stand-ins; stops dockerd afterwards if we started it."""
+    if os.geteuid() != 0 and not engine.engine_answers():
+        pytest.fail("the Docker tests need root (apt-get, dockerd) or a running Docker engine")
+    started, report = engine.prepare()
+    print("\n".join(report))
+    try:
+        yield report
+    finally:
+        if started:
+            engine.stop_engine()
+
+
+def compose_cmd() -> list[str]:
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"]
+
+
+@dataclass
+class Project:
+    """A copy of the project (tracked files, the worktree's .venv linked) on free ports."""
+
+    root: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def sh(self, *args: str, timeout: float = 600, check: bool = True) -> str:
+        done = subprocess.run(
+            list(args), cwd=self.root, env=self.env, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )  # fmt: skip
+        output = done.stdout + done.stderr
+        if check:
+            assert done.returncode == 0, f"{' '.join(args)}:\n{output[-4000:]}"
+        return output
+
+    def compose(self, project: str, *args: str, check: bool = True) -> str:
+        file = "docker-compose.vault.yaml" if project == "vault" else "docker-compose.yaml"
+        return self.sh(*compose_cmd(), "-p", project, "-f", file, *args, check=check)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.env['HTTP_PORT']}"
+
+    def down(self) -> None:
+        self.compose("flask-vault-app", "down", "-v", "--remove-orphans", check=False)
+        self.compose("vault", "down", "-v", "--remove-orphans", check=False)
+
+
+@pytest.fixture
+def project(docker_images: list[str]) -> Iterator[Project]:
+    base = Path(tempfile.mkdtemp(prefix="docker-test-"))
+    base.chmod(0o755)
+    root = base / "project"
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    for name in filter(None, (f.decode() for f in files)):
+        if (ROOT / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, root / name)
+    (root / ".venv").symlink_to(ROOT / ".venv")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "COMPOSE_"))}
+    env.update(VAULT_PORT=str(free_port()), HTTP_PORT=str(free_port()), READY_TIMEOUT="180")
+    stack = Project(root=root, env=env)
+    stack.down()  # a run killed half-way may have left the fixed-name projects behind
+    try:
+        yield stack
+    finally:
+        stack.down()
+        shutil.rmtree(base, ignore_errors=True)
