@@ -91,7 +91,7 @@ def test_written_files_are_private_and_hold_only_what_was_asked(openbao: OpenBao
 
 
 def test_admin_token_has_admin_policy_only(openbao: OpenBao) -> None:
-    info = openbao.client(openbao.admin_token).auth.token.lookup_self()["data"]
+    info = openbao.client(openbao.operator_token).auth.token.lookup_self()["data"]
     assert info["policies"] == ["admin-policy", "default"]
 
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture
 def project(openbao: OpenBao, tmp_path: Path) -> Path:
     """A project dir with a secret ID of its own in .env: rotating it spares the session one."""
-    secret_id = openbao.client(openbao.admin_token).auth.approle.generate_secret_id("flask-app")
+    secret_id = openbao.client(openbao.operator_token).auth.approle.generate_secret_id("flask-app")
     (tmp_path / ".env").write_text(
         "# keep me\nFLASK_ENV=production\n"
         f"VAULT_ADDR={openbao.addr}\nVAULT_ROLE_ID={openbao.role_id}\n"

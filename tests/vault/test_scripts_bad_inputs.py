@@ -76,7 +76,7 @@ def sealed_with_too_few_keys(servers: Servers, project: Path) -> dict[str, str]:
 
 
 def sealed_with_token(servers: Servers, project: Path) -> dict[str, str]:
-    return {"VAULT_ADDR": servers.sealed.addr, "VAULT_TOKEN": servers.sealed.admin_token}
+    return {"VAULT_ADDR": servers.sealed.addr, "VAULT_TOKEN": servers.sealed.operator_token}
 
 
 def not_initialized(servers: Servers, project: Path) -> dict[str, str]:
@@ -87,7 +87,7 @@ def env_is_directory(servers: Servers, project: Path) -> dict[str, str]:
     # Tests run as root, which reads any mode: a directory is a .env no one can read as a file.
     (project / ".env").mkdir()
     (project / ".env" / "keep").write_text("x")
-    return {"VAULT_ADDR": servers.up.addr, "VAULT_TOKEN": servers.up.admin_token}
+    return {"VAULT_ADDR": servers.up.addr, "VAULT_TOKEN": servers.up.operator_token}
 
 
 def env_is_directory_root(servers: Servers, project: Path) -> dict[str, str]:
@@ -95,7 +95,7 @@ def env_is_directory_root(servers: Servers, project: Path) -> dict[str, str]:
 
 
 def up(servers: Servers, project: Path) -> dict[str, str]:
-    return {"VAULT_ADDR": servers.up.addr, "VAULT_TOKEN": servers.up.admin_token}
+    return {"VAULT_ADDR": servers.up.addr, "VAULT_TOKEN": servers.up.operator_token}
 
 
 CASES = {
