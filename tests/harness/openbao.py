@@ -252,7 +252,6 @@ class OpenBao:
         result = self.init_result = self.run_script("init-vault.sh", *args, env=env)
         if result.returncode != 0:
             raise RuntimeError(f"init-vault.sh failed:\n{result.stdout}\n{result.stderr}")
-        keys = self.keys()
         self.operator_token = (self.workdir / "vault-operator-token").read_text().strip()
         # init-vault.sh revokes its root token; tests that need root get their own one.
         self.root_token = "root" if self.dev else self.generate_root()

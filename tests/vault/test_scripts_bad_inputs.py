@@ -59,6 +59,11 @@ def up_with_corrupt_keys(servers: Servers, project: Path) -> dict[str, str]:
     return {"VAULT_ADDR": servers.up.addr}
 
 
+def up_with_empty_operator_token(servers: Servers, project: Path) -> dict[str, str]:
+    (project / "vault-operator-token").write_text("\n")
+    return {"VAULT_ADDR": servers.up.addr}
+
+
 def sealed_without_keys(servers: Servers, project: Path) -> dict[str, str]:
     return {"VAULT_ADDR": servers.sealed.addr}
 
@@ -114,8 +119,12 @@ CASES = {
     "unseal-corrupt-keys": Case("unseal-vault.sh", "is corrupt", sealed_with_corrupt_keys),
     "unseal-too-few-keys": Case("unseal-vault.sh", "needs 2", sealed_with_too_few_keys),
     "unseal-not-initialized": Case("unseal-vault.sh", "not initialized", not_initialized),
-    "rotate-missing-keys-no-token": Case("rotate-secret-id.sh", "not found", up_without_keys),
-    "rotate-corrupt-keys": Case("rotate-secret-id.sh", "is corrupt", up_with_corrupt_keys),
+    "rotate-no-operator-token": Case(
+        "rotate-secret-id.sh", "no operator token file", up_without_keys
+    ),
+    "rotate-empty-operator-token": Case(
+        "rotate-secret-id.sh", "is empty", up_with_empty_operator_token
+    ),
     "rotate-sealed": Case("rotate-secret-id.sh", "is sealed", sealed_with_token),
     "rotate-env-unreadable": Case("rotate-secret-id.sh", "is a directory", env_is_directory),
     "rotate-unknown-option": Case("rotate-secret-id.sh", "unknown option", up, ("-x",)),
