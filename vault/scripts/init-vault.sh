@@ -214,7 +214,9 @@ enable_approle() {
     say "AppRole at auth/approle/: kept"
   fi
   # The role's settings are configuration, so a re-run converges them to these flags.
-  vcli write "auth/approle/role/$ROLE_NAME" token_policies=app-policy token_ttl=1h \
+  # token_no_default_policy: the app's token gets app-policy alone (no cubbyhole, no wrapping).
+  vcli write "auth/approle/role/$ROLE_NAME" token_policies=app-policy token_no_default_policy=true \
+    token_ttl=1h \
     token_max_ttl=4h secret_id_ttl="$SECRET_ID_TTL" secret_id_num_uses="$SECRET_ID_NUM_USES" \
     secret_id_bound_cidrs="$APPROLE_CIDRS" token_bound_cidrs="$APPROLE_CIDRS" >/dev/null
   say "role $ROLE_NAME: written (token TTL 1h, max 4h, policy app-policy," \
