@@ -61,9 +61,7 @@ def test_operator_token_still_runs_day_two_operations(openbao: OpenBao) -> None:
     client.secrets.kv.v2.delete_metadata_and_all_versions(path="ops-check/item")
     assert client.auth.approle.read_role_id("flask-app")["data"]["role_id"] == openbao.role_id
     secret_id = client.auth.approle.generate_secret_id("flask-app")["data"]
-    client.auth.approle.destroy_secret_id_accessor(
-        "flask-app", secret_id["secret_id_accessor"]
-    )
+    client.auth.approle.destroy_secret_id_accessor("flask-app", secret_id["secret_id_accessor"])
     assert client.adapter.get("/v1/sys/health")["sealed"] is False
     info = client.auth.token.lookup_self()["data"]
     assert info["policies"] == ["admin-policy"]
