@@ -129,7 +129,9 @@ CASES = {
     "rotate-env-unreadable": Case("rotate-secret-id.sh", "is a directory", env_is_directory),
     "rotate-unknown-option": Case("rotate-secret-id.sh", "unknown option", up, ("-x",)),
     "jwt-key-sealed": Case("rotate-jwt-key.sh", "is sealed", sealed_with_token),
-    "jwt-key-corrupt-keys": Case("rotate-jwt-key.sh", "is corrupt", up_with_corrupt_keys),
+    "jwt-key-empty-operator-token": Case(
+        "rotate-jwt-key.sh", "is empty", up_with_empty_operator_token
+    ),
     "jwt-key-unknown-option": Case("rotate-jwt-key.sh", "unknown option", up, ("-x",)),
     "jwt-key-bad-rollback": Case(
         "rotate-jwt-key.sh", "positive version number", up, ("--rollback", "x")
