@@ -92,10 +92,6 @@ except Exception:
 EOF
 }
 
-json_field() {
-  python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get(sys.argv[2]) or "")' "$1" "$2"
-}
-
 # --- mode --------------------------------------------------------------------------------
 
 docker_works() {
@@ -120,6 +116,7 @@ set_local_paths() {
   PG_DATA="$DATA_DIR/postgres"
   PG_SOCKET_DIR="$RUN_DIR/postgres"
   KEYS_FILE="$DATA_DIR/vault-keys.json"
+  OPERATOR_TOKEN_FILE="$DATA_DIR/vault-operator-token"
   ENV_FILE="$DATA_DIR/.env"
   REDIS_DIR="$DATA_DIR/redis"
   LOCAL_VAULT_ADDR="http://127.0.0.1:$VAULT_PORT"
@@ -271,6 +268,7 @@ run_vault_script() {
 run_local_vault_script() {
   run_vault_script "$1" PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$LOCAL_VAULT_ADDR" \
     APP_VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_KEYS_FILE="$KEYS_FILE" ENV_FILE="$ENV_FILE" \
+    VAULT_OPERATOR_TOKEN_FILE="$OPERATOR_TOKEN_FILE" \
     AUDIT_FILE_PATH="$VAULT_DIR/logs/audit.log" DB_HOST=127.0.0.1 DB_PORT="$PG_PORT"
 }
 
@@ -281,8 +279,9 @@ init_vault() {
   local digest
   check_half_initialized
   digest="$(vault_config_digest)"
-  if [ -s "$KEYS_FILE" ] && [ -s "$ENV_FILE" ] && [ -s "$DATA_DIR/secrets/db_password.txt" ] &&
-    [ -s "$DATA_DIR/secrets/approle/secret_id" ] && [ "$(cat "$VAULT_DIR/configured" 2>/dev/null || true)" = "$digest" ]; then
+  if [ -s "$KEYS_FILE" ] && [ -s "$OPERATOR_TOKEN_FILE" ] && [ -s "$ENV_FILE" ] &&
+    [ -s "$DATA_DIR/secrets/db_password.txt" ] && [ -s "$DATA_DIR/secrets/approle/secret_id" ] &&
+    [ "$(cat "$VAULT_DIR/configured" 2>/dev/null || true)" = "$digest" ]; then
     say "Vault is configured (policies and scripts unchanged): unsealing if needed (vault/scripts/unseal-vault.sh)"
     run_local_vault_script unseal-vault.sh
   else
@@ -294,7 +293,7 @@ init_vault() {
 }
 
 operator_bao() {
-  VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_TOKEN="$(json_field "$KEYS_FILE" admin_token)" \
+  VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_TOKEN="$(head -n1 "$OPERATOR_TOKEN_FILE")" \
     "$BAO_BIN" "$@"
 }
 
@@ -640,18 +639,19 @@ wait_until_ready() {
   die "the app was not ready within ${READY_TIMEOUT}s: see $LOG_DIR, fix, and re-run ./setup.sh"
 }
 
-# print_summary URL VAULT_ADDR KEYS_FILE LOGS: where to go and where the password is.
+# print_summary URL VAULT_ADDR KEYS_FILE TOKEN_FILE LOGS: where to go, where the password is.
 print_summary() {
-  local url="$1" vault_addr="$2" keys_file="$3" logs="$4"
+  local url="$1" vault_addr="$2" keys_file="$3" token_file="$4" logs="$5"
   cat <<EOF
 
 Ready: $url
   Log in as admin. The admin password is never printed; it is in Vault at
   secret/app/flask (key admin_password). Read it with:
     export VAULT_ADDR=$vault_addr
-    export VAULT_TOKEN="\$(python3 -c 'import json; print(json.load(open("$keys_file"))["admin_token"])')"
+    export VAULT_TOKEN="\$(cat $token_file)"    # the operator token
     $BAO_BIN kv get -mount=secret -field=admin_password app/flask
-  Unseal keys and tokens: $keys_file (mode 0600; keep a copy somewhere safe).
+  Unseal keys: $keys_file; operator token: $token_file (both mode 0600;
+  keep the keys somewhere safe, apart from the token; the root token is revoked).
   Logs: $logs     Stop: ./setup.sh --stop     State: ./setup.sh --status
 EOF
 }
@@ -694,7 +694,7 @@ local_up() {
     start_backend "$HTTP_PORT" "ui_wsgi:create_app_with_ui()"
   fi
   wait_until_ready "$url"
-  print_summary "$url" "$LOCAL_VAULT_ADDR" "$KEYS_FILE" "$LOG_DIR"
+  print_summary "$url" "$LOCAL_VAULT_ADDR" "$KEYS_FILE" "$OPERATOR_TOKEN_FILE" "$LOG_DIR"
 }
 
 stop_app() {
@@ -732,6 +732,18 @@ component_state() {
   if alive "$1" "$2"; then echo "running (pid $(cat "$1"))"; else echo "stopped"; fi
 }
 
+# Whether the operator token file exists and Vault still accepts it (never prints the token).
+operator_token_state() {
+  [ -s "$OPERATOR_TOKEN_FILE" ] || { printf 'missing (%s)' "$OPERATOR_TOKEN_FILE"; return 0; }
+  if [ "$sealed" = unsealed ] && operator_bao token lookup >/dev/null 2>&1; then
+    printf 'valid (%s)' "$OPERATOR_TOKEN_FILE"
+  elif [ "$sealed" = unsealed ]; then
+    printf 'REJECTED by Vault (%s): re-run ./setup.sh' "$OPERATOR_TOKEN_FILE"
+  else
+    printf 'in %s (Vault %s: not checked)' "$OPERATOR_TOKEN_FILE" "$sealed"
+  fi
+}
+
 local_status() {
   local sealed="unreachable" pg="stopped"
   set_local_paths
@@ -751,6 +763,7 @@ local_status() {
   fi
   say "mode:       local (data in $DATA_DIR)"
   say "vault:      $(component_state "$RUN_DIR/vault.pid" server), $sealed at $LOCAL_VAULT_ADDR"
+  say "operator token: $(operator_token_state)"
   say "postgres:   $pg"
   say "backend:    $(component_state "$RUN_DIR/backend.pid" gunicorn)"
   say "apache:     $(component_state "$RUN_DIR/apache.pid" apache2)"
@@ -809,7 +822,8 @@ docker_up() {
   FE_MODSECURITY="$([ "$MODSECURITY" = true ] && echo MODSECURITY || echo NO_MODSECURITY)" \
     HTTP_PORT="$HTTP_PORT" compose -f "$ROOT/docker-compose.yaml" up -d --build
   wait_until_ready "$url"
-  print_summary "$url" "http://127.0.0.1:$VAULT_PORT" "$ROOT/vault-keys.json" "docker compose logs -f"
+  print_summary "$url" "http://127.0.0.1:$VAULT_PORT" "$ROOT/vault-keys.json" \
+    "$ROOT/vault-operator-token" "docker compose logs -f"
 }
 
 # Docker's proxy accepts connections on the published port before the server inside listens:

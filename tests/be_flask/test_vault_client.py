@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
-from src.vault_client import PermissionDeniedError, SecretIdWrappingError, SecretNotFoundError
+from src.vault_client import PermissionDeniedError, SecretIdWrappingError
 from tests.harness.openbao import OpenBao
 from tests.harness.postgres import PostgresCluster
 
@@ -114,24 +114,34 @@ def test_200_threads_at_start_make_one_login_and_one_read_per_path(
 def test_kv_change_visible_after_ttl_or_at_once_after_invalidate(
     openbao: OpenBao, secret_watch: SecretWatch
 ) -> None:
-    path = f"app/test-{uuid.uuid4().hex[:8]}"
-    kv_write(openbao, path, {"value": "one"})
-    client = secret_watch.client(settings_for(openbao, cache_ttl=1.0))
-    assert client.read_secret(path) == {"value": "one"}
-    kv_write(openbao, path, {"value": "two"})
-    assert client.read_secret(path) == {"value": "one"}, "served from cache within the TTL"
-    client.invalidate_cache(path)
-    assert client.read_secret(path) == {"value": "two"}
-    kv_write(openbao, path, {"value": "three"})
-    assert client.status()["paths"][path]["version"] == 2
-    deadline_reads = 0
-    while client.read_secret(path) != {"value": "three"}:
-        deadline_reads += 1
-        assert deadline_reads < 400, "change not visible after the cache TTL"
-        threading.Event().wait(0.01)
-    assert client.status()["paths"][path]["version"] == 3
-    with pytest.raises(SecretNotFoundError):
-        client.read_secret("app/never-written")
+    # app-policy reads exactly app/flask and database/postgres: change app/flask (an extra key
+    # beside the real ones) and put it back, so the shared server's other tests keep working.
+    path = "app/flask"
+    root = openbao.client(openbao.root_token).secrets.kv.v2
+    original = root.read_secret_version(path=path, raise_on_deleted_version=True)["data"]
+    base, start = original["data"], original["metadata"]["version"]
+    probe = f"probe-{uuid.uuid4().hex[:8]}"
+    try:
+        kv_write(openbao, path, {**base, probe: "one"})
+        client = secret_watch.client(settings_for(openbao, cache_ttl=1.0))
+        assert client.read_secret(path)[probe] == "one"
+        kv_write(openbao, path, {**base, probe: "two"})
+        assert client.read_secret(path)[probe] == "one", "served from cache within the TTL"
+        client.invalidate_cache(path)
+        assert client.read_secret(path)[probe] == "two"
+        kv_write(openbao, path, {**base, probe: "three"})
+        assert client.status()["paths"][path]["version"] == start + 2
+        deadline_reads = 0
+        while client.read_secret(path)[probe] != "three":
+            deadline_reads += 1
+            assert deadline_reads < 400, "change not visible after the cache TTL"
+            threading.Event().wait(0.01)
+        assert client.status()["paths"][path]["version"] == start + 3
+        # Any other path, present or not, is outside the policy.
+        with pytest.raises(PermissionDeniedError):
+            client.read_secret("app/never-written")
+    finally:
+        kv_write(openbao, path, base)
 
 
 def test_cache_ttl_zero_reads_vault_every_time(openbao: OpenBao, secret_watch: SecretWatch) -> None:

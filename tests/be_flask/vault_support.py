@@ -55,7 +55,7 @@ class SecretWatch:
                 self.values.add(value)
 
     def add_server(self, server: OpenBao) -> None:
-        self.add(server.root_token, server.admin_token, server.secret_id)
+        self.add(server.root_token, server.operator_token, server.secret_id)
         root = server.client(server.root_token)
         for path in ("app/flask", "database/postgres"):
             try:

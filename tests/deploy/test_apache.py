@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -292,3 +293,27 @@ def test_gunicorn_ui_adds_the_headers_apache_adds(tmp_path: Path) -> None:
     for path in ("/", "/api/health"):
         headers = client.get(path, buffered=True).headers
         assert {name: headers.get(name) for name in expected} == expected, path
+
+
+def test_waf_audit_log_holds_no_session_token(waf_front: Apache) -> None:
+    """A blocked request (403) is audited, but its cookies, CSRF and bearer values are not."""
+    access = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhdWRpdC1jb29raWUifQ.YXVkaXQtc2lnbmF0dXJl"
+    refresh, csrf = "eyJhbGciOiJIUzI1NiJ9.cmVmcmVzaC1hdWRpdA.c2lnLXJlZnJlc2g", "9d1c0ffe-42aa"
+    bearer = "eyJhbGciOiJIUzI1NiJ9.YmVhcmVyLWF1ZGl0.c2lnLWJlYXJlcg"
+    response = requests.get(
+        waf_front.url + "/api/users?id=1' OR '1'='1",
+        cookies={"access_token_cookie": access, "refresh_token_cookie": refresh},
+        headers={"X-CSRF-TOKEN": csrf, "Authorization": f"Bearer {bearer}"},
+        timeout=10,
+    )
+    assert response.status_code == 403
+    audit = waf_front.run_dir / "modsec_audit.log"
+    deadline = time.monotonic() + 5
+    text = ""
+    while "--Z--" not in text and time.monotonic() < deadline:  # Z ends the entry
+        time.sleep(0.1)
+        text = audit.read_text(errors="replace") if audit.exists() else ""
+    assert "/api/users?id=1" in text, "the blocked request was not audited at all"
+    assert "x-csrf-token" in text.lower(), "the header is still listed, only its value hidden"
+    for value in (access, refresh, csrf, bearer, "9d1c0ffe"):
+        assert value not in text, "a session token value is in the ModSecurity audit log"

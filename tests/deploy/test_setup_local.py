@@ -52,10 +52,12 @@ class LocalStack:
         return done.stdout
 
     def vault(self) -> hvac.Client:
-        keys = json.loads((self.data_dir / "vault-keys.json").read_text())
         return hvac.Client(
-            url=f"http://127.0.0.1:{self.env['VAULT_PORT']}", token=keys["admin_token"]
+            url=f"http://127.0.0.1:{self.env['VAULT_PORT']}", token=self.operator_token()
         )
+
+    def operator_token(self) -> str:
+        return (self.data_dir / "vault-operator-token").read_text().strip()
 
     def admin_password(self) -> str:
         secret = self.vault().secrets.kv.v2.read_secret_version(

@@ -89,7 +89,7 @@ def read_secret(openbao: Any, path: str) -> dict[str, Any]:
     remember_secrets(
         *(v for k, v in data.items() if k not in ("host", "port", "database", "username"))
     )
-    remember_secrets(openbao.root_token, openbao.admin_token, openbao.secret_id)
+    remember_secrets(openbao.root_token, openbao.operator_token, openbao.secret_id)
     return data
 
 

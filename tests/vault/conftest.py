@@ -32,7 +32,7 @@ def generated_secrets(server: OpenBao, workdir: Path | None = None) -> list[str]
         *keys.get("unseal_keys_b64", []),
         *keys.get("unseal_keys_hex", []),
         keys.get("root_token", ""),
-        keys["admin_token"],
+        server.operator_token,
         env["VAULT_SECRET_ID"],
         *app["data"]["data"].values(),
         db["data"]["data"]["password"],

@@ -70,14 +70,23 @@ def test_written_files_are_private_and_hold_only_what_was_asked(openbao: OpenBao
     keys_file, env_file = workdir / "vault-keys.json", workdir / ".env"
     db_file = workdir / "secrets" / "db_password.txt"
     sid_file = workdir / "secrets" / "approle" / "secret_id"
-    for path in (keys_file, env_file):
+    token_file = workdir / "vault-operator-token"
+    for path in (keys_file, env_file, token_file):
         assert mode(path) == 0o600, f"{path.name} is {oct(mode(path))}"
     # What a container reads: in our primary group (Compose group_add), never world-readable.
     for path in (db_file, sid_file):
         assert mode(path) == 0o640, f"{path.name} is {oct(mode(path))}"
         assert path.stat().st_gid == os.getgid()
     assert sorted(p.name for p in workdir.rglob("*")) == sorted(
-        [".env", "vault-keys.json", "secrets", "db_password.txt", "approle", "secret_id"]
+        [
+            ".env",
+            "vault-keys.json",
+            "vault-operator-token",
+            "secrets",
+            "db_password.txt",
+            "approle",
+            "secret_id",
+        ]
     )
     env = read_env(env_file)
     assert set(env) == {"VAULT_ADDR", "VAULT_ROLE_ID", "VAULT_SECRET_ID", "SECRETS_GID"}
@@ -92,16 +101,10 @@ def test_written_files_are_private_and_hold_only_what_was_asked(openbao: OpenBao
         "unseal_shares",
         "unseal_threshold",
         "root_token",
-        "admin_token",
     }
     assert len(keys["unseal_keys_b64"]) == keys["unseal_shares"] == 5
     assert keys["unseal_threshold"] == 3
-    assert keys["root_token"] and keys["admin_token"]
-
-
-def test_admin_token_has_admin_policy_only(openbao: OpenBao) -> None:
-    info = openbao.client(openbao.admin_token).auth.token.lookup_self()["data"]
-    assert info["policies"] == ["admin-policy", "default"]
+    assert token_file.read_text().strip() == openbao.operator_token
 
 
 def test_first_run_prints_no_secret(openbao: OpenBao) -> None:
@@ -122,6 +125,9 @@ def test_second_run_changes_no_secret_and_keeps_other_env_lines(openbao: OpenBao
     assert result.returncode == 0, result.stderr
     assert "secret/app/flask exists: kept" in result.stdout
     assert "secret/database/postgres exists: kept" in result.stdout
+    # No root token in the keys file works any more: the re-run made its own and revoked it.
+    assert "root token for this run: generated from the unseal keys" in result.stdout
+    assert "root token: revoked" in result.stdout
     assert {path: current_version(openbao, path) for path in before} == before
     assert openbao.keys() == keys_before
     env = env_file.read_text()
@@ -157,7 +163,8 @@ def test_two_fresh_inits_make_different_secrets_and_honour_flags(
 def test_dev_server_with_token_and_no_keys_file_is_configured(dev_openbao: OpenBao) -> None:
     assert dev_openbao.init_result is not None
     assert "is initialized: kept" in dev_openbao.init_result.stdout
-    assert set(dev_openbao.keys()) == {"admin_token"}
+    assert not (dev_openbao.workdir / "vault-keys.json").exists()
+    assert (dev_openbao.workdir / "vault-operator-token").read_text().strip()
     token = dev_openbao.client().auth.approle.login(
         role_id=dev_openbao.role_id, secret_id=dev_openbao.secret_id
     )["auth"]["client_token"]

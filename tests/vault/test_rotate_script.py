@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture
 def project(openbao: OpenBao, tmp_path: Path) -> Path:
     """A project dir with a secret ID of its own in .env: rotating it spares the session one."""
-    secret_id = openbao.client(openbao.admin_token).auth.approle.generate_secret_id("flask-app")
+    secret_id = openbao.client(openbao.operator_token).auth.approle.generate_secret_id("flask-app")
     (tmp_path / ".env").write_text(
         "# keep me\nFLASK_ENV=production\n"
         f"VAULT_ADDR={openbao.addr}\nVAULT_ROLE_ID={openbao.role_id}\n"
@@ -28,8 +28,9 @@ def project(openbao: OpenBao, tmp_path: Path) -> Path:
 
 
 def rotate(openbao: OpenBao, project: Path, *args: str):
-    """Run the script with the admin token from the session's keys file, as an operator would."""
-    env = {"PROJECT_DIR": str(project), "VAULT_KEYS_FILE": str(openbao.workdir / "vault-keys.json")}
+    """Run the script with the session's operator token file, as an operator would."""
+    token_file = str(openbao.workdir / "vault-operator-token")
+    env = {"PROJECT_DIR": str(project), "VAULT_OPERATOR_TOKEN_FILE": token_file}
     return openbao.run_script("rotate-secret-id.sh", *args, env=env)
 
 

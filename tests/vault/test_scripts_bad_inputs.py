@@ -59,6 +59,11 @@ def up_with_corrupt_keys(servers: Servers, project: Path) -> dict[str, str]:
     return {"VAULT_ADDR": servers.up.addr}
 
 
+def up_with_empty_operator_token(servers: Servers, project: Path) -> dict[str, str]:
+    (project / "vault-operator-token").write_text("\n")
+    return {"VAULT_ADDR": servers.up.addr}
+
+
 def sealed_without_keys(servers: Servers, project: Path) -> dict[str, str]:
     return {"VAULT_ADDR": servers.sealed.addr}
 
@@ -76,7 +81,7 @@ def sealed_with_too_few_keys(servers: Servers, project: Path) -> dict[str, str]:
 
 
 def sealed_with_token(servers: Servers, project: Path) -> dict[str, str]:
-    return {"VAULT_ADDR": servers.sealed.addr, "VAULT_TOKEN": servers.sealed.admin_token}
+    return {"VAULT_ADDR": servers.sealed.addr, "VAULT_TOKEN": servers.sealed.operator_token}
 
 
 def not_initialized(servers: Servers, project: Path) -> dict[str, str]:
@@ -87,7 +92,7 @@ def env_is_directory(servers: Servers, project: Path) -> dict[str, str]:
     # Tests run as root, which reads any mode: a directory is a .env no one can read as a file.
     (project / ".env").mkdir()
     (project / ".env" / "keep").write_text("x")
-    return {"VAULT_ADDR": servers.up.addr, "VAULT_TOKEN": servers.up.admin_token}
+    return {"VAULT_ADDR": servers.up.addr, "VAULT_TOKEN": servers.up.operator_token}
 
 
 def env_is_directory_root(servers: Servers, project: Path) -> dict[str, str]:
@@ -95,7 +100,7 @@ def env_is_directory_root(servers: Servers, project: Path) -> dict[str, str]:
 
 
 def up(servers: Servers, project: Path) -> dict[str, str]:
-    return {"VAULT_ADDR": servers.up.addr, "VAULT_TOKEN": servers.up.admin_token}
+    return {"VAULT_ADDR": servers.up.addr, "VAULT_TOKEN": servers.up.operator_token}
 
 
 CASES = {
@@ -114,13 +119,19 @@ CASES = {
     "unseal-corrupt-keys": Case("unseal-vault.sh", "is corrupt", sealed_with_corrupt_keys),
     "unseal-too-few-keys": Case("unseal-vault.sh", "needs 2", sealed_with_too_few_keys),
     "unseal-not-initialized": Case("unseal-vault.sh", "not initialized", not_initialized),
-    "rotate-missing-keys-no-token": Case("rotate-secret-id.sh", "not found", up_without_keys),
-    "rotate-corrupt-keys": Case("rotate-secret-id.sh", "is corrupt", up_with_corrupt_keys),
+    "rotate-no-operator-token": Case(
+        "rotate-secret-id.sh", "no operator token file", up_without_keys
+    ),
+    "rotate-empty-operator-token": Case(
+        "rotate-secret-id.sh", "is empty", up_with_empty_operator_token
+    ),
     "rotate-sealed": Case("rotate-secret-id.sh", "is sealed", sealed_with_token),
     "rotate-env-unreadable": Case("rotate-secret-id.sh", "is a directory", env_is_directory),
     "rotate-unknown-option": Case("rotate-secret-id.sh", "unknown option", up, ("-x",)),
     "jwt-key-sealed": Case("rotate-jwt-key.sh", "is sealed", sealed_with_token),
-    "jwt-key-corrupt-keys": Case("rotate-jwt-key.sh", "is corrupt", up_with_corrupt_keys),
+    "jwt-key-empty-operator-token": Case(
+        "rotate-jwt-key.sh", "is empty", up_with_empty_operator_token
+    ),
     "jwt-key-unknown-option": Case("rotate-jwt-key.sh", "unknown option", up, ("-x",)),
     "jwt-key-bad-rollback": Case(
         "rotate-jwt-key.sh", "positive version number", up, ("--rollback", "x")

@@ -1,76 +1,91 @@
-# Policy of operators' tokens (created by init-vault.sh): run the Vault stack day to day
-# without the root token. Deliberately absent: sys/generate-root, sys/rekey*, sys/raw and
-# anything under sys/ not listed, so an admin token cannot mint root or read storage raw.
+# Policy of the operator token (created by init-vault.sh): day-2 operations only. Anything that
+# changes who may do what stays with the bootstrap, which runs init-vault.sh with a root token
+# (generated on demand from the unseal keys and revoked when it ends). Deliberately absent:
+# policy writes (sys/policies/*, sys/policy/*), auth methods (sys/auth/*), AppRole role
+# settings, token creation (auth/token/create*), audit changes, sys/generate-root, sys/rekey*,
+# sys/raw, so this token can neither widen its own rights nor mint or hide anything.
 
 # Manage every secret in the KV v2 mount (data, metadata, versions, destroy).
 path "secret/*" {
   capabilities = ["create", "read", "update", "delete", "list", "patch"]
 }
 
-# Mount, tune and unmount secrets engines (database, transit as the project grows).
-path "sys/mounts" {
-  capabilities = ["read", "list"]
+# The flask-app role: read it and its role ID, issue, list, look up and destroy secret IDs.
+path "auth/approle/role/flask-app" {
+  capabilities = ["read"]
 }
 
-path "sys/mounts/*" {
-  capabilities = ["create", "read", "update", "delete", "list", "sudo"]
+path "auth/approle/role/flask-app/role-id" {
+  capabilities = ["read"]
 }
 
-# Write and review ACL policies.
-path "sys/policies/acl" {
-  capabilities = ["list"]
+path "auth/approle/role/flask-app/secret-id" {
+  capabilities = ["update", "list"]
 }
 
-path "sys/policies/acl/*" {
-  capabilities = ["create", "read", "update", "delete", "list", "sudo"]
+path "auth/approle/role/flask-app/secret-id/lookup" {
+  capabilities = ["update"]
 }
 
-path "sys/policy/*" {
-  capabilities = ["create", "read", "update", "delete", "list", "sudo"]
+path "auth/approle/role/flask-app/secret-id/destroy" {
+  capabilities = ["update"]
 }
 
-# Enable and configure auth methods, and manage AppRole roles and secret IDs.
-path "sys/auth" {
-  capabilities = ["read", "list"]
+path "auth/approle/role/flask-app/secret-id-accessor/lookup" {
+  capabilities = ["update"]
 }
 
-path "sys/auth/*" {
-  capabilities = ["create", "read", "update", "delete", "list", "sudo"]
+path "auth/approle/role/flask-app/secret-id-accessor/destroy" {
+  capabilities = ["update"]
 }
 
-path "auth/*" {
-  capabilities = ["create", "read", "update", "delete", "list", "sudo"]
-}
-
-# Audit devices (HashiCorp Vault configures them over the API; OpenBao reads the config).
+# Read which audit devices and auth methods exist (never change them).
 path "sys/audit" {
-  capabilities = ["read", "list", "sudo"]
+  capabilities = ["read", "sudo"]
 }
 
-path "sys/audit/*" {
-  capabilities = ["create", "read", "update", "delete", "list", "sudo"]
+path "sys/auth" {
+  capabilities = ["read"]
 }
 
-# VAULT_DB_MODE=dynamic: the database secrets engine's connection and roles (setup.sh checks
-# the connection is configured; rotate-root again after a suspected leak).
+# VAULT_DB_MODE=dynamic: see the database engine's connection and roles (setup.sh checks the
+# connection is configured) and rotate its admin password again after a suspected leak.
+# Writing the connection or the roles is bootstrap work (init-vault.sh, as root).
 path "database/config/*" {
-  capabilities = ["create", "read", "update", "delete", "list"]
+  capabilities = ["read", "list"]
 }
 
 path "database/roles/*" {
-  capabilities = ["create", "read", "update", "delete", "list"]
+  capabilities = ["read", "list"]
 }
 
 path "database/rotate-root/*" {
   capabilities = ["update"]
 }
 
-# Leases: look up, renew and revoke dynamic credentials.
-path "sys/leases/*" {
-  capabilities = ["create", "read", "update", "delete", "list", "sudo"]
+path "sys/mounts" {
+  capabilities = ["read"]
 }
 
-# Day-to-day operations: seal, health, status, key status, Raft snapshots for backup.
+# Its own token: look up and renew (the default policy is not attached).
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
+
+# Leases of dynamic credentials: look up and revoke.
+path "sys/leases/lookup" {
+  capabilities = ["update"]
+}
+
+path "sys/leases/revoke" {
+  capabilities = ["update"]
+}
+
+# Seal in an emergency, health and status, Raft snapshots for backup.
 path "sys/seal" {
   capabilities = ["update", "sudo"]
 }
@@ -87,15 +102,26 @@ path "sys/key-status" {
   capabilities = ["read"]
 }
 
-path "sys/storage/raft/*" {
-  capabilities = ["create", "read", "update", "list", "sudo"]
+path "sys/storage/raft/snapshot" {
+  capabilities = ["read"]
 }
 
-path "sys/capabilities*" {
+path "sys/capabilities-self" {
   capabilities = ["update"]
 }
 
 # Response wrapping, for handing a secret ID to a deploy pipeline.
-path "sys/wrapping/*" {
-  capabilities = ["create", "read", "update"]
+path "sys/wrapping/wrap" {
+  capabilities = ["update"]
+}
+
+path "sys/wrapping/lookup" {
+  capabilities = ["update"]
+}
+
+# Start a root-token generation (OpenBao's authenticated variant; HashiCorp Vault's is
+# unauthenticated). Useless without a quorum of unseal keys: this is how init-vault.sh gets a
+# root token for a re-run, and how an operator gets one when a bootstrap change is needed.
+path "sys/generate-root-token/*" {
+  capabilities = ["create", "read", "update", "delete"]
 }

@@ -1,23 +1,16 @@
-# Policy of the Flask backend's AppRole token (role flask-app): read exactly what the app
-# needs and nothing else. No list, no write, no sys/, no token creation.
+# Policy of the Flask backend's AppRole token (role flask-app): read exactly the two secrets
+# the app reads and nothing else. No list, no metadata, no write, no sys/, no token creation;
+# the role sets token_no_default_policy, so no cubbyhole or response wrapping either. A secret
+# the app starts to need gets its own exact path here.
 
-# The app's own secrets: JWT signing key and the default users' passwords.
-path "secret/data/app/*" {
+# The app's own secrets: JWT signing key and the default users' passwords. The version number
+# shown in the admin panel comes with this read (KV v2 data responses carry it).
+path "secret/data/app/flask" {
   capabilities = ["read"]
 }
 
 # Database connection settings and password.
-path "secret/data/database/*" {
-  capabilities = ["read"]
-}
-
-# Version numbers of those secrets, shown in the admin status page ("read", never "list":
-# the app must not discover other paths).
-path "secret/metadata/app/*" {
-  capabilities = ["read"]
-}
-
-path "secret/metadata/database/*" {
+path "secret/data/database/postgres" {
   capabilities = ["read"]
 }
 

@@ -11,7 +11,7 @@ Usage: $PROG [options]
 
 Initialize and unseal the Vault at \$VAULT_ADDR (default $VAULT_ADDR), then configure it for
 the Flask backend: KV v2 at secret/, policies app-policy and admin-policy, AppRole role
-$ROLE_NAME, random secrets at secret/app/flask and secret/database/postgres, an operator token.
+$ROLE_NAME, random secrets at secret/app/flask and secret/database/postgres, the operator token.
 An already initialized server is used as is with \$VAULT_TOKEN (e.g. \`bao server -dev\`).
 
 Options (environment variable in brackets):
@@ -24,15 +24,19 @@ Options (environment variable in brackets):
 
 Other environment: PROJECT_DIR (where files go, default the repo root), VAULT_KEYS_FILE,
 ENV_FILE, APP_VAULT_ADDR (VAULT_ADDR for .env; default: keep an existing line, else
-\$VAULT_ADDR), DB_HOST, DB_PORT, DB_NAME, DB_USER, ADMIN_TOKEN_TTL (default 768h),
+\$VAULT_ADDR), DB_HOST, DB_PORT, DB_NAME, DB_USER, OPERATOR_TOKEN_TTL (default 768h),
+VAULT_OPERATOR_TOKEN_FILE (default vault-operator-token),
 AUDIT_FILE_PATH (HashiCorp Vault only), VAULT_BIN.
 VAULT_DB_MODE=dynamic also configures the database secrets engine: DB_ADMIN_USER and
 DB_ADMIN_PASSWORD (a CREATEROLE role, not the superuser; its password is rotated by Vault),
 DB_CREDS_TTL (1h), DB_CREDS_MAX_TTL (24h), DB_GROUP_ROLE (flask_app), DB_SSLMODE (prefer).
 
-Writes, all mode 0600, never printed: vault-keys.json (unseal keys, root and admin tokens),
+Writes, all mode 0600, never printed: vault-keys.json (unseal keys; operator init's root
+token, revoked at the end of the run), vault-operator-token (the operator token),
 .env (VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID, SECRETS_GID; other lines kept),
 secrets/db_password.txt and secrets/approle/secret_id (0640, group SECRETS_GID).
+Without VAULT_TOKEN a re-run generates a root token from the unseal keys (operator
+generate-root) for its own use and revokes it when done; no root token outlives a run.
 EOF
 }
 
@@ -43,7 +47,7 @@ KEY_THRESHOLD="${KEY_THRESHOLD:-3}"
 SECRET_ID_TTL="${SECRET_ID_TTL:-0}"
 SECRET_ID_NUM_USES="${SECRET_ID_NUM_USES:-0}"
 APPROLE_CIDRS="${APPROLE_CIDRS:-}"
-ADMIN_TOKEN_TTL="${ADMIN_TOKEN_TTL:-768h}"
+OPERATOR_TOKEN_TTL="${OPERATOR_TOKEN_TTL:-768h}"
 
 parse_args() {
   while [ $# -gt 0 ]; do
@@ -88,6 +92,7 @@ initialize() {
     die "$(one_line_error "$RUN_TMP/err")"
   fi
   py keys-install "$raw" "$KEYS_FILE"
+  FRESH_INIT=true
   say "initializing Vault: ok, unseal keys and root token saved to $KEYS_FILE (mode 0600)"
 }
 
@@ -109,14 +114,58 @@ init_and_unseal() {
   fi
 }
 
-# VAULT_TOKEN when set (a dev server), else the root token from the keys file.
+# VAULT_TOKEN when set (a dev server, or a root token the operator generated), else a root
+# token for this run only: operator init's own on the first run, else one generated from the
+# unseal keys (sys/generate-root). Either is revoked when the script exits, success or not.
 use_root_token() {
-  if [ -z "${VAULT_TOKEN:-}" ]; then
-    [ -e "$KEYS_FILE" ] || die "Vault is initialized, no $KEYS_FILE and no VAULT_TOKEN: set one"
+  if [ -n "${VAULT_TOKEN:-}" ]; then
+    return 0
+  fi
+  [ -e "$KEYS_FILE" ] || die "Vault is initialized, no $KEYS_FILE and no VAULT_TOKEN: set one"
+  if [ "$FRESH_INIT" = true ]; then
     VAULT_TOKEN="$(py keys-field "$KEYS_FILE" root_token)"
-    [ -n "$VAULT_TOKEN" ] || die "keys file $KEYS_FILE holds no root_token: set VAULT_TOKEN"
+  else
+    VAULT_TOKEN="$(generate_root_token)"
+    say "root token for this run: generated from the unseal keys (revoked when done)"
+  fi
+  [ -n "$VAULT_TOKEN" ] || die "no root token for the bootstrap: set VAULT_TOKEN"
+  export VAULT_TOKEN
+  REVOKE_ROOT=true
+}
+
+# `operator generate-root` with the threshold unseal keys; prints the decoded token (caller
+# keeps it in a variable). OpenBao serves generate-root only to an authenticated caller (its
+# unauthenticated endpoints are off by default), so the operator token starts it: admin-policy
+# allows sys/generate-root-token/*, which without a quorum of unseal keys yields nothing.
+generate_root_token() {
+  local threshold i
+  threshold="$(status_field "$(seal_status)" t)"
+  py keys-check "$KEYS_FILE" "$threshold"
+  if [ -s "$OPERATOR_TOKEN_FILE" ]; then
+    VAULT_TOKEN="$(py read-token "$OPERATOR_TOKEN_FILE")"
     export VAULT_TOKEN
   fi
+  # An attempt someone left half done would swallow our keys: start from zero.
+  "$VAULT_BIN" operator generate-root -cancel >/dev/null 2>&1 || true
+  vcli operator generate-root -init -format=json >"$RUN_TMP/root-attempt"
+  for ((i = 0; i < threshold; i++)); do
+    py unseal-key "$KEYS_FILE" "$i" |
+      vcli operator generate-root -format=json -nonce="$(py get nonce <"$RUN_TMP/root-attempt")" - \
+        >"$RUN_TMP/root-step"
+  done
+  py decode-root "$RUN_TMP/root-attempt" "$RUN_TMP/root-step"
+}
+
+# The bootstrap's root token must not outlive it (trap on EXIT, so also after a failure).
+revoke_root_token() {
+  if [ "$REVOKE_ROOT" = true ]; then
+    if "$VAULT_BIN" token revoke -self >/dev/null 2>&1; then
+      say "root token: revoked (run \`$(basename "$VAULT_BIN") operator generate-root\` when one is needed)"
+    else
+      printf '%s: warning: could not revoke the root token of this run\n' "$PROG" >&2
+    fi
+  fi
+  rm -rf "$RUN_TMP"
 }
 
 # A Raft node may answer "not active" for a moment after unsealing; wait, bounded.
@@ -166,7 +215,9 @@ enable_approle() {
     say "AppRole at auth/approle/: kept"
   fi
   # The role's settings are configuration, so a re-run converges them to these flags.
-  vcli write "auth/approle/role/$ROLE_NAME" token_policies=app-policy token_ttl=1h \
+  # token_no_default_policy: the app's token gets app-policy alone (no cubbyhole, no wrapping).
+  vcli write "auth/approle/role/$ROLE_NAME" token_policies=app-policy token_no_default_policy=true \
+    token_ttl=1h \
     token_max_ttl=4h secret_id_ttl="$SECRET_ID_TTL" secret_id_num_uses="$SECRET_ID_NUM_USES" \
     secret_id_bound_cidrs="$APPROLE_CIDRS" token_bound_cidrs="$APPROLE_CIDRS" >/dev/null
   say "role $ROLE_NAME: written (token TTL 1h, max 4h, policy app-policy," \
@@ -271,18 +322,24 @@ configure_database_engine() {
   say "database/roles/$ROLE_NAME: written (TTL ${DB_CREDS_TTL:-1h}, max ${DB_CREDS_MAX_TTL:-24h})"
 }
 
-# Operators work with this token day to day; the root token goes back in the safe.
-ensure_admin_token() {
+# Operators work with this token day to day (admin-policy, day-2 operations only), kept in its
+# own file apart from the unseal keys. A token from an older keys file (admin_token) moves there.
+ensure_operator_token() {
   local token=""
-  [ ! -e "$KEYS_FILE" ] || token="$(py keys-field "$KEYS_FILE" admin_token)"
-  if [ -n "$token" ] && VAULT_TOKEN="$token" "$VAULT_BIN" token lookup >/dev/null 2>&1; then
-    say "admin token in $KEYS_FILE is valid: kept"
-    return 0
+  [ ! -s "$OPERATOR_TOKEN_FILE" ] || token="$(py read-token "$OPERATOR_TOKEN_FILE")"
+  if [ -z "$token" ] && [ -e "$KEYS_FILE" ]; then
+    token="$(py keys-field "$KEYS_FILE" admin_token)"
   fi
-  vcli token create -format=json -orphan -policy=admin-policy -ttl="$ADMIN_TOKEN_TTL" \
-    -display-name=admin >"$RUN_TMP/admin"
-  py get auth.client_token <"$RUN_TMP/admin" | py keys-set "$KEYS_FILE" admin_token
-  say "admin token (admin-policy, TTL $ADMIN_TOKEN_TTL): created, saved to $KEYS_FILE"
+  if [ -n "$token" ] && VAULT_TOKEN="$token" "$VAULT_BIN" token lookup >/dev/null 2>&1; then
+    printf '%s\n' "$token" | py write-file "$OPERATOR_TOKEN_FILE" >/dev/null
+    say "operator token in $OPERATOR_TOKEN_FILE is valid: kept"
+  else
+    vcli token create -format=json -orphan -no-default-policy -policy=admin-policy \
+      -ttl="$OPERATOR_TOKEN_TTL" -display-name=operator >"$RUN_TMP/operator"
+    py get auth.client_token <"$RUN_TMP/operator" | py write-file "$OPERATOR_TOKEN_FILE" >/dev/null
+    say "operator token (admin-policy, TTL $OPERATOR_TOKEN_TTL): created, saved to $OPERATOR_TOKEN_FILE (mode 0600)"
+  fi
+  [ ! -e "$KEYS_FILE" ] || py keys-del "$KEYS_FILE" admin_token
 }
 
 # OpenBao only takes audit devices from its config file; HashiCorp Vault enables them by API.
@@ -302,6 +359,9 @@ ensure_audit() {
 }
 
 main() {
+  FRESH_INIT=false
+  REVOKE_ROOT=false
+  trap revoke_root_token EXIT
   parse_args "$@"
   pick_cli
   preflight
@@ -317,7 +377,7 @@ main() {
   write_db_password_file
   configure_database_engine
   write_app_credentials
-  ensure_admin_token
+  ensure_operator_token
   say "Vault at $VAULT_ADDR is ready for the Flask backend"
 }
 

@@ -7,6 +7,7 @@ Errors are one line on stderr and exit status 1, which lib.sh turns into its die
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -113,6 +114,37 @@ def cmd_keys_set(path: str, field: str) -> None:
     data = load_keys(dest) if dest.exists() else {}
     data[field] = sys.stdin.read().strip()
     atomic_write(dest, json.dumps(data, indent=2) + "\n")
+
+
+def cmd_read_token(path: str) -> None:
+    """Print the token held in a token file (first line, stripped)."""
+    text = read_text(Path(path)).strip()
+    print(text.splitlines()[0] if text else "")
+
+
+def cmd_keys_del(path: str, field: str) -> None:
+    """Remove `field` from the keys file if present (e.g. a token that moved to its own file)."""
+    data = load_keys(Path(path))
+    if field in data:
+        del data[field]
+        atomic_write(Path(path), json.dumps(data, indent=2) + "\n")
+
+
+def cmd_unseal_key(path: str, index: str) -> None:
+    """Print unseal key number `index` alone (goes straight into the CLI's stdin, never argv)."""
+    print(load_keys(Path(path))["unseal_keys_b64"][int(index)])
+
+
+def cmd_decode_root(attempt: str, last: str) -> None:
+    """Print the root token: the last update's encoded_token XOR the attempt's one-time pad."""
+    otp = json.loads(read_text(Path(attempt)))["otp"].encode()
+    encoded = json.loads(read_text(Path(last))).get("encoded_token") or ""
+    if not encoded:
+        raise Fail("generate-root did not complete: not enough unseal keys?")
+    raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+    if len(raw) != len(otp):
+        raise Fail("generate-root answered a token that does not match the one-time pad")
+    print(bytes(a ^ b for a, b in zip(raw, otp, strict=True)).decode())
 
 
 def cmd_keys_install(raw: str, dest: str) -> None:
@@ -257,6 +289,10 @@ COMMANDS = {
     "keys-field": cmd_keys_field,
     "keys-set": cmd_keys_set,
     "keys-install": cmd_keys_install,
+    "keys-del": cmd_keys_del,
+    "read-token": cmd_read_token,
+    "unseal-key": cmd_unseal_key,
+    "decode-root": cmd_decode_root,
     "unseal-body": cmd_unseal_body,
     "env-check": cmd_env_check,
     "env-upsert": cmd_env_upsert,

@@ -10,6 +10,8 @@ PROG="$(basename "$0")"
 PROJECT_DIR="${PROJECT_DIR:-$(cd "$LIB_DIR/../.." && pwd)}"
 KEYS_FILE="${VAULT_KEYS_FILE:-$PROJECT_DIR/vault-keys.json}"
 ENV_FILE="${ENV_FILE:-$PROJECT_DIR/.env}"
+# The operator token (admin-policy) lives apart from the unseal keys, in its own 0600 file.
+OPERATOR_TOKEN_FILE="${VAULT_OPERATOR_TOKEN_FILE:-$PROJECT_DIR/vault-operator-token}"
 # shellcheck disable=SC2034  # used by the scripts that source this file
 SECRETS_DIR="$PROJECT_DIR/secrets"
 # shellcheck disable=SC2034
@@ -150,9 +152,10 @@ use_operator_token() {
   if [ -n "${VAULT_TOKEN:-}" ]; then
     return 0
   fi
-  VAULT_TOKEN="$(py keys-field "$KEYS_FILE" admin_token)"
-  [ -n "$VAULT_TOKEN" ] || VAULT_TOKEN="$(py keys-field "$KEYS_FILE" root_token)"
-  [ -n "$VAULT_TOKEN" ] || die "keys file $KEYS_FILE holds no token: set VAULT_TOKEN"
+  [ -e "$OPERATOR_TOKEN_FILE" ] ||
+    die "no operator token file $OPERATOR_TOKEN_FILE: run init-vault.sh or set VAULT_TOKEN"
+  VAULT_TOKEN="$(py read-token "$OPERATOR_TOKEN_FILE")"
+  [ -n "$VAULT_TOKEN" ] || die "operator token file $OPERATOR_TOKEN_FILE is empty: set VAULT_TOKEN"
   export VAULT_TOKEN
 }
 

@@ -19,8 +19,8 @@ newest version and verifies tokens signed by older versions until they expire.
 --rollback N: make version N's values the newest again (a new version, KV v2 rollback).
 Workers pick the new key up within VAULT_CACHE_TTL, or within 1 s of
 POST /api/admin/vault/refresh. Nothing secret is printed.
-Token: \$VAULT_TOKEN, else admin_token from vault-keys.json.
-Environment: VAULT_ADDR, VAULT_TOKEN, PROJECT_DIR, VAULT_KEYS_FILE, VAULT_BIN (vault or bao).
+Token: \$VAULT_TOKEN, else the operator token from vault-operator-token.
+Environment: VAULT_ADDR, VAULT_TOKEN, PROJECT_DIR, VAULT_OPERATOR_TOKEN_FILE, VAULT_BIN (vault or bao).
 EOF2
 }
 

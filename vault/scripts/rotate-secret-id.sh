@@ -19,8 +19,9 @@ destroy the previous secret ID found there, so it can no longer log in.
 --wrap-ttl DURATION: write a response-wrapping token (single use, valid DURATION, e.g. 10m)
   to \$VAULT_SECRET_ID_FILE (default \$PROJECT_DIR/secrets/secret_id.wrapped, mode 0600)
   instead; .env and the previous secret ID are left alone until the new one is deployed.
-Token: \$VAULT_TOKEN, else admin_token from vault-keys.json. Nothing secret is printed.
-Environment: VAULT_ADDR, VAULT_TOKEN, PROJECT_DIR, ENV_FILE, VAULT_KEYS_FILE,
+Token: \$VAULT_TOKEN, else the operator token from vault-operator-token (init-vault.sh
+writes it). Nothing secret is printed.
+Environment: VAULT_ADDR, VAULT_TOKEN, PROJECT_DIR, ENV_FILE, VAULT_OPERATOR_TOKEN_FILE,
 VAULT_SECRET_ID_FILE, VAULT_BIN (vault or bao).
 EOF2
 }
