@@ -17,6 +17,13 @@ SECRETS_DIR="$PROJECT_DIR/secrets"
 # shellcheck disable=SC2034
 ROLE_NAME="flask-app"
 export VAULT_ADDR="${VAULT_ADDR:-http://127.0.0.1:8200}"
+# Over https the project's own CA (vault/scripts/make-certs.sh) is trusted unless VAULT_CACERT
+# names another; a relative VAULT_CACERT (as .env writes it) is relative to the project.
+if [ -n "${VAULT_CACERT:-}" ] && [[ "$VAULT_CACERT" != /* ]]; then
+  export VAULT_CACERT="$PROJECT_DIR/$VAULT_CACERT"
+elif [ -z "${VAULT_CACERT:-}" ] && [[ "$VAULT_ADDR" == https://* ]] && [ -s "$PROJECT_DIR/vault/tls/ca.pem" ]; then
+  export VAULT_CACERT="$PROJECT_DIR/vault/tls/ca.pem"
+fi
 
 # Every file we create (temp files, keys, .env, secrets/) is private to the owner.
 umask 077
