@@ -63,7 +63,7 @@ BAD_LOGIN_BODIES = [
         "invalid",
         id="huge username",
     ),
-    pytest.param("x" * 200_000, JSON, 413, "", id="over the body limit"),
+    pytest.param("x" * 200_000, JSON, 413, "exceeds the capacity limit", id="over the body limit"),
 ]
 
 

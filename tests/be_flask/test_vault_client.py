@@ -104,6 +104,7 @@ def test_200_threads_at_start_make_one_login_and_one_read_per_path(
         thread.start()
     for thread in threads:
         thread.join(30)
+        assert not thread.is_alive(), "a worker is still running after 30 s"
     assert errors == []
     paths = audit_paths(openbao, since=mark)
     assert paths["auth/approle/login"] == 1

@@ -181,6 +181,7 @@ def run_threads(target: Callable[[], object], count: int = 50) -> None:
         thread.start()
     for thread in threads:
         thread.join(10)
+        assert not thread.is_alive(), "a thread is still running after 10 s"
 
 
 def test_single_flight_one_login_then_one_renewal_then_relogin_at_max_ttl() -> None:

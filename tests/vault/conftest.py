@@ -119,6 +119,7 @@ def counting_proxy(upstream_port: int) -> Iterator[tuple[str, list[tuple[str, st
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+        assert not thread.is_alive(), "the HTTP server thread did not stop"
 
 
 SPARE_INIT_ARGS = ("--key-shares", "3", "--key-threshold", "2")

@@ -158,6 +158,7 @@ def web_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
+    assert not thread.is_alive(), "the HTTP server thread did not stop"
 
 
 @pytest.fixture(scope="module")
