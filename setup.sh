@@ -28,7 +28,8 @@ Bring up everything: the Vault (OpenBao) server, its initialization and unsealin
 (vault/scripts/init-vault.sh), PostgreSQL, the Flask backend and the Apache front with the
 web UI; wait until the app is ready; print the URL and where the admin password is kept.
 
-  (no option)     Docker when \`docker info\` works, local processes otherwise
+  (no option)     the mode this data dir last ran in; the first time Docker when
+                  \`docker info\` works, local processes otherwise
   --local         local processes under \$DATA_DIR (default .data/ in the repo)
   --docker        the Compose stacks (docker-compose.vault.yaml, docker-compose.yaml)
   --modsecurity   put ModSecurity + OWASP CRS (blocking) in the Apache front
@@ -895,7 +896,9 @@ main() {
     esac
     shift
   done
-  if [ -z "$mode" ] && [ "$action" != up ]; then
+  # Without --local/--docker, keep the mode this data dir last ran in: a Docker engine that
+  # appeared since must not start a second, empty stack beside the running local one.
+  if [ -z "$mode" ]; then
     mode="$(last_mode)"
   fi
   if [ -z "$mode" ]; then
