@@ -52,12 +52,14 @@ def test_vault_stack_creates_the_network_the_app_joins() -> None:
     assert app_net == {"external": True, "name": "vault_net"}
 
 
-def test_app_network_is_internal_and_holds_db_and_redis_only_there() -> None:
+def test_db_and_redis_sit_on_an_internal_network_only_the_backend_shares() -> None:
     app = load(APP)
     assert app["networks"]["app_net"]["internal"] is True
-    assert app["services"]["db"]["networks"] == ["app_net"]
-    assert app["services"]["redis"]["networks"] == ["app_net"]
-    assert set(app["services"]["backend"]["networks"]) == {"app_net", "vault_net"}
+    assert app["networks"]["data_net"]["internal"] is True
+    assert app["services"]["db"]["networks"] == ["data_net"]
+    assert app["services"]["redis"]["networks"] == ["data_net"]
+    assert set(app["services"]["backend"]["networks"]) == {"app_net", "data_net", "vault_net"}
+    assert set(app["services"]["frontend"]["networks"]) == {"web_net", "app_net"}
 
 
 def test_database_password_is_a_docker_secret_from_the_file_init_vault_writes() -> None:
@@ -215,7 +217,7 @@ def test_compose_file_is_valid(path: Path) -> None:
     [
         ("cap_drop:", "cap_dorp:", "cap_dorp"),
         ("read_only: true", "read_only: maybe", "expected a boolean"),
-        ("networks: [app_net]", "networks: [app_nett]", "app_nett"),
+        ("networks: [data_net]", "networks: [data_nett]", "data_nett"),
     ],
 )
 def test_compose_validation_catches_mistakes(good: str, bad: str, reason: str) -> None:

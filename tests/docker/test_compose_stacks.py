@@ -120,10 +120,11 @@ def check_promises(stack: Project) -> None:
     stack.sh(
         "docker", "exec", app["frontend"]["Id"], "curl", "-fsS", "http://backend:8000/api/health"
     )
-    # PostgreSQL is unreachable from the Vault stack (not on its network).
-    vault_id = containers(stack, "vault")["vault"]["Id"]
-    out = stack.sh("docker", "exec", vault_id, "sh", "-c", "getent hosts db; echo rc=$?")
-    assert out.strip().endswith("rc=2"), f"the Vault stack resolves the database: {out}"
+    # PostgreSQL and Redis are unreachable from the front and from the Vault stack.
+    front_id, vault_id = app["frontend"]["Id"], containers(stack, "vault")["vault"]["Id"]
+    for cid, host in ((front_id, "db"), (front_id, "redis"), (vault_id, "db")):
+        out = stack.sh("docker", "exec", cid, "sh", "-c", f"getent hosts {host}; echo rc=$?")
+        assert out.strip().endswith("rc=2"), f"{cid[:12]} resolves {host}: {out}"
 
 
 def seed_commands(stack: Project) -> None:
