@@ -745,6 +745,16 @@ operator_token_state() {
   fi
 }
 
+# When the backend's secret ID expires (never printed); a loud line within SECRET_ID_WARN_DAYS.
+secret_id_state() {
+  local file="$DATA_DIR/secrets/approle/secret_id"
+  [ -s "$file" ] || { printf 'missing (%s)' "$file"; return 0; }
+  [ "$sealed" = unsealed ] || { printf 'not checked (Vault %s)' "$sealed"; return 0; }
+  "$VENV/bin/python" -c 'import json, sys; print(json.dumps({"secret_id": sys.stdin.read().strip()}))' <"$file" |
+    operator_bao write -format=json "auth/approle/role/flask-app/secret-id/lookup" - 2>/dev/null |
+    "$VENV/bin/python" "$ROOT/vault/scripts/lib.py" secret-id-expiry "${SECRET_ID_WARN_DAYS:-7}"
+}
+
 local_status() {
   local sealed="unreachable" pg="stopped"
   set_local_paths
@@ -765,6 +775,7 @@ local_status() {
   say "mode:       local (data in $DATA_DIR)"
   say "vault:      $(component_state "$RUN_DIR/vault.pid" server), $sealed at $LOCAL_VAULT_ADDR"
   say "operator token: $(operator_token_state)"
+  say "secret ID:  $(secret_id_state)"
   say "postgres:   $pg"
   say "backend:    $(component_state "$RUN_DIR/backend.pid" gunicorn)"
   say "apache:     $(component_state "$RUN_DIR/apache.pid" apache2)"

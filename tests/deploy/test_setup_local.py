@@ -153,6 +153,19 @@ def test_setup_local_survives_stop_and_start_with_its_data(local_stack: LocalSta
 
     status = local_stack.run("--status")
     assert "unsealed" in status.stdout and "HTTP 200" in status.stdout
+    # Secret IDs expire (30 days by default), and --status says when, loudly within a week.
+    expiry = r"^secret ID:  expires \S+ \S+ UTC \((29|30) days\)$"
+    assert re.search(expiry, status.stdout, re.M), status.stdout
+    soon = subprocess.run(
+        [str(SETUP), "--status"],
+        env={**local_stack.env, "SECRET_ID_WARN_DAYS": "31"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    warning = r"^secret ID:  EXPIRES .* run vault/scripts/rotate-secret-id.sh now$"
+    assert re.search(warning, soon.stdout, re.M), soon.stdout
 
     # Sealed is an answer too (`bao status` exits 2 then), not "unknown".
     local_stack.vault().sys.seal()

@@ -17,7 +17,7 @@ An already initialized server is used as is with \$VAULT_TOKEN (e.g. \`bao serve
 Options (environment variable in brackets):
   --key-shares N           unseal key shares [KEY_SHARES, default 5]
   --key-threshold N        keys needed to unseal [KEY_THRESHOLD, default 3]
-  --secret-id-ttl DUR      lifetime of AppRole secret IDs, 0 = until rotated [SECRET_ID_TTL, 0]
+  --secret-id-ttl DUR      lifetime of AppRole secret IDs, 0 = until rotated [SECRET_ID_TTL, 720h]
   --secret-id-num-uses N   logins per secret ID, 0 = unlimited [SECRET_ID_NUM_USES, 0]
   --cidr LIST              comma-separated CIDRs allowed to log in and use tokens [APPROLE_CIDRS]
   -h, --help               this help
@@ -42,9 +42,10 @@ EOF
 
 KEY_SHARES="${KEY_SHARES:-5}"
 KEY_THRESHOLD="${KEY_THRESHOLD:-3}"
-# Defaults favour a running app: it logs in again at every token max TTL with this secret ID,
-# so an expiring or counted secret ID would lock it out; rotate-secret-id.sh is the control.
-SECRET_ID_TTL="${SECRET_ID_TTL:-0}"
+# The app logs in again at every token max TTL with this secret ID, so it must outlive the
+# rotation schedule; 30 days makes a forgotten one expire instead of living for ever.
+# `setup.sh --status` warns a week ahead; rotate-secret-id.sh issues the next one.
+SECRET_ID_TTL="${SECRET_ID_TTL:-720h}"
 SECRET_ID_NUM_USES="${SECRET_ID_NUM_USES:-0}"
 APPROLE_CIDRS="${APPROLE_CIDRS:-}"
 OPERATOR_TOKEN_TTL="${OPERATOR_TOKEN_TTL:-768h}"

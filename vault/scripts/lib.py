@@ -13,6 +13,7 @@ import os
 import secrets
 import sys
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -283,6 +284,26 @@ def cmd_gen_db() -> None:
     )
 
 
+def cmd_secret_id_expiry(warn_days: str) -> None:
+    """One status line from a secret-id/lookup answer on stdin (never the secret ID itself)."""
+    text = sys.stdin.read().strip()
+    data = (json.loads(text).get("data") if text.startswith("{") else None) or {}
+    if not data:
+        print("UNKNOWN TO VAULT (expired or destroyed): run vault/scripts/rotate-secret-id.sh")
+        return
+    expires = str(data.get("expiration_time") or "")
+    if not expires or expires.startswith("0001-01-01"):
+        print("never expires (rotate it with vault/scripts/rotate-secret-id.sh)")
+        return
+    when = datetime.fromisoformat(expires.replace("Z", "+00:00"))
+    days = (when - datetime.now(UTC)).total_seconds() / 86400
+    day = when.strftime("%Y-%m-%d %H:%M UTC")
+    if days < float(warn_days):
+        print(f"EXPIRES {day} ({days:.1f} days): run vault/scripts/rotate-secret-id.sh now")
+    else:
+        print(f"expires {day} ({days:.0f} days)")
+
+
 COMMANDS = {
     "get": cmd_get,
     "keys-check": cmd_keys_check,
@@ -301,6 +322,7 @@ COMMANDS = {
     "keys-of": cmd_keys_of,
     "secret-id-body": cmd_secret_id_body,
     "secret-id-file": cmd_secret_id_file,
+    "secret-id-expiry": cmd_secret_id_expiry,
     "gen-app": cmd_gen_app,
     "gen-db": cmd_gen_db,
     "gen-jwt-key": cmd_gen_jwt_key,
