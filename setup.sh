@@ -13,7 +13,6 @@ VENV="${VENV:-$ROOT/.venv}"
 VAULT_PORT="${VAULT_PORT:-8200}"
 VAULT_CLUSTER_PORT="${VAULT_CLUSTER_PORT:-$((VAULT_PORT + 1))}"
 PG_PORT="${PG_PORT:-5433}"
-APP_PORT="${APP_PORT:-8000}"
 HTTP_PORT="${HTTP_PORT:-8080}"
 SYSTEM_REDIS_PORT="${SYSTEM_REDIS_PORT:-6379}"
 REDIS_PORT="${REDIS_PORT:-6380}"
@@ -47,7 +46,7 @@ web UI; wait until the app is ready; print the URL and where the admin password 
 
 Environment: DATA_DIR, VENV (Python env with bao and the app's requirements, default .venv;
 created with \`make install\` when missing), VAULT_PORT (8200), VAULT_CLUSTER_PORT
-(VAULT_PORT+1), PG_PORT (5433), APP_PORT (8000, gunicorn behind Apache), HTTP_PORT (8080,
+(VAULT_PORT+1), PG_PORT (5433), HTTP_PORT (8080,
 the URL you open), READY_TIMEOUT (90 s), REDIS_URL (shared rate limits; local mode uses the
 Redis on 127.0.0.1:SYSTEM_REDIS_PORT (6379; REDIS_PASSWORD if it asks for one), else starts
 its own REDIS_SERVER (redis-server) on REDIS_PORT (6380), else counts per worker, said
@@ -543,14 +542,43 @@ apache_binary() {
   return 1
 }
 
+# The backend behind Apache listens on a Unix socket in a directory only Apache's user (and
+# ours) may enter: a local process cannot reach it to forge the X-Forwarded-For it trusts
+# (TRUSTED_PROXIES=1) nor read /metrics, which Apache does not proxy.
+backend_socket_dir() {
+  local dir="$RUN_DIR/backend"
+  mkdir -p "$dir"
+  chmod 0700 "$dir"
+  if [ "$(id -u)" -eq 0 ] && id www-data >/dev/null 2>&1; then
+    chgrp www-data "$dir"
+    chmod 0750 "$dir"
+  fi
+  rm -f "$dir/backend.sock"
+}
+
+wait_for_socket() {
+  local path="$1" i
+  for i in $(seq 1 300); do
+    if "$VENV/bin/python" -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$path" 2>/dev/null; then
+      return 0
+    fi
+    [ "$i" -lt 300 ] && sleep 0.1
+  done
+  die "the backend did not listen on $path within 30 s: see $LOG_DIR/backend.log"
+}
+
+# $1: where gunicorn listens: 127.0.0.1:PORT or unix:PATH.
 start_backend() {
-  local bind_port="$1" app_spec="$2"
+  local bind="$1" app_spec="$2"
   if alive "$RUN_DIR/backend.pid" "gunicorn"; then
-    say "backend: already running on 127.0.0.1:$bind_port"
+    say "backend: already running on $bind"
     return 0
   fi
-  require_free_port "$bind_port" "$([ "$bind_port" = "$HTTP_PORT" ] && echo HTTP_PORT || echo APP_PORT)"
-  say "starting backend (gunicorn) on 127.0.0.1:$bind_port"
+  case "$bind" in
+    unix:*) backend_socket_dir ;;
+    *) require_free_port "${bind##*:}" HTTP_PORT ;;
+  esac
+  say "starting backend (gunicorn) on $bind"
   (
     # gunicorn.conf.py in be_flask/ sets workers, timeouts and the fork hooks.
     cd "$ROOT/be_flask"
@@ -578,10 +606,13 @@ start_backend() {
       export VAULT_DB_MODE=dynamic
     fi
     start_detached "$RUN_DIR/backend.pid" "$LOG_DIR/backend.log" \
-      "$VENV/bin/gunicorn" --bind "127.0.0.1:$bind_port" --pythonpath "$ROOT/fe_apache" \
+      "$VENV/bin/gunicorn" --bind "$bind" --pythonpath "$ROOT/fe_apache" \
       "$app_spec"
   )
-  wait_for_port "$bind_port" "the backend"
+  case "$bind" in
+    unix:*) wait_for_socket "${bind#unix:}" ;;
+    *) wait_for_port "${bind##*:}" "the backend" ;;
+  esac
   say "starting backend: ok"
 }
 
@@ -600,8 +631,13 @@ start_apache() {
   fi
   # Apache drops root to www-data for its workers: they need a writable run dir, and to
   # read the UI; when the checkout is private to root, serve a copy from the run dir.
+  # Writable for Apache's workers only (group www-data), never for every local user.
   mkdir -p "$RUN_DIR/apache"
-  chmod 1777 "$RUN_DIR/apache"
+  chmod 0700 "$RUN_DIR/apache"
+  if [ "$(id -u)" -eq 0 ] && id www-data >/dev/null 2>&1; then
+    chgrp www-data "$RUN_DIR/apache"
+    chmod 0770 "$RUN_DIR/apache"
+  fi
   html_dir="$ROOT/fe_apache/html"
   if [ "$(id -u)" -eq 0 ] && ! runuser -u www-data -- test -r "$html_dir/index.html" 2>/dev/null; then
     rm -rf "$RUN_DIR/apache/html"
@@ -611,7 +647,7 @@ start_apache() {
     say "www-data cannot read $ROOT/fe_apache/html: serving a copy from $html_dir"
   fi
   say "starting Apache front on 127.0.0.1:$HTTP_PORT${modsec:+ with ModSecurity}"
-  FE_LISTEN="127.0.0.1:$HTTP_PORT" FE_BACKEND="http://127.0.0.1:$APP_PORT" \
+  FE_LISTEN="127.0.0.1:$HTTP_PORT" FE_BACKEND="unix:$RUN_DIR/backend/backend.sock|http://localhost" \
     FE_HTML_DIR="$html_dir" FE_CONF_DIR="$ROOT/fe_apache" \
     FE_RUN_DIR="$RUN_DIR/apache" FE_SERVER_NAME=localhost \
     start_detached "$RUN_DIR/apache.pid" "$LOG_DIR/apache.log" \
@@ -685,14 +721,14 @@ local_up() {
   choose_redis
   if [ "$NO_APACHE" = false ] && apache="$(apache_binary)"; then
     TRUSTED_PROXIES=1
-    start_backend "$APP_PORT" "src.be:create_app()"
+    start_backend "unix:$RUN_DIR/backend/backend.sock" "src.be:create_app()"
     start_apache "$apache"
   else
     # Without Apache gunicorn faces the browser itself and serves the UI too
     # (fe_apache/ui_wsgi.py); no client-sent X-Forwarded-For is trusted.
     TRUSTED_PROXIES=0
     say "no Apache front (apache2 not installed, or --no-apache): gunicorn serves the UI and /api on $HTTP_PORT"
-    start_backend "$HTTP_PORT" "ui_wsgi:create_app_with_ui()"
+    start_backend "127.0.0.1:$HTTP_PORT" "ui_wsgi:create_app_with_ui()"
   fi
   wait_until_ready "$url"
   print_summary "$url" "$LOCAL_VAULT_ADDR" "$KEYS_FILE" "$OPERATOR_TOKEN_FILE" "$LOG_DIR"

@@ -120,6 +120,49 @@ def csrf(session: requests.Session) -> dict[str, str]:
     return {"X-CSRF-TOKEN": session.cookies["csrf_access_token"]}
 
 
+# A local process that is not the front asks the backend directly, as an attacker would: with
+# a forged X-Forwarded-For (the backend trusts one hop) or for /metrics.
+DIRECT_REQUEST = """
+import socket, sys
+request = b"GET /metrics HTTP/1.0\\r\\nHost: x\\r\\nX-Forwarded-For: 127.0.0.99\\r\\n\\r\\n"
+for target in sys.argv[1:]:
+    family = socket.AF_UNIX if target.startswith("/") else socket.AF_INET
+    address = target if family == socket.AF_UNIX else ("127.0.0.1", int(target))
+    try:
+        with socket.socket(family) as sock:
+            sock.settimeout(5)
+            sock.connect(address)
+            sock.sendall(request)
+            print("ANSWERED", target, sock.recv(64))
+    except OSError as error:
+        print("refused", target, error)
+"""
+
+
+def assert_backend_unreachable_around_the_front(stack: LocalStack) -> None:
+    """Only Apache reaches the backend: no TCP port, a socket other users cannot enter."""
+    run_dir = stack.data_dir / "run"
+    assert (run_dir / "backend" / "backend.sock").is_socket()
+    assert (run_dir / "backend").stat().st_mode & 0o007 == 0
+    assert (run_dir / "apache").stat().st_mode & 0o002 == 0, "run/apache is world-writable"
+    assert requests.get(stack.url + "/metrics", timeout=10).status_code == 404
+    # The old TCP port (APP_PORT) and, as another user (needs root to switch), the socket.
+    targets = [stack.env["APP_PORT"]]
+    as_other_user: list[str] = []
+    if os.getuid() == 0:
+        targets.append(str(run_dir / "backend" / "backend.sock"))
+        as_other_user = ["runuser", "-u", "nobody", "--"]
+    probe = subprocess.run(
+        [*as_other_user, "python3", "-c", DIRECT_REQUEST, *targets],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert probe.returncode == 0 and "refused" in probe.stdout, probe.stdout + probe.stderr
+    assert "ANSWERED" not in probe.stdout, probe.stdout
+
+
 def port_open(port: str) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", int(port))) == 0
@@ -136,6 +179,7 @@ def test_setup_local_survives_stop_and_start_with_its_data(local_stack: LocalSta
 
     # Through the Apache front, as the UI does it.
     assert requests.get(local_stack.url + "/", timeout=10).status_code == 200
+    assert_backend_unreachable_around_the_front(local_stack)
     admin = login(local_stack.url, "admin", admin_password)
     me = admin.get(f"{local_stack.url}/api/auth/me", timeout=10).json()["user"]
     assert me["role"] == "admin"
