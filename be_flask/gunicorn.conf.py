@@ -3,6 +3,7 @@
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 
 def _env(name: str, default: str) -> str:
@@ -35,10 +36,34 @@ control_socket_disable = not control_socket
 
 
 def on_starting(server):  # type: ignore[no-untyped-def]
-    """Give the workers one directory for their metrics, so /metrics counts all of them."""
+    """Give the workers one metrics directory, and one unwrapped secret ID."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="backend-metrics-")
         os.environ["BACKEND_METRICS_DIR_OWNED"] = "1"
+    _unwrap_secret_id_once()
+
+
+def _unwrap_secret_id_once() -> None:
+    """A wrapping token in VAULT_SECRET_ID_FILE is single-use: unwrap it here, in the master,
+    and hand every worker the secret ID, instead of each worker unwrapping it (the second
+    one would find it used and raise a tampering alert). A plain secret ID is left alone,
+    so the workers keep re-reading the file at each login."""
+    path = os.environ.get("VAULT_SECRET_ID_FILE")
+    if not path:
+        return
+    from src.vault.approle import UUID_RE
+    from src.vault_client import get_vault_client, reset_vault_client
+
+    try:
+        content = Path(path).read_text().strip()
+    except OSError:
+        return  # the workers say why, at their login
+    if not content or UUID_RE.match(content):
+        return
+    secret_id = get_vault_client().approle.secret_id()  # creation path checked, then unwrapped
+    reset_vault_client()  # nothing of the master's client reaches the workers
+    os.environ["VAULT_SECRET_ID"] = secret_id
+    del os.environ["VAULT_SECRET_ID_FILE"]
 
 
 def on_exit(server):  # type: ignore[no-untyped-def]

@@ -16,7 +16,14 @@ import psycopg
 import pytest
 import requests
 
-from tests.harness.app import BACKEND, Gunicorn, gunicorn_env, put_secret, read_secret
+from tests.harness.app import (
+    BACKEND,
+    Gunicorn,
+    gunicorn_env,
+    put_secret,
+    read_secret,
+    remember_secrets,
+)
 from tests.harness.openbao import running_openbao
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -202,3 +209,33 @@ def test_blank_settings_in_env_file_mean_the_defaults(monkeypatch: pytest.Monkey
     conf = runpy.run_path(str(BACKEND / "gunicorn.conf.py"))
     assert (conf["bind"], conf["workers"], conf["threads"]) == ("0.0.0.0:8000", 2, 4)
     assert conf["forwarded_allow_ips"] == "127.0.0.1"
+
+
+def test_a_wrapped_secret_id_is_unwrapped_once_for_every_worker(
+    site: Site, start_gunicorn: Callable[..., Gunicorn], tmp_path: Path
+) -> None:
+    """A wrapping token is single-use: workers unwrapping it each would trip the tamper alert."""
+    root = site.server.client(site.server.root_token)
+    wrapped = root.write_data("auth/approle/role/flask-app/secret-id", wrap_ttl="120s")
+    token = wrapped["wrap_info"]["token"]
+    remember_secrets(token)
+    secret_file = tmp_path / "secret_id"
+    secret_file.write_text(token + "\n")
+    env = gunicorn_env(site.server, VAULT_SECRET_ID_FILE=str(secret_file))
+    env.pop("VAULT_SECRET_ID")
+    server = start_gunicorn(env, workers=2, name="wrapped")
+    deadline = time.monotonic() + 30
+    while len(enabled_workers(server.log)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log = server.log.read_text(errors="replace")
+    assert "ALERT" not in log and "tampering" not in log
+    assert len(enabled_workers(server.log)) == 2, "a worker could not log in"
+
+
+def enabled_workers(log: Path) -> set[int]:
+    """Pids of the workers that logged their first secret read from Vault."""
+    return {
+        int(entry["pid"])
+        for entry in json_lines(log)
+        if entry["message"].startswith("Vault integration enabled")
+    }
