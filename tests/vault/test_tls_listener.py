@@ -159,7 +159,7 @@ def test_scripts_and_app_credentials_work_over_tls_with_the_project_ca(
     app.auth.approle.login(role_id=tls_bao.role_id, secret_id=tls_bao.secret_id)
     assert app.secrets.kv.v2.read_secret_version(path="app/flask", raise_on_deleted_version=True)
     # A script run from the project dir also finds the CA by itself.
-    rotated = tls_bao.run_script("rotate-secret-id.sh", env={"VAULT_TOKEN": tls_bao.admin_token})
+    rotated = tls_bao.run_script("rotate-secret-id.sh", env={"VAULT_TOKEN": tls_bao.operator_token})
     assert rotated.returncode == 0, rotated.stderr
 
 
@@ -191,7 +191,10 @@ def test_mtls_listener_refuses_a_client_without_a_certificate(tls_bao: TLSOpenBa
     with pytest.raises(requests.exceptions.RequestException):
         requests.get(f"{addr}/v1/sys/health", verify=str(tls / "ca.pem"), timeout=5)
     no_cert = bao_status(addr, VAULT_CACERT=str(tls / "ca.pem"))
-    assert no_cert.returncode != 0 and "certificate" in no_cert.stderr
+    # TLS 1.3 reports the missing certificate after the handshake: an alert naming it, or
+    # the server closing the connection, depending on timing. Either way: refused.
+    refused = ("certificate", "connection reset by peer", "broken pipe", "EOF")
+    assert no_cert.returncode != 0 and any(r in no_cert.stderr for r in refused), no_cert.stderr
     with_cert = requests.get(
         f"{addr}/v1/sys/health",
         verify=str(tls / "ca.pem"),
