@@ -183,6 +183,7 @@ def test_setup_docker_full_flow(project: Project) -> None:
 
     # Vault restarted alone comes back sealed; the app keeps serving from its cache, and
     # unseal-vault.sh opens it again.
+    admin = login(stack.url, "admin", admin_password)
     stack.compose("vault", "restart", "vault")
     status = None
     for _ in range(30):
@@ -193,6 +194,10 @@ def test_setup_docker_full_flow(project: Project) -> None:
             time.sleep(1)
     assert status is not None and status.json()["sealed"] is True
     assert requests.get(stack.url + "/api/health", timeout=20).status_code == 200
+    # Sessions, readiness and new logins all keep working from the cached secrets.
+    assert admin.get(f"{stack.url}/api/auth/me", timeout=20).status_code == 200
+    assert requests.get(stack.url + "/api/ready", timeout=20).status_code == 200
+    login(stack.url, "carol", "carol-correct-horse-42")
     stack.sh("vault/scripts/unseal-vault.sh")
     assert (
         requests.get(f"{stack.env['VAULT_ADDR']}/v1/sys/seal-status", timeout=20).json()["sealed"]
