@@ -70,18 +70,23 @@ def engine_answers() -> bool:
     return run("docker", "info", timeout=20).returncode == 0
 
 
+_DOCKERD: subprocess.Popen[bytes] | None = None
+
+
 def start_engine() -> bool:
     """Start dockerd unless an engine answers; True when we started it (so we stop it)."""
     if engine_answers():
         return False
+    global _DOCKERD
     PID_FILE.parent.mkdir(parents=True, exist_ok=True)
-    log = (PID_FILE.parent / "dockerd.log").open("ab")
-    subprocess.Popen(
-        ["dockerd", "--pidfile", str(PID_FILE)],
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
+    with (PID_FILE.parent / "dockerd.log").open("ab") as log:
+        # Kept in a module global: a Popen collected while dockerd runs is a ResourceWarning.
+        _DOCKERD = subprocess.Popen(
+            ["dockerd", "--pidfile", str(PID_FILE)],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if engine_answers():
@@ -99,6 +104,9 @@ def stop_engine() -> None:
     try:
         os.kill(pid, 15)
     except ProcessLookupError:
+        return
+    if _DOCKERD is not None and _DOCKERD.pid == pid:
+        _DOCKERD.wait(timeout=60)  # our child: reap it, or it lingers as a zombie
         return
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():

@@ -38,8 +38,8 @@ def csrf(session: requests.Session) -> dict[str, str]:
 
 
 def vault(stack: Project) -> hvac.Client:
-    keys = json.loads((stack.root / "vault-keys.json").read_text())
-    return hvac.Client(url=f"http://127.0.0.1:{stack.env['VAULT_PORT']}", token=keys["admin_token"])
+    token = (stack.root / "vault-operator-token").read_text().strip()
+    return hvac.Client(url=f"http://127.0.0.1:{stack.env['VAULT_PORT']}", token=token)
 
 
 def kv(stack: Project, path: str) -> dict[str, str]:
