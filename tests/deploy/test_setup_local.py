@@ -461,7 +461,13 @@ def test_setup_local_on_a_bare_machine_sqlite_and_no_apache(local_stack: LocalSt
     assert '"storage": "redis"' in backend_log
     password = (local_stack.data_dir / "secrets" / "redis_password.txt").read_text().strip()
     assert password not in output and password not in backend_log
-    assert (local_stack.data_dir / "secrets" / "redis_password.txt").stat().st_mode & 0o077 == 0
+    # Vault's redis_password (init-vault.sh's copy, like db_password.txt): never world-readable,
+    # in a directory only its owner enters.
+    assert (local_stack.data_dir / "secrets" / "redis_password.txt").stat().st_mode & 0o007 == 0
+    assert (local_stack.data_dir / "secrets").stat().st_mode & 0o077 == 0
+    assert local_stack.vault().secrets.kv.v2.read_secret_version(
+        path="app/flask", mount_point="secret", raise_on_deleted_version=True
+    )["data"]["data"]["redis_password"] == password
     assert "!!! No PostgreSQL" in output
     assert "gunicorn serves the UI" in output
     page = requests.get(local_stack.url + "/", timeout=10)

@@ -11,7 +11,8 @@ Usage: $PROG [options]
 
 Initialize and unseal the Vault at \$VAULT_ADDR (default $VAULT_ADDR), then configure it for
 the Flask backend: KV v2 at secret/, policies app-policy and admin-policy, AppRole role
-$ROLE_NAME, random secrets at secret/app/flask and secret/database/postgres, the operator token.
+$ROLE_NAME, random secrets at secret/app/flask (also the Redis password) and
+secret/database/postgres, the operator token.
 An already initialized server is used as is with \$VAULT_TOKEN (e.g. \`bao server -dev\`).
 
 Options (environment variable in brackets):
@@ -34,7 +35,8 @@ DB_CREDS_TTL (1h), DB_CREDS_MAX_TTL (24h), DB_GROUP_ROLE (flask_app), DB_SSLMODE
 Writes, all mode 0600, never printed: vault-keys.json (unseal keys; operator init's root
 token, revoked at the end of the run), vault-operator-token (the operator token),
 .env (VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID, SECRETS_GID; other lines kept),
-secrets/db_password.txt and secrets/approle/secret_id (0640, group SECRETS_GID).
+secrets/db_password.txt, secrets/redis_password.txt and secrets/approle/secret_id (0640,
+group SECRETS_GID).
 Without VAULT_TOKEN a re-run generates a root token from the unseal keys (operator
 generate-root) for its own use and revokes it when done; no root token outlives a run.
 EOF
@@ -258,6 +260,16 @@ write_db_password_file() {
   say "secrets/db_password.txt: $result (mode 0640, group $(id -g): the db container's SECRETS_GID)"
 }
 
+# Redis (docker-compose.yaml's Docker secret, setup.sh --local's redis.conf) requires the
+# password the backend reads from Vault (secret/app/flask, key redis_password).
+write_redis_password_file() {
+  local result
+  mkdir -p "$SECRETS_DIR"
+  result="$(vcli kv get -mount=secret -field=redis_password app/flask |
+    py write-file "$SECRETS_DIR/redis_password.txt" 0640)"
+  say "secrets/redis_password.txt: $result (mode 0640, group $(id -g): the redis container's SECRETS_GID)"
+}
+
 # Keep a secret ID that still logs in; issue one only when .env has none or a dead one.
 write_app_credentials() {
   local role_id secret_id="" lookup=""
@@ -376,6 +388,7 @@ main() {
   ensure_secret app/flask gen-app
   ensure_secret database/postgres gen-db
   write_db_password_file
+  write_redis_password_file
   configure_database_engine
   write_app_credentials
   ensure_operator_token

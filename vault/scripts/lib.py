@@ -258,6 +258,9 @@ def cmd_gen_app() -> None:
                 "jwt_secret": secrets.token_hex(32),  # 256 random bits
                 "admin_password": secrets.token_urlsafe(24),  # 32 chars, 192 bits
                 "user_password": secrets.token_urlsafe(24),
+                # What Redis (the rate-limit counters) asks the backend for; URL-safe
+                # characters, so it fits a redis.conf line unquoted.
+                "redis_password": secrets.token_urlsafe(32),
             }
         )
     )
