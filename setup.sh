@@ -119,6 +119,8 @@ set_local_paths() {
   OPERATOR_TOKEN_FILE="$DATA_DIR/vault-operator-token"
   ENV_FILE="$DATA_DIR/.env"
   REDIS_DIR="$DATA_DIR/redis"
+  VAULT_SOCKET_DIR="$RUN_DIR/vault"
+  VAULT_SOCKET="$VAULT_SOCKET_DIR/vault.sock"
   LOCAL_VAULT_ADDR="http://127.0.0.1:$VAULT_PORT"
 }
 
@@ -217,6 +219,30 @@ write_vault_config() {
     "$ROOT/vault/config/vault-config.hcl" >"$VAULT_DIR/vault-config.hcl"
   grep -q "127.0.0.1:$VAULT_PORT" "$VAULT_DIR/vault-config.hcl" ||
     die "could not rewrite vault/config/vault-config.hcl for local use"
+  add_generate_root_socket
+}
+
+# A second listener, on a Unix socket in a directory only this data dir's owner (who holds the
+# unseal keys anyway) may enter, with OpenBao's unauthenticated generate-root endpoints on:
+# the way back to a root token when the operator token expired or was lost, so that a re-run
+# can still write changed policies. The TCP listener keeps them off.
+add_generate_root_socket() {
+  mkdir -p "$VAULT_SOCKET_DIR"
+  chmod 700 "$VAULT_SOCKET_DIR"
+  rm -f "$VAULT_SOCKET"
+  if [ "${#VAULT_SOCKET}" -gt 100 ]; then
+    say "note: $VAULT_SOCKET is too long for a Unix socket: no private generate-root listener"
+    return 0
+  fi
+  cat >>"$VAULT_DIR/vault-config.hcl" <<EOF
+
+# setup.sh --local: generate-root without a token, for the data dir's owner only.
+listener "unix" {
+  address                                  = "$VAULT_SOCKET"
+  socket_mode                              = "0600"
+  disable_unauthed_generate_root_endpoints = false
+}
+EOF
 }
 
 start_vault() {
@@ -268,7 +294,7 @@ run_vault_script() {
 run_local_vault_script() {
   run_vault_script "$1" PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$LOCAL_VAULT_ADDR" \
     APP_VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_KEYS_FILE="$KEYS_FILE" ENV_FILE="$ENV_FILE" \
-    VAULT_OPERATOR_TOKEN_FILE="$OPERATOR_TOKEN_FILE" \
+    VAULT_OPERATOR_TOKEN_FILE="$OPERATOR_TOKEN_FILE" VAULT_GENERATE_ROOT_SOCKET="$VAULT_SOCKET" \
     AUDIT_FILE_PATH="$VAULT_DIR/logs/audit.log" DB_HOST=127.0.0.1 DB_PORT="$PG_PORT"
 }
 
@@ -285,12 +311,22 @@ init_vault() {
     [ "$(cat "$VAULT_DIR/configured" 2>/dev/null || true)" = "$digest" ]; then
     say "Vault is configured (policies and scripts unchanged): unsealing if needed (vault/scripts/unseal-vault.sh)"
     run_local_vault_script unseal-vault.sh
-  else
-    say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
-    run_local_vault_script init-vault.sh
-    printf '%s\n' "$digest" >"$VAULT_DIR/configured"
+    if operator_token_valid; then
+      say "Vault: ok"
+      return 0
+    fi
+    # Everything after needs it: init-vault.sh makes a new one with a root token it generates
+    # from the unseal keys (over the private socket) and revokes.
+    say "the operator token in $OPERATOR_TOKEN_FILE is no longer valid (expired?): configuring again"
   fi
+  say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
+  run_local_vault_script init-vault.sh
+  printf '%s\n' "$digest" >"$VAULT_DIR/configured"
   say "Vault: ok"
+}
+
+operator_token_valid() {
+  operator_bao token lookup >/dev/null 2>&1
 }
 
 operator_bao() {

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import hvac
 import pytest
+import redis
 import requests
 
 from tests.harness.servers import free_port, missing_server
@@ -31,6 +32,7 @@ class LocalStack:
 
     data_dir: Path
     env: dict[str, str]
+    setup: Path = SETUP  # a copy's setup.sh when a test changes the project's files
 
     @property
     def url(self) -> str:
@@ -38,7 +40,7 @@ class LocalStack:
 
     def run(self, *args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(SETUP), *args],
+            [str(self.setup), *args],
             env=self.env,
             capture_output=True,
             text=True,
@@ -465,9 +467,12 @@ def test_setup_local_on_a_bare_machine_sqlite_and_no_apache(local_stack: LocalSt
     # in a directory only its owner enters.
     assert (local_stack.data_dir / "secrets" / "redis_password.txt").stat().st_mode & 0o007 == 0
     assert (local_stack.data_dir / "secrets").stat().st_mode & 0o077 == 0
-    assert local_stack.vault().secrets.kv.v2.read_secret_version(
-        path="app/flask", mount_point="secret", raise_on_deleted_version=True
-    )["data"]["data"]["redis_password"] == password
+    assert (
+        local_stack.vault().secrets.kv.v2.read_secret_version(
+            path="app/flask", mount_point="secret", raise_on_deleted_version=True
+        )["data"]["data"]["redis_password"]
+        == password
+    )
     assert "!!! No PostgreSQL" in output
     assert "gunicorn serves the UI" in output
     page = requests.get(local_stack.url + "/", timeout=10)
@@ -495,3 +500,117 @@ def test_setup_local_on_a_bare_machine_sqlite_and_no_apache(local_stack: LocalSt
     assert "using SQLite" in again
     assert "SQLite at" in local_stack.run("--status").stdout
     login(local_stack.url, "frank", "frank-correct-horse-42")
+
+
+def copy_of_the_project(dest: Path) -> Path:
+    """The project's files (tracked and new, not ignored ones: no .venv, no .data) in dest."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    dest.chmod(0o755)
+    return dest
+
+
+def kv_versions(stack: LocalStack) -> dict[str, int]:
+    metadata = stack.vault().secrets.kv.v2.read_secret_metadata
+    paths = ("app/flask", "database/postgres")
+    return {
+        path: metadata(path=path, mount_point="secret")["data"]["current_version"] for path in paths
+    }
+
+
+def backend_redis_url(stack: LocalStack) -> str:
+    """The REDIS_URL the running backend was given (its environment, as root may read it)."""
+    pid = (stack.data_dir / "run" / "backend.pid").read_text().strip()
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    urls = [item.split(b"=", 1)[1].decode() for item in environ if item.startswith(b"REDIS_URL=")]
+    assert urls and urls[0], "the backend has no Redis: the limits are per process"
+    return urls[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(500)
+def test_rerun_after_a_policy_change_without_operator_token_and_redis_refuses_strangers(
+    local_stack: LocalStack, tmp_path: Path
+) -> None:
+    """Issue 15 item 7 and issue 8's Redis: a changed policy reaches Vault on a re-run whose
+    operator token is gone (a root token from the unseal keys, revoked after), no secret
+    changes version; the stack's Redis requires Vault's password, which no log or ps shows."""
+    project = copy_of_the_project(local_stack.data_dir.parent / "project")
+    local_stack.setup = project / "setup.sh"
+    local_stack.env["VENV"] = str(ROOT / ".venv")
+    first = local_stack.up()
+    versions = kv_versions(local_stack)
+    own_policy = "sys/policies/acl/admin-policy"
+    with pytest.raises(hvac.exceptions.Forbidden):
+        local_stack.vault().read(own_policy)
+
+    # The change: the operator may now read its own policy. Then the operator token dies.
+    marker = f"# policy change {os.urandom(4).hex()}"
+    policy = project / "vault" / "policies" / "admin-policy.hcl"
+    policy.write_text(
+        f'{policy.read_text()}\n{marker}\npath "{own_policy}" {{\n  capabilities = ["read"]\n}}\n'
+    )
+    # A token Vault no longer accepts, as after its TTL (the operator cannot revoke itself).
+    old_token = local_stack.operator_token()
+    token_file = local_stack.data_dir / "vault-operator-token"
+    token_file.write_text(old_token[:-4] + ("aaaa" if not old_token.endswith("aaaa") else "bbbb"))
+    with pytest.raises(hvac.exceptions.Forbidden):
+        local_stack.vault().auth.token.lookup_self()
+    again = local_stack.up()
+
+    assert "root token for this run: generated from the unseal keys" in again, again
+    assert "root token: revoked" in again
+    assert local_stack.operator_token() != old_token
+    assert marker in local_stack.vault().read(own_policy)["data"]["policy"]
+    assert kv_versions(local_stack) == versions
+    assert not re.search(r"\b(hvs|s)\.[A-Za-z0-9]{24,}", first + again), "a token is printed"
+    admin_password = local_stack.admin_password()
+    login(local_stack.url, "admin", admin_password)
+
+    # The attack: a local process reaches the stack's Redis without the password.
+    url = backend_redis_url(local_stack)
+    assert "@" not in url, "the Redis password is in the backend's environment"
+    stranger = redis.Redis.from_url(url, socket_timeout=5)
+    with pytest.raises(redis.AuthenticationError):
+        stranger.keys("*")
+    body = {"username": "admin", "password": "not the password"}
+    attempts = [
+        requests.post(f"{local_stack.url}/api/auth/login", json=body, timeout=10).status_code
+        for _ in range(6)
+    ]
+    assert attempts == [401] * 5 + [429]
+    with pytest.raises(redis.AuthenticationError):
+        stranger.flushall()  # resetting the counters is refused too
+    assert (
+        requests.post(f"{local_stack.url}/api/auth/login", json=body, timeout=10).status_code == 429
+    )
+    password = str(
+        local_stack.vault().secrets.kv.v2.read_secret_version(
+            path="app/flask", mount_point="secret", raise_on_deleted_version=True
+        )["data"]["data"]["redis_password"]
+    )
+    owner = redis.Redis.from_url(url, password=password, socket_timeout=5)
+    assert owner.keys("*login*"), "the login counters are not in the stack's Redis"
+    conf = local_stack.data_dir / "redis" / "redis.conf"
+    assert conf.stat().st_mode & 0o077 == 0
+
+    # The password is in no log, no setup.sh output and no process's command line.
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    logs = [
+        path.read_text(errors="replace")
+        for path in (local_stack.data_dir / "logs").rglob("*")
+        if path.is_file()
+    ]
+    leaked = [
+        i for i, text in enumerate([first, again, processes.stdout, *logs]) if password in text
+    ]
+    assert not leaked, f"the Redis password is in outputs number {leaked}"

@@ -27,7 +27,9 @@ Other environment: PROJECT_DIR (where files go, default the repo root), VAULT_KE
 ENV_FILE, APP_VAULT_ADDR (VAULT_ADDR for .env; default: keep an existing line, else
 \$VAULT_ADDR), DB_HOST, DB_PORT, DB_NAME, DB_USER, OPERATOR_TOKEN_TTL (default 768h),
 VAULT_OPERATOR_TOKEN_FILE (default vault-operator-token),
-AUDIT_FILE_PATH (HashiCorp Vault only), VAULT_BIN.
+AUDIT_FILE_PATH (HashiCorp Vault only), VAULT_BIN, VAULT_GENERATE_ROOT_SOCKET (a private Unix
+socket listener serving generate-root without a token, for a re-run whose operator token
+expired; setup.sh --local has one).
 VAULT_DB_MODE=dynamic also configures the database secrets engine: DB_ADMIN_USER and
 DB_ADMIN_PASSWORD (a CREATEROLE role, not the superuser; its password is rotated by Vault),
 DB_CREDS_TTL (1h), DB_CREDS_MAX_TTL (24h), DB_GROUP_ROLE (flask_app), DB_SSLMODE (prefer).
@@ -140,17 +142,27 @@ use_root_token() {
 # keeps it in a variable). OpenBao serves generate-root only to an authenticated caller (its
 # unauthenticated endpoints are off by default), so the operator token starts it: admin-policy
 # allows sys/generate-root-token/*, which without a quorum of unseal keys yields nothing.
+# With no valid operator token (expired, lost), the unauthenticated endpoints of a listener
+# only the keys' owner reaches: VAULT_GENERATE_ROOT_SOCKET (setup.sh --local's private socket).
 generate_root_token() {
-  local threshold i
+  local threshold i token=""
   threshold="$(status_field "$(seal_status)" t)"
   py keys-check "$KEYS_FILE" "$threshold"
-  if [ -s "$OPERATOR_TOKEN_FILE" ]; then
-    VAULT_TOKEN="$(py read-token "$OPERATOR_TOKEN_FILE")"
-    export VAULT_TOKEN
+  [ ! -s "$OPERATOR_TOKEN_FILE" ] || token="$(py read-token "$OPERATOR_TOKEN_FILE")"
+  if [ -n "$token" ] && VAULT_TOKEN="$token" "$VAULT_BIN" token lookup >/dev/null 2>&1; then
+    export VAULT_TOKEN="$token"
+  elif [ -n "${VAULT_GENERATE_ROOT_SOCKET:-}" ] && [ -S "$VAULT_GENERATE_ROOT_SOCKET" ]; then
+    py generate-root-socket "$VAULT_GENERATE_ROOT_SOCKET" "$KEYS_FILE" "$threshold"
+    return 0
+  else
+    unset VAULT_TOKEN # HashiCorp Vault serves generate-root without a token; OpenBao refuses
   fi
   # An attempt someone left half done would swallow our keys: start from zero.
   "$VAULT_BIN" operator generate-root -cancel >/dev/null 2>&1 || true
-  vcli operator generate-root -init -format=json >"$RUN_TMP/root-attempt"
+  if ! "$VAULT_BIN" operator generate-root -init -format=json >"$RUN_TMP/root-attempt" \
+    2>"$RUN_TMP/err"; then
+    die "generate-root refused: $(one_line_error "$RUN_TMP/err"); the operator token ($OPERATOR_TOKEN_FILE) is missing or no longer valid: set VAULT_TOKEN to a root token, or VAULT_GENERATE_ROOT_SOCKET to a private listener with disable_unauthed_generate_root_endpoints = false (setup.sh --local has one)"
+  fi
   for ((i = 0; i < threshold; i++)); do
     py unseal-key "$KEYS_FILE" "$i" |
       vcli operator generate-root -format=json -nonce="$(py get nonce <"$RUN_TMP/root-attempt")" - \
