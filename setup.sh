@@ -47,10 +47,11 @@ web UI; wait until the app is ready; print the URL and where the admin password 
 Environment: DATA_DIR, VENV (Python env with bao and the app's requirements, default .venv;
 created with \`make install\` when missing), VAULT_PORT (8200), VAULT_CLUSTER_PORT
 (VAULT_PORT+1), PG_PORT (5433), HTTP_PORT (8080,
-the URL you open), READY_TIMEOUT (90 s), REDIS_URL (shared rate limits; local mode uses the
-Redis on 127.0.0.1:SYSTEM_REDIS_PORT (6379; REDIS_PASSWORD if it asks for one), else starts
-its own REDIS_SERVER (redis-server) on REDIS_PORT (6380), else counts per worker, said
-loudly).
+the URL you open), READY_TIMEOUT (90 s), REDIS_URL (shared rate limits; local mode starts
+its own REDIS_SERVER (redis-server) on REDIS_PORT (6380), requiring the password Vault holds
+(secret/app/flask, key redis_password); without redis-server it uses the Redis on
+127.0.0.1:SYSTEM_REDIS_PORT (6379; REDIS_PASSWORD if it asks for one; without a password
+said loudly), else counts per worker, said loudly).
 Re-running after a reboot unseals Vault and starts what is down, keeping all data.
 EOF
 }
