@@ -263,23 +263,15 @@ ensure_secret() {
   rm -f "$RUN_TMP/current" "$RUN_TMP/fresh" "$RUN_TMP/patch"
 }
 
-# The Docker secret of the database container holds the same password as Vault.
-write_db_password_file() {
+# A container's Docker secret file holds the same password as Vault: the database's
+# (secret/database/postgres) and Redis's (secret/app/flask, key redis_password, which the
+# backend reads from Vault; setup.sh --local puts it in its redis.conf).
+# write_password_file KV_PATH FIELD FILE CONTAINER
+write_password_file() {
   local result
   mkdir -p "$SECRETS_DIR"
-  result="$(vcli kv get -mount=secret -field=password database/postgres |
-    py write-file "$SECRETS_DIR/db_password.txt" 0640)"
-  say "secrets/db_password.txt: $result (mode 0640, group $(id -g): the db container's SECRETS_GID)"
-}
-
-# Redis (docker-compose.yaml's Docker secret, setup.sh --local's redis.conf) requires the
-# password the backend reads from Vault (secret/app/flask, key redis_password).
-write_redis_password_file() {
-  local result
-  mkdir -p "$SECRETS_DIR"
-  result="$(vcli kv get -mount=secret -field=redis_password app/flask |
-    py write-file "$SECRETS_DIR/redis_password.txt" 0640)"
-  say "secrets/redis_password.txt: $result (mode 0640, group $(id -g): the redis container's SECRETS_GID)"
+  result="$(vcli kv get -mount=secret -field="$2" "$1" | py write-file "$SECRETS_DIR/$3" 0640)"
+  say "secrets/$3: $result (mode 0640, group $(id -g): the $4 container's SECRETS_GID)"
 }
 
 # Keep a secret ID that still logs in; issue one only when .env has none or a dead one.
@@ -399,8 +391,8 @@ main() {
   enable_approle
   ensure_secret app/flask gen-app
   ensure_secret database/postgres gen-db
-  write_db_password_file
-  write_redis_password_file
+  write_password_file database/postgres password db_password.txt db
+  write_password_file app/flask redis_password redis_password.txt redis
   configure_database_engine
   write_app_credentials
   ensure_operator_token
