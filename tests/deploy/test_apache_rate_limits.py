@@ -6,14 +6,13 @@ from __future__ import annotations
 import http.client
 import json
 import secrets
-import shutil
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
 
-from tests.harness.apache import Apache, require_apache, writable_run_dir
+from tests.harness.apache import Apache, require_apache, running_apache
 from tests.harness.app import Gunicorn, gunicorn_env
 from tests.harness.servers import missing_server
 
@@ -39,13 +38,7 @@ def front_of_backend(
         LOGIN_LIMITS="5/minute",
     )
     backend = start_gunicorn(env, workers=2, name="behind-apache")
-    apache = Apache(run_dir=writable_run_dir(), backend_url=backend.url)
-    apache.start()
-    try:
-        yield apache
-    finally:
-        apache.stop()
-        shutil.rmtree(apache.run_dir, ignore_errors=True)
+    yield from running_apache(backend.url)
 
 
 def login_from(apache: Apache, source: str, username: str, **headers: str) -> int:
