@@ -9,9 +9,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hvac
 import pytest
@@ -347,8 +350,124 @@ def with_each_cli(stack: LocalStack, containing: str) -> str:
     return output
 
 
+def wait_for_vault_state(
+    stack: LocalStack, admin: requests.Session, wanted: Callable[[dict[str, Any]], bool]
+) -> None:
+    """Until every gunicorn worker has answered the admin Vault status in the wanted state
+    (requests go out four at a time, so that more than one worker takes them)."""
+    workers = backend_pids(stack) - {int((stack.data_dir / "run" / "backend.pid").read_text())}
+    url, deadline, good, status = stack.url, time.monotonic() + 45, set(), {}
+
+    def status_of(_: int) -> dict[str, Any]:
+        return dict(admin.get(f"{url}/api/admin/vault/status", timeout=10).json())
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        while not workers <= good:
+            assert time.monotonic() < deadline, (sorted(good), sorted(workers), status)
+            for status in pool.map(status_of, range(4)):
+                good = good | {status["pid"]} if wanted(status) else good - {status["pid"]}
+            time.sleep(0.2)
+
+
+def serving_the_cache_while_sealed(status: dict[str, Any]) -> bool:
+    return bool(status["source"] == "cache" and "sealed" in str(status["outage"]))
+
+
 def vault_sealed(stack: LocalStack) -> bool:
     return bool(stack.vault().sys.read_seal_status()["sealed"])
+
+
+# --- what a restart replaced and which credentials it used -------------------------------------
+
+
+def backend_pids(stack: LocalStack) -> set[int]:
+    """The gunicorn master (its pid file) and its workers."""
+    master = int((stack.data_dir / "run" / "backend.pid").read_text().strip())
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return {master, *map(int, children)}
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def audit_lines(stack: LocalStack) -> list[str]:
+    return (stack.data_dir / "vault" / "logs" / "audit.log").read_text().splitlines()
+
+
+def approle_login_secret_ids(lines: list[str]) -> list[str]:
+    """The secret_id of each AppRole login request, as Vault's audit log has it (HMAC'd)."""
+    entries = [json.loads(line) for line in lines if line.startswith("{")]
+    return [
+        e["request"]["data"]["secret_id"]
+        for e in entries
+        if e.get("type") == "request" and e["request"].get("path") == "auth/approle/login"
+    ]
+
+
+def audit_hmac_of(stack: LocalStack, secret_id: str) -> str:
+    """Vault's audit HMAC of a secret ID: log in with it once and read that login's line."""
+    role_id = re.search(r"^VAULT_ROLE_ID=(\S+)$", (stack.data_dir / ".env").read_text(), re.M)
+    assert role_id is not None
+    mark = len(audit_lines(stack))
+    client = hvac.Client(url=f"http://127.0.0.1:{stack.env['VAULT_PORT']}")
+    client.auth.approle.login(role_id=role_id.group(1), secret_id=secret_id)
+    (hashed,) = approle_login_secret_ids(audit_lines(stack)[mark:])
+    return hashed
+
+
+# --- no secret value in any log setup.sh's stack wrote ---------------------------------------
+
+
+def stack_secret_values(stack: LocalStack) -> set[str]:
+    """Every secret value this stack holds: each version of secret/app/flask, the database
+    secret, the operator token, the unseal keys and root token, every file under secrets/."""
+    values: set[str] = {stack.operator_token()}
+    kv = stack.vault().secrets.kv.v2
+    newest = kv.read_secret_metadata(path="app/flask", mount_point="secret")["data"]
+    for version in range(1, int(newest["current_version"]) + 1):
+        data = kv.read_secret_version(
+            path="app/flask", version=version, mount_point="secret", raise_on_deleted_version=False
+        )
+        values.update(str(v) for v in (data["data"]["data"] or {}).values())
+    database = kv.read_secret_version(
+        path="database/postgres", mount_point="secret", raise_on_deleted_version=True
+    )["data"]["data"]
+    values.add(str(database.get("password") or ""))
+    keys = json.loads((stack.data_dir / "vault-keys.json").read_text())
+    values.update([*keys.get("unseal_keys_b64", []), *keys.get("unseal_keys_hex", [])])
+    values.add(str(keys.get("root_token") or ""))
+    for path in (stack.data_dir / "secrets").rglob("*"):
+        if path.is_file():
+            values.add(path.read_text(errors="replace").strip())
+    return {v for v in values if len(v) >= 8}
+
+
+def assert_no_secret_in_stack_logs(stack: LocalStack, secrets: set[str], *outputs: str) -> None:
+    """backend.log (gunicorn and the app), the front's and Vault's logs, setup.sh's output."""
+    logs = {p.name: p.read_text(errors="replace") for p in (stack.data_dir / "logs").rglob("*")
+            if p.is_file()}  # fmt: skip
+    assert "backend.log" in logs, sorted(logs)
+    logs.update({f"setup.sh output {n}": text for n, text in enumerate(outputs)})
+    leaks = [
+        f"{name}: line {number}"
+        for name, text in logs.items()
+        for number, line in enumerate(text.splitlines(), 1)
+        if any(secret in line for secret in secrets)
+    ]
+    assert len(secrets) >= 8 and leaks == []
+
+
+def type_password_as_username(stack: LocalStack, password: str) -> None:
+    """The common slip: the failed login is logged with that "username"."""
+    response = requests.post(
+        f"{stack.url}/api/auth/login", json={"username": password, "password": "x"}, timeout=10
+    )
+    assert response.status_code == 401
 
 
 @pytest.mark.slow
@@ -391,13 +510,33 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
     assert "Vault integration enabled - secrets managed by Vault" in found
 
     old_env = (local_stack.data_dir / ".env").read_text()
+    secret_id_file = local_stack.data_dir / "secrets" / "approle" / "secret_id"
+    old_secret_id = secret_id_file.read_text().strip()
+    old_pids = backend_pids(local_stack)
+    admin = login(url, "admin", admin_password)
+    old_token = admin.get(f"{url}/api/admin/vault/status", timeout=10).json()["token"]
+    audit_mark = len(audit_lines(local_stack))
     user_shell(local_stack, readme_line("PROJECT_DIR=.data vault/scripts/rotate-secret-id.sh &&"))
     env_now = (local_stack.data_dir / ".env").read_text()
     assert env_now != old_env
     # The backend's VAULT_SECRET_ID_FILE holds the new secret ID as well.
-    new_secret_id = (local_stack.data_dir / "secrets" / "approle" / "secret_id").read_text()
-    assert f"VAULT_SECRET_ID={new_secret_id.strip()}" in env_now
-    admin = login(url, "admin", admin_password)  # the backend logged in anew
+    new_secret_id = secret_id_file.read_text().strip()
+    assert f"VAULT_SECRET_ID={new_secret_id}" in env_now
+    # --restart-app replaced the backend: other processes, a new token of their own, ...
+    new_pids = backend_pids(local_stack)
+    assert old_pids.isdisjoint(new_pids) and not any(map(pid_alive, old_pids)), (old_pids, new_pids)
+    admin = login(url, "admin", admin_password)
+    new_status = admin.get(f"{url}/api/admin/vault/status", timeout=10).json()
+    assert new_status["pid"] in new_pids
+    assert new_status["token"]["accessor"] != old_token["accessor"]
+    assert new_status["token"]["last_login"] > old_token["last_login"]
+    # ... which it got with the new secret ID: every AppRole login since the rotation carried
+    # it (Vault's audit HMAC of it), none the old one.
+    logins_since = approle_login_secret_ids(audit_lines(local_stack)[audit_mark:])
+    new_hmac = audit_hmac_of(local_stack, new_secret_id)
+    assert logins_since and set(logins_since) == {new_hmac}, (logins_since, new_hmac)
+    assert new_hmac not in approle_login_secret_ids(audit_lines(local_stack)[:audit_mark])
+    secrets_seen = {old_secret_id, new_secret_id}
 
     database = with_each_cli(local_stack, "kv get secret/database/postgres")
     assert re.search(rf"^port\s+{local_stack.env['PG_PORT']}$", database, re.M), database
@@ -410,9 +549,22 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
     bao_seal, _ = both_spellings("operator seal")
     user_shell(local_stack, bao_seal)
     assert vault_sealed(local_stack)
+    refreshed = admin.post(f"{url}/api/admin/vault/refresh", headers=csrf(admin), timeout=10)
+    assert refreshed.status_code == 200  # the next reads ask the sealed Vault
+    wait_for_vault_state(local_stack, admin, serving_the_cache_while_sealed)
+    unsealed_at = time.monotonic()  # at the latest
     user_shell(local_stack, readme_line("PROJECT_DIR=.data vault/scripts/unseal-vault.sh"))
     assert not vault_sealed(local_stack)
     assert requests.get(url + "/api/ready", timeout=10).status_code == 200
+
+    # Ready from Vault again, not from what the sealed period cached: every worker read
+    # app/flask from Vault since the unseal and has no outage.
+    def from_vault_since_unseal(status: dict[str, Any]) -> bool:
+        entry = status["paths"].get("app/flask", {})
+        fresh = entry.get("age_seconds", 1e9) <= time.monotonic() - unsealed_at
+        return bool(status["source"] == "vault" and status["outage"] is None and fresh)
+
+    wait_for_vault_state(local_stack, admin, from_vault_since_unseal)
 
     # Stop only Vault: the app serves from its cache; ./setup.sh brings Vault back unsealed.
     stop_vault, back = readme_block("./setup.sh --stop vault").splitlines()
@@ -433,6 +585,12 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
     assert admin.get(f"{url}/api/auth/me", timeout=10).status_code == 200
     with_each_cli(local_stack, "kv patch secret/app/flask user_password=")
     login(url, "admin", local_stack.admin_password())
+
+    type_password_as_username(local_stack, local_stack.admin_password())
+    secrets_seen |= stack_secret_values(local_stack)
+    assert_no_secret_in_stack_logs(local_stack, secrets_seen, output, again)
+    backend_log = (local_stack.data_dir / "logs" / "backend.log").read_text()
+    assert '"message": "login failed"' in backend_log and '"user": "[REDACTED]"' in backend_log
 
     # Stopped, nothing is left outside the data dir (no ~/.gunicorn/, no temporary dirs).
     assert local_stack.run("--stop").returncode == 0
