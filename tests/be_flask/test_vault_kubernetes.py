@@ -27,6 +27,7 @@ from .vault_support import FAST, SecretWatch, audit_paths, secret_watch, setting
 __all__ = ["secret_watch"]
 
 BACKEND = ServiceAccount("flask-app", "flask-backend")  # what the role is bound to
+AUDIENCE = "vault"  # as the projected token in deploy/kubernetes/base/backend-deployment.yaml
 
 
 @dataclass
@@ -37,10 +38,10 @@ class Cluster:
     bao: OpenBao
     files: Path
 
-    def token_file(self, account: ServiceAccount = BACKEND) -> Path:
+    def token_file(self, account: ServiceAccount = BACKEND, audience: str = AUDIENCE) -> Path:
         """A projected-token file as the kubelet would mount it, holding a fresh token."""
         path = self.files / f"token-{account.namespace}-{account.name}-{time.monotonic_ns()}"
-        path.write_text(self.api.issue(account) + "\n")
+        path.write_text(self.api.issue(account, audience) + "\n")
         return path
 
     def client(self, watch: SecretWatch, token_file: Path, **overrides: object) -> VaultClient:
@@ -78,6 +79,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "K8S_HOST": url,
             "K8S_CA_CERT": str(make_ca(files)),
             "K8S_TOKEN_REVIEWER_JWT_FILE": str(reviewer),
+            "K8S_AUDIENCE": AUDIENCE,
         }
         with running_openbao(dev=True, init_args=("--kubernetes",), init_env=env) as bao:
             yield Cluster(api, bao, files)
@@ -93,6 +95,7 @@ def test_init_vault_binds_the_role_to_the_service_account_and_namespace(cluster:
     assert role["bound_service_account_namespaces"] == ["flask-app"]
     assert role["token_policies"] == ["app-policy"]
     assert role["token_no_default_policy"] is True
+    assert role["audience"] == AUDIENCE
     config = cluster.bao.client("root").read("auth/kubernetes/config")["data"]
     assert config["kubernetes_host"].startswith("http://127.0.0.1:")
 
@@ -153,6 +156,20 @@ def test_forged_claims_are_refused_by_the_token_review(
     assert cluster.api.reviews[-1] == "unauthenticated"
 
 
+def test_token_for_the_api_server_audience_is_refused(
+    cluster: Cluster, secret_watch: SecretWatch
+) -> None:
+    """The pod's general-purpose API token (audience: the API server) must not open Vault:
+    only a token projected for Vault does, so a token leaked from Vault is useless elsewhere
+    and vice versa."""
+    client = cluster.client(
+        secret_watch, cluster.token_file(audience="https://kubernetes.default.svc")
+    )
+    assert client.is_available() is False
+    assert client.last_error == "Kubernetes login refused"
+    assert cluster.api.reviews[-1] == "unauthenticated"
+
+
 def test_relogin_after_revocation_reads_the_rotated_token_file(
     cluster: Cluster, secret_watch: SecretWatch
 ) -> None:
@@ -164,7 +181,7 @@ def test_relogin_after_revocation_reads_the_rotated_token_file(
     assert first is not None
     # The kubelet rotates the projected token and the old one stops being valid; meanwhile
     # an operator revokes the app's Vault token. The next read must log in with the new file.
-    new_jwt = cluster.api.issue(BACKEND)
+    new_jwt = cluster.api.issue(BACKEND, AUDIENCE)
     secret_watch.add(new_jwt)
     token_file.write_text(new_jwt + "\n")
     cluster.api.revoke(old_jwt)

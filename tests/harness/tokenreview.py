@@ -44,12 +44,17 @@ class ServiceAccount:
         return f"system:serviceaccount:{self.namespace}:{self.name}"
 
 
-def service_account_jwt(account: ServiceAccount, ttl: int = 3600) -> str:
+API_SERVER_AUDIENCE = "https://kubernetes.default.svc"
+
+
+def service_account_jwt(
+    account: ServiceAccount, audience: str = API_SERVER_AUDIENCE, ttl: int = 3600
+) -> str:
     """A JWT with the claims of a projected service-account token (random signature)."""
     now = int(time.time())
     header = {"alg": "RS256", "kid": "test", "typ": "JWT"}
     claims: dict[str, Any] = {
-        "aud": ["https://kubernetes.default.svc"],
+        "aud": [audience],
         "iss": "https://kubernetes.default.svc",
         "sub": account.username,
         "iat": now,
@@ -70,15 +75,15 @@ class TokenReviewAPI:
 
     def __init__(self) -> None:
         self.reviewer_jwt = service_account_jwt(ServiceAccount("openbao", "openbao"))
-        self.valid: dict[str, ServiceAccount] = {}
+        self.valid: dict[str, tuple[ServiceAccount, str]] = {}  # token -> (account, audience)
         self.reviews: list[str] = []  # "authenticated" / "unauthenticated" / "401", in order
         self._lock = threading.Lock()
 
-    def issue(self, account: ServiceAccount) -> str:
-        """A token for `account`, valid until revoked."""
-        token = service_account_jwt(account)
+    def issue(self, account: ServiceAccount, audience: str = API_SERVER_AUDIENCE) -> str:
+        """A token for `account` and `audience`, valid until revoked."""
+        token = service_account_jwt(account, audience)
         with self._lock:
-            self.valid[token] = account
+            self.valid[token] = (account, audience)
         return token
 
     def revoke(self, token: str) -> None:
@@ -99,10 +104,11 @@ class TokenReviewAPI:
             }
         spec = body.get("spec") or {}
         with self._lock:
-            account = self.valid.get(str(spec.get("token", "")))
-        audiences = spec.get("audiences") or ["https://kubernetes.default.svc"]
+            account, audience = self.valid.get(str(spec.get("token", "")), (None, ""))
+        # As the API server: the token must carry one of the audiences asked for (default: its own).
+        audiences = spec.get("audiences") or [API_SERVER_AUDIENCE]
         review = {"kind": "TokenReview", "apiVersion": API_VERSION, "metadata": {}, "spec": spec}
-        if account is None:
+        if account is None or audience not in audiences:
             self.reviews.append("unauthenticated")
             review["status"] = {"authenticated": False, "error": "invalid bearer token"}
         else:
@@ -118,7 +124,7 @@ class TokenReviewAPI:
                         "system:authenticated",
                     ],
                 },
-                "audiences": audiences,
+                "audiences": [audience],
             }
         return 201, review
 

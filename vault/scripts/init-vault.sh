@@ -37,7 +37,8 @@ K8S_HOST (the Kubernetes API URL Vault calls for TokenReview, required), K8S_CA_
 file of the API's CA; unset: Vault running in a pod uses its own), K8S_TOKEN_REVIEWER_JWT_FILE
 (a token allowed to create TokenReviews; unset: Vault in a pod uses its own, else each
 client's), K8S_SERVICE_ACCOUNT (default flask-backend) and K8S_NAMESPACE (default flask-app)
-that the role is bound to.
+that the role is bound to, K8S_AUDIENCE (the audience the pod's projected token must carry,
+e.g. vault as in deploy/kubernetes/; unset: any token Kubernetes accepts).
 
 Writes, all mode 0600, never printed: vault-keys.json (unseal keys; operator init's root
 token, revoked at the end of the run), vault-operator-token (the operator token),
@@ -270,9 +271,11 @@ configure_kubernetes_auth() {
   vcli write "auth/kubernetes/role/$ROLE_NAME" \
     bound_service_account_names="${K8S_SERVICE_ACCOUNT:-flask-backend}" \
     bound_service_account_namespaces="${K8S_NAMESPACE:-flask-app}" \
+    audience="${K8S_AUDIENCE:-}" \
     token_policies=app-policy token_no_default_policy=true token_ttl=1h token_max_ttl=4h >/dev/null
   say "kubernetes role $ROLE_NAME: written (service account ${K8S_SERVICE_ACCOUNT:-flask-backend}" \
-    "in namespace ${K8S_NAMESPACE:-flask-app}, token TTL 1h, max 4h, policy app-policy)"
+    "in namespace ${K8S_NAMESPACE:-flask-app}, audience ${K8S_AUDIENCE:-any}, token TTL 1h," \
+    "max 4h, policy app-policy)"
 }
 
 # Write the generated keys a KV path lacks; existing values (and the version) stay untouched.
