@@ -57,6 +57,13 @@ class Cluster:
         return watch.client(settings)
 
 
+def assert_login_refused(cluster: Cluster, client: VaultClient, review: str) -> None:
+    """What the app sees of a refused login, and what the (stand-in) API server answered."""
+    assert client.is_available() is False
+    assert client.last_error == "Kubernetes login refused"
+    assert cluster.api.reviews[-1] == review
+
+
 def make_ca(directory: Path) -> Path:
     """A CA certificate for auth/kubernetes/config (the stand-in is plain HTTP on loopback)."""
     ca = directory / "k8s-ca.pem"
@@ -151,9 +158,7 @@ def test_forged_claims_are_refused_by_the_token_review(
     token_file = cluster.token_file()
     cluster.api.revoke(token_file.read_text().strip())
     client = cluster.client(secret_watch, token_file)
-    assert client.is_available() is False
-    assert client.last_error == "Kubernetes login refused"
-    assert cluster.api.reviews[-1] == "unauthenticated"
+    assert_login_refused(cluster, client, "unauthenticated")
 
 
 def test_token_for_the_api_server_audience_is_refused(
@@ -165,9 +170,7 @@ def test_token_for_the_api_server_audience_is_refused(
     client = cluster.client(
         secret_watch, cluster.token_file(audience="https://kubernetes.default.svc")
     )
-    assert client.is_available() is False
-    assert client.last_error == "Kubernetes login refused"
-    assert cluster.api.reviews[-1] == "unauthenticated"
+    assert_login_refused(cluster, client, "unauthenticated")
 
 
 def test_relogin_after_revocation_reads_the_rotated_token_file(

@@ -226,15 +226,20 @@ write_policies() {
   done
 }
 
-enable_approle() {
+# Enable auth method $1 at its default path unless it is there; $2 names it in the output.
+enable_auth_method() {
   local methods
   methods="$(vcli auth list -format=json)"
-  if [ -z "$(py get 'approle/.type' <<<"$methods")" ]; then
-    vcli auth enable approle >/dev/null
-    say "AppRole at auth/approle/: enabled"
+  if [ -z "$(py get "$1/.type" <<<"$methods")" ]; then
+    vcli auth enable "$1" >/dev/null
+    say "$2 at auth/$1/: enabled"
   else
-    say "AppRole at auth/approle/: kept"
+    say "$2 at auth/$1/: kept"
   fi
+}
+
+enable_approle() {
+  enable_auth_method approle AppRole
   # The role's settings are configuration, so a re-run converges them to these flags.
   # token_no_default_policy: the app's token gets app-policy alone (no cubbyhole, no wrapping).
   vcli write "auth/approle/role/$ROLE_NAME" token_policies=app-policy token_no_default_policy=true \
@@ -249,15 +254,9 @@ enable_approle() {
 # whether it is genuine and binds the role to one service account in one namespace. The CA and
 # reviewer token go in as @file, so they are never on a command line. Same token TTLs as AppRole.
 configure_kubernetes_auth() {
-  local methods args
+  local args
   [ "$KUBERNETES" = true ] || return 0
-  methods="$(vcli auth list -format=json)"
-  if [ -z "$(py get 'kubernetes/.type' <<<"$methods")" ]; then
-    vcli auth enable kubernetes >/dev/null
-    say "Kubernetes auth at auth/kubernetes/: enabled"
-  else
-    say "Kubernetes auth at auth/kubernetes/: kept"
-  fi
+  enable_auth_method kubernetes "Kubernetes auth"
   args=("kubernetes_host=$K8S_HOST")
   if [ -n "${K8S_CA_CERT:-}" ]; then
     # Outside a pod there is no local CA to fall back on; say so instead of failing late.
