@@ -21,6 +21,7 @@ Options (environment variable in brackets):
   --secret-id-ttl DUR      lifetime of AppRole secret IDs, 0 = until rotated [SECRET_ID_TTL, 720h]
   --secret-id-num-uses N   logins per secret ID, 0 = unlimited [SECRET_ID_NUM_USES, 0]
   --cidr LIST              comma-separated CIDRs allowed to log in and use tokens [APPROLE_CIDRS]
+  --kubernetes             also configure auth/kubernetes and its role $ROLE_NAME (below)
   -h, --help               this help
 
 Other environment: PROJECT_DIR (where files go, default the repo root), VAULT_KEYS_FILE,
@@ -33,6 +34,14 @@ expired; setup.sh --local has one).
 VAULT_DB_MODE=dynamic also configures the database secrets engine: DB_ADMIN_USER and
 DB_ADMIN_PASSWORD (a CREATEROLE role, not the superuser; its password is rotated by Vault),
 DB_CREDS_TTL (1h), DB_CREDS_MAX_TTL (24h), DB_GROUP_ROLE (flask_app), DB_SSLMODE (prefer).
+
+--kubernetes (pods log in with their service-account token, VAULT_AUTH_METHOD=kubernetes):
+K8S_HOST (the Kubernetes API URL Vault calls for TokenReview, required), K8S_CA_CERT (PEM
+file of the API's CA; unset: Vault running in a pod uses its own), K8S_TOKEN_REVIEWER_JWT_FILE
+(a token allowed to create TokenReviews; unset: Vault in a pod uses its own, else each
+client's), K8S_SERVICE_ACCOUNT (default flask-backend) and K8S_NAMESPACE (default flask-app)
+that the role is bound to, K8S_AUDIENCE (the audience the pod's projected token must carry,
+e.g. vault as in deploy/kubernetes/; unset: any token Kubernetes accepts).
 
 Writes, all mode 0600, never printed: vault-keys.json (unseal keys; operator init's root
 token, revoked at the end of the run), vault-operator-token (the operator token),
@@ -53,6 +62,7 @@ SECRET_ID_TTL="${SECRET_ID_TTL:-720h}"
 SECRET_ID_NUM_USES="${SECRET_ID_NUM_USES:-0}"
 APPROLE_CIDRS="${APPROLE_CIDRS:-}"
 OPERATOR_TOKEN_TTL="${OPERATOR_TOKEN_TTL:-768h}"
+KUBERNETES=false
 
 parse_args() {
   while [ $# -gt 0 ]; do
@@ -62,6 +72,7 @@ parse_args() {
       --secret-id-ttl) SECRET_ID_TTL="${2:?--secret-id-ttl needs a duration}"; shift 2 ;;
       --secret-id-num-uses) SECRET_ID_NUM_USES="${2:?--secret-id-num-uses needs a number}"; shift 2 ;;
       --cidr) APPROLE_CIDRS="${2:?--cidr needs a CIDR list}"; shift 2 ;;
+      --kubernetes) KUBERNETES=true; shift ;;
       -h | --help) usage; exit 0 ;;
       *) die "unknown option '$1' (see --help)" ;;
     esac
@@ -70,6 +81,15 @@ parse_args() {
     die "key shares and threshold must be positive integers"
   [ "$KEY_THRESHOLD" -le "$KEY_SHARES" ] || die "key threshold $KEY_THRESHOLD > shares $KEY_SHARES"
   [[ "$SECRET_ID_NUM_USES" =~ ^[0-9]+$ ]] || die "secret ID uses must be a number"
+  [ "$KUBERNETES" = false ] || check_kubernetes_settings
+}
+
+check_kubernetes_settings() {
+  [ -n "${K8S_HOST:-}" ] || die "--kubernetes needs K8S_HOST (the Kubernetes API URL)"
+  local file
+  for file in "${K8S_CA_CERT:-}" "${K8S_TOKEN_REVIEWER_JWT_FILE:-}"; do
+    [ -z "$file" ] || [ -s "$file" ] || die "$file: no such file or empty"
+  done
 }
 
 # Refuse early, before the server or any file changes, when the outputs cannot be written.
@@ -220,15 +240,20 @@ write_policies() {
   done
 }
 
-enable_approle() {
+# Enable auth method $1 at its default path unless it is there; $2 names it in the output.
+enable_auth_method() {
   local methods
   methods="$(vcli auth list -format=json)"
-  if [ -z "$(py get 'approle/.type' <<<"$methods")" ]; then
-    vcli auth enable approle >/dev/null
-    say "AppRole at auth/approle/: enabled"
+  if [ -z "$(py get "$1/.type" <<<"$methods")" ]; then
+    vcli auth enable "$1" >/dev/null
+    say "$2 at auth/$1/: enabled"
   else
-    say "AppRole at auth/approle/: kept"
+    say "$2 at auth/$1/: kept"
   fi
+}
+
+enable_approle() {
+  enable_auth_method approle AppRole
   # The role's settings are configuration, so a re-run converges them to these flags.
   # token_no_default_policy: the app's token gets app-policy alone (no cubbyhole, no wrapping).
   vcli write "auth/approle/role/$ROLE_NAME" token_policies=app-policy token_no_default_policy=true \
@@ -237,6 +262,33 @@ enable_approle() {
     secret_id_bound_cidrs="$APPROLE_CIDRS" token_bound_cidrs="$APPROLE_CIDRS" >/dev/null
   say "role $ROLE_NAME: written (token TTL 1h, max 4h, policy app-policy," \
     "secret ID TTL $SECRET_ID_TTL, uses $SECRET_ID_NUM_USES, CIDRs ${APPROLE_CIDRS:-any})"
+}
+
+# Pods log in with their service-account token; Vault asks the Kubernetes API (TokenReview)
+# whether it is genuine and binds the role to one service account in one namespace. The CA and
+# reviewer token go in as @file, so they are never on a command line. Same token TTLs as AppRole.
+configure_kubernetes_auth() {
+  local args
+  [ "$KUBERNETES" = true ] || return 0
+  enable_auth_method kubernetes "Kubernetes auth"
+  args=("kubernetes_host=$K8S_HOST")
+  if [ -n "${K8S_CA_CERT:-}" ]; then
+    # Outside a pod there is no local CA to fall back on; say so instead of failing late.
+    args+=("kubernetes_ca_cert=@$K8S_CA_CERT" disable_local_ca_jwt=true)
+  fi
+  [ -z "${K8S_TOKEN_REVIEWER_JWT_FILE:-}" ] ||
+    args+=("token_reviewer_jwt=@$K8S_TOKEN_REVIEWER_JWT_FILE")
+  vcli write auth/kubernetes/config "${args[@]}" >/dev/null
+  say "auth/kubernetes/config: written (host $K8S_HOST, CA ${K8S_CA_CERT:-of the Vault pod}," \
+    "reviewer token ${K8S_TOKEN_REVIEWER_JWT_FILE:-of the Vault pod or the client})"
+  vcli write "auth/kubernetes/role/$ROLE_NAME" \
+    bound_service_account_names="${K8S_SERVICE_ACCOUNT:-flask-backend}" \
+    bound_service_account_namespaces="${K8S_NAMESPACE:-flask-app}" \
+    audience="${K8S_AUDIENCE:-}" \
+    token_policies=app-policy token_no_default_policy=true token_ttl=1h token_max_ttl=4h >/dev/null
+  say "kubernetes role $ROLE_NAME: written (service account ${K8S_SERVICE_ACCOUNT:-flask-backend}" \
+    "in namespace ${K8S_NAMESPACE:-flask-app}, audience ${K8S_AUDIENCE:-any}, token TTL 1h," \
+    "max 4h, policy app-policy)"
 }
 
 # Write the generated keys a KV path lacks; existing values (and the version) stay untouched.
@@ -389,6 +441,7 @@ main() {
   enable_kv
   write_policies
   enable_approle
+  configure_kubernetes_auth
   ensure_secret app/flask gen-app
   ensure_secret database/postgres gen-db
   write_password_file database/postgres password db_password.txt db
