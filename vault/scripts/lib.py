@@ -88,11 +88,17 @@ def load_keys(path: Path) -> dict:
     return data
 
 
+def key_shares(data: dict) -> list:
+    """The Shamir shares of a keys file: unseal keys, or with auto-unseal the recovery keys
+    (which generate-root takes instead; they never unseal)."""
+    return data.get("unseal_keys_b64") or data.get("recovery_keys_b64") or []
+
+
 def cmd_keys_check(path: str, threshold: str) -> None:
-    """Fail unless the keys file holds at least `threshold` unseal keys."""
-    keys = load_keys(Path(path)).get("unseal_keys_b64")
-    if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
-        raise Fail(f"keys file {path} is corrupt: no unseal_keys_b64 list")
+    """Fail unless the keys file holds at least `threshold` unseal (or recovery) keys."""
+    keys = key_shares(load_keys(Path(path)))
+    if not keys or not all(isinstance(k, str) and k for k in keys):
+        raise Fail(f"keys file {path} is corrupt: no unseal_keys_b64 or recovery_keys_b64 list")
     if len(keys) < int(threshold):
         raise Fail(f"keys file {path} holds {len(keys)} unseal keys, the server needs {threshold}")
 
@@ -133,7 +139,7 @@ def cmd_keys_del(path: str, field: str) -> None:
 
 def cmd_unseal_key(path: str, index: str) -> None:
     """Print unseal key number `index` alone (goes straight into the CLI's stdin, never argv)."""
-    print(load_keys(Path(path))["unseal_keys_b64"][int(index)])
+    print(key_shares(load_keys(Path(path)))[int(index)])
 
 
 def cmd_decode_root(attempt: str, last: str) -> None:
@@ -155,10 +161,10 @@ def cmd_keys_install(raw: str, dest: str) -> None:
     in a temp dir that a cleanup could remove; on a failed check it stays for the operator.
     """
     data = load_keys(Path(raw))
-    if not data.get("unseal_keys_b64") or not data.get("root_token"):
+    if not key_shares(data) or not data.get("root_token"):
         raise Fail(f"operator init answered without unseal keys or root token (kept in {raw})")
-    # Recovery keys exist only with auto-unseal; drop their empty fields to keep the file plain.
-    kept = {k: v for k, v in data.items() if not (k.startswith("recovery_") and not v)}
+    # Shamir seal: unseal keys; auto-unseal: recovery keys. Drop the other kind's empty fields.
+    kept = {k: v for k, v in data.items() if not (k.startswith(("recovery_", "unseal_")) and not v)}
     atomic_write(Path(dest), json.dumps(kept, indent=2) + "\n")
     Path(raw).unlink()
 
