@@ -7,3 +7,12 @@ path "transit/encrypt/autounseal" {
 path "transit/decrypt/autounseal" {
   capabilities = ["update"]
 }
+
+# The seal renews its periodic token while a node runs (no default policy: nothing else).
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
+
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}

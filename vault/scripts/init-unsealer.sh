@@ -30,10 +30,18 @@ KEY_SHARES="${KEY_SHARES:-5}"
 KEY_THRESHOLD="${KEY_THRESHOLD:-3}"
 TOKEN_PERIOD="${UNSEALER_TOKEN_PERIOD:-768h}"
 
-# The seal token still works: nothing to configure (the main nodes keep renewing it).
+# The seal token still works: nothing to configure (the main nodes keep renewing it). Right
+# after unsealing a Raft node answers "not active" for a moment: only a refusal is an answer.
 seal_token_valid() {
-  [ -s "$TOKEN_FILE" ] &&
-    VAULT_TOKEN="$(py read-token "$TOKEN_FILE")" "$VAULT_BIN" token lookup -self >/dev/null 2>&1
+  local token i
+  [ -s "$TOKEN_FILE" ] || return 1
+  token="$(py read-token "$TOKEN_FILE")"
+  for ((i = 0; i < 60; i++)); do
+    VAULT_TOKEN="$token" "$VAULT_BIN" token lookup >/dev/null 2>"$RUN_TMP/err" && return 0
+    ! grep -qi 'permission denied\|bad token' "$RUN_TMP/err" || return 1
+    sleep 0.5
+  done
+  return 1
 }
 
 configure_transit() {
