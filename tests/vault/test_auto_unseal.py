@@ -52,9 +52,13 @@ def test_recovery_keys_and_a_seal_token_that_only_encrypts_and_decrypts(cluster:
 def test_restarted_nodes_unseal_themselves_but_not_without_the_unsealer(cluster: Cluster) -> None:
     unsealer = cluster.unsealer
     assert unsealer is not None
-    before = cluster.nodes[0].client(cluster.root_token).secrets.kv.v2.read_secret_version(
-        path="app/flask", mount_point="secret", raise_on_deleted_version=True
-    )["data"]["data"]
+    before = (
+        cluster.nodes[0]
+        .client(cluster.root_token)
+        .secrets.kv.v2.read_secret_version(
+            path="app/flask", mount_point="secret", raise_on_deleted_version=True
+        )["data"]["data"]
+    )
 
     # Every main node restarted at once: unsealed without a key from anyone.
     for node in cluster.nodes:
