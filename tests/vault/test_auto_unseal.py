@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -10,7 +11,7 @@ import hvac
 import pytest
 import requests
 
-from tests.harness.openbao import OpenBao
+from tests.harness.openbao import REPO, OpenBao
 from tests.harness.openbao_cluster import Cluster, running_cluster, seal_token
 
 SEAL_FAILURE_LIMIT = 90.0  # seconds OpenBao keeps retrying an unreachable seal before it exits
@@ -103,3 +104,11 @@ def _serves_unsealed(node: OpenBao) -> bool:
         return not node.client().sys.read_seal_status()["sealed"]
     except requests.RequestException:  # not listening (yet) is the expected answer
         return False
+
+
+@pytest.mark.parametrize("name", ["vault-unsealer-keys.json", "vault-unsealer-token"])
+def test_unsealer_credential_files_are_git_ignored(name: str) -> None:
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", name], cwd=REPO, capture_output=True, check=False
+    )
+    assert ignored.returncode == 0, f"{name} would be committed"
