@@ -195,7 +195,7 @@ def cmd_generate_root_socket(socket_path: str, keys_path: str, threshold: str) -
     """Print a root token made with `threshold` unseal keys over the unauthenticated
     sys/generate-root endpoints, which only the private socket's listener serves: the way in
     when no token is left (the operator token expired or was lost)."""
-    keys = load_keys(Path(keys_path))["unseal_keys_b64"][: int(threshold)]
+    keys = key_shares(load_keys(Path(keys_path)))[: int(threshold)]
     # An attempt someone left half done would swallow our keys: start from zero.
     socket_call(socket_path, "DELETE", "/v1/sys/generate-root/attempt")
     attempt = socket_call(socket_path, "PUT", "/v1/sys/generate-root/attempt", {})
