@@ -21,7 +21,7 @@ READY_TIMEOUT="${READY_TIMEOUT:-90}"
 
 usage() {
   cat <<EOF
-Usage: $PROG [--local | --docker] [--modsecurity] [--no-apache] [--sqlite] [--stop [vault] | --status | --restart-app | --reset]
+Usage: $PROG [--local | --docker] [--ha] [--auto-unseal] [--modsecurity] [--no-apache] [--sqlite] [--stop [vault] | --status | --restart-app | --reset]
 
 Bring up everything: the Vault (OpenBao) server, its initialization and unsealing
 (vault/scripts/init-vault.sh), PostgreSQL, the Flask backend and the Apache front with the
@@ -31,6 +31,11 @@ web UI; wait until the app is ready; print the URL and where the admin password 
                   \`docker info\` works, local processes otherwise
   --local         local processes under \$DATA_DIR (default .data/ in the repo)
   --docker        the Compose stacks (docker-compose.vault.yaml, docker-compose.yaml)
+  --ha            local mode: three OpenBao nodes in one Raft cluster (ports VAULT_PORT,
+                  +2, +4; retry_join); the backend gets all three addresses
+  --auto-unseal   local mode: a separate unsealer OpenBao (UNSEALER_PORT) whose transit key
+                  unseals the main node(s); vault-keys.json then holds recovery keys
+                  (both options are remembered for this data dir)
   --modsecurity   put ModSecurity + OWASP CRS (blocking) in the Apache front
   --no-apache     local mode: no Apache front even when installed; gunicorn serves the UI
   --sqlite        local mode: SQLite in \$DATA_DIR even when PostgreSQL is installed
@@ -46,7 +51,7 @@ web UI; wait until the app is ready; print the URL and where the admin password 
 
 Environment: DATA_DIR, VENV (Python env with bao and the app's requirements, default .venv;
 created with \`make install\` when missing), VAULT_PORT (8200), VAULT_CLUSTER_PORT
-(VAULT_PORT+1), PG_PORT (5433), HTTP_PORT (8080,
+(VAULT_PORT+1), UNSEALER_PORT (VAULT_PORT+10), PG_PORT (5433), HTTP_PORT (8080,
 the URL you open), READY_TIMEOUT (90 s), REDIS_URL (shared rate limits; local mode starts
 its own REDIS_SERVER (redis-server) on REDIS_PORT (6380), requiring the password Vault holds
 (secret/app/flask, key redis_password); without redis-server it uses the Redis on
@@ -123,6 +128,8 @@ set_local_paths() {
   VAULT_SOCKET_DIR="$RUN_DIR/vault"
   VAULT_SOCKET="$VAULT_SOCKET_DIR/vault.sock"
   LOCAL_VAULT_ADDR="http://127.0.0.1:$VAULT_PORT"
+  # One audit file for every node: Raft replicates the audit table, paths must match.
+  AUDIT_LOG="$VAULT_DIR/logs/audit.log"
 }
 
 # A pid file whose process is alive and is what we started (not a recycled pid after reboot).
@@ -212,7 +219,7 @@ write_vault_config() {
   # Same rewrite as the tests' harness: data, audit log and addresses, nothing else.
   sed -E \
     -e "s|(\\bpath[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$VAULT_DIR/data\"|" \
-    -e "s|(\\bfile_path[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$VAULT_DIR/logs/audit.log\"|" \
+    -e "s|(\\bfile_path[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$AUDIT_LOG\"|" \
     -e "s|(\\baddress[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"127.0.0.1:$VAULT_PORT\"|" \
     -e "s|(\\bcluster_address[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"127.0.0.1:$VAULT_CLUSTER_PORT\"|" \
     -e "s|(\\bapi_addr[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$LOCAL_VAULT_ADDR\"|" \
@@ -264,7 +271,7 @@ start_vault() {
 # One field of the local server's status ("true"/"false"), empty when nothing answers.
 # (`status` exits 2 when sealed: that is an answer, so its exit code is ignored.)
 vault_status_field() {
-  { VAULT_ADDR="$LOCAL_VAULT_ADDR" "$BAO_BIN" status -format=json 2>/dev/null || true; } |
+  { VAULT_ADDR="${2:-$LOCAL_VAULT_ADDR}" "$BAO_BIN" status -format=json 2>/dev/null || true; } |
     python3 -c 'import json, sys; print(str(json.load(sys.stdin).get(sys.argv[1])).lower())' "$1" \
       2>/dev/null || true
 }
@@ -294,9 +301,9 @@ run_vault_script() {
 
 run_local_vault_script() {
   run_vault_script "$1" PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$LOCAL_VAULT_ADDR" \
-    APP_VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_KEYS_FILE="$KEYS_FILE" ENV_FILE="$ENV_FILE" \
+    APP_VAULT_ADDR="$(app_vault_addr)" VAULT_KEYS_FILE="$KEYS_FILE" ENV_FILE="$ENV_FILE" \
     VAULT_OPERATOR_TOKEN_FILE="$OPERATOR_TOKEN_FILE" VAULT_GENERATE_ROOT_SOCKET="$VAULT_SOCKET" \
-    AUDIT_FILE_PATH="$VAULT_DIR/logs/audit.log" DB_HOST=127.0.0.1 DB_PORT="$PG_PORT"
+    AUDIT_FILE_PATH="$AUDIT_LOG" DB_HOST=127.0.0.1 DB_PORT="$PG_PORT"
 }
 
 # First run, or policies/scripts changed: init-vault.sh (idempotent: initializes, unseals,
@@ -309,6 +316,7 @@ init_vault() {
   if [ -s "$KEYS_FILE" ] && [ -s "$OPERATOR_TOKEN_FILE" ] && [ -s "$ENV_FILE" ] &&
     [ -s "$DATA_DIR/secrets/db_password.txt" ] && [ -s "$DATA_DIR/secrets/redis_password.txt" ] &&
     [ -s "$DATA_DIR/secrets/approle/secret_id" ] &&
+    grep -qx "VAULT_ADDR=$(app_vault_addr)" "$ENV_FILE" &&
     [ "$(cat "$VAULT_DIR/configured" 2>/dev/null || true)" = "$digest" ]; then
     say "Vault is configured (policies and scripts unchanged): unsealing if needed (vault/scripts/unseal-vault.sh)"
     run_local_vault_script unseal-vault.sh
@@ -345,6 +353,223 @@ sync_database_location() {
     operator_bao kv patch -mount=secret database/postgres host=127.0.0.1 port="$PG_PORT" >/dev/null
     say "secret/database/postgres: host/port set to 127.0.0.1:$PG_PORT"
   fi
+}
+
+# --- local mode: Raft HA (--ha) and transit auto-unseal (--auto-unseal) ------------------------
+# Node 1 is the single-node layout above ($VAULT_DIR, vault.pid, VAULT_PORT), so a data dir
+# grows from one node to three without moving anything; nodes 2 and 3 sit beside it on
+# VAULT_PORT+2 and +4. Each node is vault-config.hcl rendered like node 1 plus overlays
+# (vault-ha.hcl, seal-transit.hcl) loaded after it.
+
+UNSEALER_PORT="${UNSEALER_PORT:-$((VAULT_PORT + 10))}"
+
+# Remembered per data dir, like the mode: --status, --stop and a bare re-run see the same
+# shape. `load_topology save` also records this run's options.
+load_topology() {
+  local saved=""
+  [ ! -f "$DATA_DIR/topology" ] || saved="$(cat "$DATA_DIR/topology")"
+  [[ " $saved " != *" ha "* ]] || HA=true
+  [[ " $saved " != *" auto-unseal "* ]] || AUTO_UNSEAL=true
+  [ "${1:-}" = save ] || return 0
+  printf '%s\n' "$([ "$HA" = false ] || printf 'ha ')$([ "$AUTO_UNSEAL" = false ] || printf 'auto-unseal')" \
+    >"$DATA_DIR/topology"
+}
+
+node_count() {
+  if [ "$HA" = true ]; then echo 3; else echo 1; fi
+}
+
+# node_vars N: where node N lives and listens (NODE_DIR, NODE_PORT, NODE_CLUSTER_PORT,
+# NODE_ADDR, NODE_PID, NODE_LOG, NODE_SOCKET_DIR).
+node_vars() {
+  local n="$1"
+  NODE_PORT=$((VAULT_PORT + 2 * (n - 1)))
+  NODE_ADDR="${LOCAL_VAULT_ADDR%%://*}://127.0.0.1:$NODE_PORT"
+  if [ "$n" -eq 1 ]; then
+    NODE_DIR="$VAULT_DIR" NODE_CLUSTER_PORT="$VAULT_CLUSTER_PORT"
+    NODE_PID="$RUN_DIR/vault.pid" NODE_LOG="$LOG_DIR/vault.log" NODE_SOCKET_DIR="$VAULT_SOCKET_DIR"
+  else
+    NODE_DIR="$DATA_DIR/vault-$n" NODE_CLUSTER_PORT=$((NODE_PORT + 1))
+    NODE_PID="$RUN_DIR/vault-$n.pid" NODE_LOG="$LOG_DIR/vault-$n.log"
+    NODE_SOCKET_DIR="$RUN_DIR/vault-$n"
+  fi
+}
+
+# VAULT_ADDR of the backend: every node, comma-separated (the client fails over in order).
+app_vault_addr() {
+  local n addrs=()
+  for ((n = 1; n <= $(node_count); n++)); do
+    node_vars "$n"
+    addrs+=("$NODE_ADDR")
+  done
+  (IFS=,; printf '%s\n' "${addrs[*]}")
+}
+
+unsealer_addr() {
+  printf 'http://127.0.0.1:%s\n' "$UNSEALER_PORT"
+}
+
+# vault-ha.hcl for node N: its data dir and node_id, the retry_join list on loopback.
+write_ha_overlay() {
+  local n="$1" k rules=()
+  for ((k = 1; k <= 3; k++)); do
+    node_vars "$k"
+    rules+=(-e "s|\"http://vault-$k:8200\"|\"$NODE_ADDR\"|")
+  done
+  node_vars "$n"
+  sed -E "${rules[@]}" \
+    -e "s|(\\bpath[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$NODE_DIR/data\"|" \
+    -e "s|(\\bnode_id[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"vault-$n\"|" \
+    "$ROOT/vault/config/vault-ha.hcl" >"$NODE_DIR/vault-ha.hcl"
+}
+
+write_seal_overlay() {
+  sed -E "s|(\\baddress[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$(unsealer_addr)\"|" \
+    "$ROOT/vault/config/seal-transit.hcl" >"$NODE_DIR/seal-transit.hcl"
+}
+
+# Start node N unless it runs: config rendered like node 1's, overlays after it.
+start_vault_node() {
+  local n="$1" configs=() token=""
+  node_vars "$n"
+  if alive "$NODE_PID" "server"; then
+    say "Vault node vault-$n: already running at $NODE_ADDR"
+    return 0
+  fi
+  require_free_port "$NODE_PORT" VAULT_PORT
+  require_free_port "$NODE_CLUSTER_PORT" VAULT_CLUSTER_PORT
+  # Each node its own private generate-root socket (node 1 keeps the single-node one).
+  (VAULT_DIR="$NODE_DIR" VAULT_PORT="$NODE_PORT" VAULT_CLUSTER_PORT="$NODE_CLUSTER_PORT" \
+    LOCAL_VAULT_ADDR="$NODE_ADDR" VAULT_SOCKET_DIR="$NODE_SOCKET_DIR" \
+    VAULT_SOCKET="$NODE_SOCKET_DIR/vault.sock" write_vault_config)
+  configs=(-config="$NODE_DIR/vault-config.hcl")
+  if [ "$HA" = true ]; then
+    write_ha_overlay "$n"
+    configs+=(-config="$NODE_DIR/vault-ha.hcl")
+  fi
+  if [ "$AUTO_UNSEAL" = true ]; then
+    write_seal_overlay
+    configs+=(-config="$NODE_DIR/seal-transit.hcl")
+    token="$(head -n1 "$DATA_DIR/vault-unsealer-token")"
+  fi
+  say "starting Vault node vault-$n at $NODE_ADDR"
+  # The seal token reaches the server in its environment only (never argv or a config file).
+  VAULT_TOKEN="$token" start_detached "$NODE_PID" "$NODE_LOG" "$BAO_BIN" server "${configs[@]}"
+  wait_for_node_port "$n"
+  say "starting Vault node vault-$n: ok"
+}
+
+# A transit-sealed node that cannot reach its unsealer exits instead of listening: say why.
+wait_for_node_port() {
+  local i
+  for ((i = 0; i < 150; i++)); do
+    port_open "$NODE_PORT" && return 0
+    if ! alive "$NODE_PID" server && grep -q 'Error configuring seal' "$NODE_LOG" 2>/dev/null; then
+      die "Vault node vault-$1 stopped: its seal \"transit\" could not use the unsealer at $(unsealer_addr) ($(grep -m1 'Error configuring seal' "$NODE_LOG" | cut -c1-200)); start and unseal the unsealer (./setup.sh --auto-unseal does), then re-run"
+    fi
+    sleep 0.2
+  done
+  die "Vault node vault-$1 did not open 127.0.0.1:$NODE_PORT within 30 s (see $NODE_LOG)"
+}
+
+# The unsealer: its own config, data dir and Shamir keys (vault-unsealer-keys.json), and the
+# seal token (vault-unsealer-token) that init-unsealer.sh issues; both files 0600.
+start_unsealer() {
+  local dir="$DATA_DIR/unsealer"
+  if ! alive "$RUN_DIR/unsealer.pid" "server"; then
+    require_free_port "$UNSEALER_PORT" UNSEALER_PORT
+    require_free_port "$((UNSEALER_PORT + 1))" UNSEALER_PORT
+    mkdir -p "$dir/data" "$dir/logs"
+    chmod 700 "$dir" "$dir/data"
+    sed -E \
+      -e "s|(\\bpath[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$dir/data\"|" \
+      -e "s|(\\bfile_path[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$dir/logs/audit.log\"|" \
+      -e "s|(\\baddress[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"127.0.0.1:$UNSEALER_PORT\"|" \
+      -e "s|(\\bcluster_address[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"127.0.0.1:$((UNSEALER_PORT + 1))\"|" \
+      -e "s|(\\bapi_addr[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$(unsealer_addr)\"|" \
+      -e "s|(\\bcluster_addr[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"http://127.0.0.1:$((UNSEALER_PORT + 1))\"|" \
+      "$ROOT/vault/config/vault-unsealer.hcl" >"$dir/vault-unsealer.hcl"
+    say "starting the unsealer at $(unsealer_addr)"
+    start_detached "$RUN_DIR/unsealer.pid" "$LOG_DIR/unsealer.log" \
+      "$BAO_BIN" server -config="$dir/vault-unsealer.hcl"
+    wait_for_port "$UNSEALER_PORT" "the unsealer"
+  fi
+  say "initializing/unsealing the unsealer (vault/scripts/init-unsealer.sh)"
+  run_vault_script init-unsealer.sh PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$(unsealer_addr)"
+}
+
+# Every node of this topology, the unsealer first when there is one.
+start_vault_nodes() {
+  local n
+  [ "$AUTO_UNSEAL" = false ] || start_unsealer
+  if [ "$HA" = false ] && [ "$AUTO_UNSEAL" = false ]; then
+    start_vault
+    return 0
+  fi
+  for ((n = 1; n <= $(node_count); n++)); do
+    start_vault_node "$n"
+  done
+}
+
+# Nodes 2 and 3 join node 1 through retry_join once it is initialized. With a Shamir seal a
+# joined node still needs the unseal keys; with auto-unseal it unseals itself.
+join_ha_nodes() {
+  local n i
+  [ "$HA" = true ] || return 0
+  for ((n = 2; n <= 3; n++)); do
+    node_vars "$n"
+    for ((i = 0; i < 60; i++)); do
+      [ "$(vault_status_field initialized "$NODE_ADDR")" = true ] && break
+      sleep 0.5
+    done
+    say "vault-$n: joining the cluster and unsealing (vault/scripts/unseal-vault.sh)"
+    run_vault_script unseal-vault.sh PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$NODE_ADDR" \
+      VAULT_KEYS_FILE="$KEYS_FILE"
+  done
+}
+
+# Main nodes first (the app serves from its cache meanwhile), the unsealer last.
+stop_vault_nodes() {
+  local n args=()
+  for ((n = 3; n >= 2; n--)); do
+    node_vars "$n"
+    args+=("$NODE_PID" server "Vault node vault-$n")
+  done
+  stop_pidfiles "${args[@]}" "$RUN_DIR/vault.pid" server "Vault server"
+}
+
+# One line per node: pid, seal type, sealed or not, leader or standby.
+vault_nodes_status() {
+  local n
+  for ((n = 1; n <= $(node_count); n++)); do
+    node_vars "$n"
+    say "  vault-$n:  $(component_state "$NODE_PID" server) at $NODE_ADDR, $(node_role "$NODE_ADDR")"
+  done
+  if [ "$AUTO_UNSEAL" = true ]; then
+    say "  unsealer: $(component_state "$RUN_DIR/unsealer.pid" server) at $(unsealer_addr), $(node_role "$(unsealer_addr)")"
+  fi
+}
+
+node_role() {
+  python3 - "$1" <<'PYEOF'
+import json, sys, urllib.request
+def get(path):
+    with urllib.request.urlopen(sys.argv[1] + path, timeout=3) as answer:
+        return json.load(answer)
+try:
+    seal = get("/v1/sys/seal-status")
+except Exception:
+    print("unreachable")
+    sys.exit()
+state = "sealed" if seal.get("sealed") else "unsealed"
+role = ""
+if not seal.get("sealed"):
+    try:
+        role = ", leader" if get("/v1/sys/leader").get("is_self") else ", standby"
+    except Exception:
+        role = ", role unknown"
+print(f"seal {seal.get('type')}, {state}{role}")
+PYEOF
 }
 
 # --- local mode: PostgreSQL ----------------------------------------------------------------
@@ -639,7 +864,8 @@ start_backend() {
     . "$ENV_FILE"
     set +a
     # Ports may have changed since .env was written: this run's address wins.
-    export VAULT_ADDR="$LOCAL_VAULT_ADDR"
+    VAULT_ADDR="$(app_vault_addr)"
+    export VAULT_ADDR
     # Re-read at each login: rotate-secret-id.sh reaches the running backend without a restart.
     export VAULT_SECRET_ID_FILE="$DATA_DIR/secrets/approle/secret_id"
     # local: production rules for secrets (never the public development defaults, also while
@@ -752,8 +978,10 @@ local_up() {
   [ "$(id -u)" -ne 0 ] || chmod 711 "$DATA_DIR" # postgres and www-data pass through
   remember_mode local
   find_python_env
-  start_vault
+  load_topology save
+  start_vault_nodes
   init_vault
+  join_ha_nodes
   find_postgres
   # Once on SQLite, stay there: switching would silently start from an empty database.
   if on_sqlite; then FORCE_SQLITE=true; fi
@@ -793,7 +1021,7 @@ stop_app() {
 
 # Vault seals itself when it stops; the next ./setup.sh starts it and unseals it.
 stop_vault() {
-  stop_pidfiles "$RUN_DIR/vault.pid" server "Vault server"
+  stop_vault_nodes
 }
 
 local_stop() {
@@ -807,6 +1035,7 @@ local_stop() {
   stop_pidfiles "$RUN_DIR/redis.pid" redis-server "private Redis"
   stop_postgres
   stop_vault
+  stop_pidfiles "$RUN_DIR/unsealer.pid" server "the unsealer"
   say "stopped (data kept in $DATA_DIR)"
 }
 
@@ -861,6 +1090,8 @@ local_status() {
   fi
   say "mode:       local (data in $DATA_DIR)"
   say "vault:      $(component_state "$RUN_DIR/vault.pid" server), $sealed at $LOCAL_VAULT_ADDR"
+  load_topology
+  if [ "$HA" = true ] || [ "$AUTO_UNSEAL" = true ]; then vault_nodes_status; fi
   say "operator token: $(operator_token_state)"
   say "secret ID:  $(secret_id_state)"
   say "postgres:   $pg"
@@ -971,11 +1202,15 @@ main() {
   NO_APACHE=false
   ASSUME_YES=false
   STOP_WHAT=all
+  HA=false
+  AUTO_UNSEAL=false
   while [ $# -gt 0 ]; do
     case "$1" in
       --local) mode=local ;;
       --docker) mode=docker ;;
       --modsecurity) MODSECURITY=true ;;
+      --ha) HA=true ;;
+      --auto-unseal) AUTO_UNSEAL=true ;;
       --sqlite) FORCE_SQLITE=true ;;
       --no-apache) NO_APACHE=true ;;
       --stop)
@@ -1010,6 +1245,9 @@ main() {
   MODE="$mode"
   LOG_DIR="$DATA_DIR/logs"
   if [ "$mode" = docker ]; then
+    if [ "$HA" = true ] || [ "$AUTO_UNSEAL" = true ]; then
+      die "--ha and --auto-unseal are local-mode options; with Docker run docker-compose.vault-ha.yaml (see VAULT_INTEGRATION.md, Production topology)"
+    fi
     docker_works || die "--docker: no working Docker engine with Compose (docker info, docker compose version and docker-compose all failed)"
     case "$action" in
       up) docker_up ;;

@@ -15,7 +15,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "docker-compose.yaml"
 VAULT = ROOT / "docker-compose.vault.yaml"
-COMPOSE_FILES = [APP, VAULT]
+VAULT_HA = ROOT / "docker-compose.vault-ha.yaml"
+COMPOSE_FILES = [APP, VAULT, VAULT_HA]
 
 # Names of values that must never be written into a compose file's `environment:`.
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|PRIVATE|_KEY$|^KEY$|CREDENTIAL)", re.I)
@@ -162,6 +163,34 @@ def test_only_the_frontend_publishes_a_port() -> None:
 def test_vault_port_is_published_on_loopback_only() -> None:
     for port in load(VAULT)["services"]["vault"]["ports"]:
         assert str(port).startswith("127.0.0.1:")
+    for name in ("vault-1", "vault-2", "vault-3"):
+        for port in load(VAULT_HA)["services"][name]["ports"]:
+            assert str(port).startswith("127.0.0.1:"), name
+
+
+def test_ha_stack_runs_three_raft_nodes_that_retry_join_each_other() -> None:
+    """Three nodes, each its own id, addresses and volumes; retry_join names every one."""
+    ha = load(VAULT_HA)
+    overlay = (ROOT / "vault" / "config" / "vault-ha.hcl").read_text()
+    nodes = {n: s for n, s in ha["services"].items() if n.startswith("vault-") and n[-1].isdigit()}
+    assert sorted(nodes) == ["vault-1", "vault-2", "vault-3"]
+    for name, node in nodes.items():
+        env = environment(node)
+        assert env["VAULT_RAFT_NODE_ID"] == name
+        assert env["VAULT_API_ADDR"] == f"http://{name}:8200"
+        assert env["VAULT_CLUSTER_ADDR"] == f"http://{name}:8201"
+        assert node["command"] == [
+            "server",
+            "-config=/vault/config/vault-config.hcl",
+            "-config=/vault/config/vault-ha.hcl",
+        ]
+        number = name[-1]
+        assert f"vault_data_{number}:/vault/data" in node["volumes"]
+        assert f"vault_logs_{number}:/vault/logs" in node["volumes"]
+        assert set(node["networks"]["vault_net"]["aliases"]) == {name, "vault"}
+        assert f'leader_api_addr = "http://{name}:8200"' in overlay
+        assert "standbyok=true" in " ".join(node["healthcheck"]["test"])
+    assert ha["networks"]["vault_net"]["name"] == "vault_net"
 
 
 @pytest.mark.parametrize(("file", "name", "service"), SERVICES, ids=SERVICE_IDS)

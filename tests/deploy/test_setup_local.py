@@ -259,6 +259,12 @@ def test_setup_help_and_bad_option() -> None:
     bad = subprocess.run([str(SETUP), "--bogus"], capture_output=True, text=True, check=False)
     assert bad.returncode != 0
     assert "unknown option '--bogus'" in bad.stderr
+    # HA and auto-unseal are local-mode options; Docker has its own HA Compose file.
+    docker_ha = subprocess.run(
+        [str(SETUP), "--docker", "--ha"], capture_output=True, text=True, check=False
+    )
+    assert docker_ha.returncode != 0
+    assert "docker-compose.vault-ha.yaml" in docker_ha.stderr
 
 
 def test_setup_sh_is_shellcheck_clean() -> None:

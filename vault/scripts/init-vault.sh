@@ -103,24 +103,6 @@ preflight() {
   fi
 }
 
-initialize() {
-  local raw
-  # A keys file for another server must never be overwritten: it may be the only copy.
-  [ ! -e "$KEYS_FILE" ] ||
-    die "Vault at $VAULT_ADDR is not initialized but $KEYS_FILE exists: move it away first"
-  say "initializing Vault at $VAULT_ADDR ($KEY_SHARES key shares, threshold $KEY_THRESHOLD)"
-  # Straight into a 0600 temp file beside the keys file, renamed once complete.
-  raw="$(mktemp "$(dirname "$KEYS_FILE")/.vault-keys.json.XXXXXX")"
-  if ! "$VAULT_BIN" operator init -format=json -key-shares="$KEY_SHARES" \
-    -key-threshold="$KEY_THRESHOLD" >"$raw" 2>"$RUN_TMP/err"; then
-    rm -f "$raw"
-    die "$(one_line_error "$RUN_TMP/err")"
-  fi
-  py keys-install "$raw" "$KEYS_FILE"
-  FRESH_INIT=true
-  say "initializing Vault: ok, unseal keys and root token saved to $KEYS_FILE (mode 0600)"
-}
-
 init_and_unseal() {
   local status
   status="$(seal_status)"
@@ -201,20 +183,6 @@ revoke_root_token() {
     fi
   fi
   rm -rf "$RUN_TMP"
-}
-
-# A Raft node may answer "not active" for a moment after unsealing; wait, bounded.
-wait_until_active() {
-  local i
-  for ((i = 0; i < 60; i++)); do
-    if "$VAULT_BIN" token lookup -format=json >/dev/null 2>"$RUN_TMP/err"; then
-      return 0
-    fi
-    grep -qi 'permission denied\|bad token' "$RUN_TMP/err" &&
-      die "the token in use is not valid on $VAULT_ADDR"
-    sleep 0.5
-  done
-  die "Vault at $VAULT_ADDR did not become active in 30s: $(one_line_error "$RUN_TMP/err")"
 }
 
 enable_kv() {

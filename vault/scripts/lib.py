@@ -90,11 +90,17 @@ def load_keys(path: Path) -> dict:
     return data
 
 
+def key_shares(data: dict) -> list:
+    """The Shamir shares of a keys file: unseal keys, or with auto-unseal the recovery keys
+    (which generate-root takes instead; they never unseal)."""
+    return data.get("unseal_keys_b64") or data.get("recovery_keys_b64") or []
+
+
 def cmd_keys_check(path: str, threshold: str) -> None:
-    """Fail unless the keys file holds at least `threshold` unseal keys."""
-    keys = load_keys(Path(path)).get("unseal_keys_b64")
-    if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
-        raise Fail(f"keys file {path} is corrupt: no unseal_keys_b64 list")
+    """Fail unless the keys file holds at least `threshold` unseal (or recovery) keys."""
+    keys = key_shares(load_keys(Path(path)))
+    if not keys or not all(isinstance(k, str) and k for k in keys):
+        raise Fail(f"keys file {path} is corrupt: no unseal_keys_b64 or recovery_keys_b64 list")
     if len(keys) < int(threshold):
         raise Fail(f"keys file {path} holds {len(keys)} unseal keys, the server needs {threshold}")
 
@@ -135,7 +141,7 @@ def cmd_keys_del(path: str, field: str) -> None:
 
 def cmd_unseal_key(path: str, index: str) -> None:
     """Print unseal key number `index` alone (goes straight into the CLI's stdin, never argv)."""
-    print(load_keys(Path(path))["unseal_keys_b64"][int(index)])
+    print(key_shares(load_keys(Path(path)))[int(index)])
 
 
 def decode_root(otp: str, encoded: str) -> str:
@@ -189,7 +195,7 @@ def cmd_generate_root_socket(socket_path: str, keys_path: str, threshold: str) -
     """Print a root token made with `threshold` unseal keys over the unauthenticated
     sys/generate-root endpoints, which only the private socket's listener serves: the way in
     when no token is left (the operator token expired or was lost)."""
-    keys = load_keys(Path(keys_path))["unseal_keys_b64"][: int(threshold)]
+    keys = key_shares(load_keys(Path(keys_path)))[: int(threshold)]
     # An attempt someone left half done would swallow our keys: start from zero.
     socket_call(socket_path, "DELETE", "/v1/sys/generate-root/attempt")
     attempt = socket_call(socket_path, "PUT", "/v1/sys/generate-root/attempt", {})
@@ -207,10 +213,10 @@ def cmd_keys_install(raw: str, dest: str) -> None:
     in a temp dir that a cleanup could remove; on a failed check it stays for the operator.
     """
     data = load_keys(Path(raw))
-    if not data.get("unseal_keys_b64") or not data.get("root_token"):
+    if not key_shares(data) or not data.get("root_token"):
         raise Fail(f"operator init answered without unseal keys or root token (kept in {raw})")
-    # Recovery keys exist only with auto-unseal; drop their empty fields to keep the file plain.
-    kept = {k: v for k, v in data.items() if not (k.startswith("recovery_") and not v)}
+    # Shamir seal: unseal keys; auto-unseal: recovery keys. Drop the other kind's empty fields.
+    kept = {k: v for k, v in data.items() if not (k.startswith(("recovery_", "unseal_")) and not v)}
     atomic_write(Path(dest), json.dumps(kept, indent=2) + "\n")
     Path(raw).unlink()
 
