@@ -1124,11 +1124,11 @@ docker_backup() {
     die "pg_dump in the db container failed (docker compose logs db)"
   }
   mv "$target/app-db.dump.tmp" "$target/app-db.dump"
-  say "database: pg_dump (custom format) in $target/app-db.dump (mode 0600)"
+  say "database: pg_dump (custom format) in $target/app-db.dump (mode 0600); restore: README.md, \"With Docker\""
   env -u VAULT_TOKEN VAULT_BIN="$BAO_BIN" PROJECT_DIR="$ROOT" VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" \
     "$ROOT/vault/scripts/snapshot.sh" save "$target/vault.snap" | sed 's/^/  /' ||
     die "snapshot.sh save failed (its message is above)"
-  say "backup written to $target (restore: README.md, \"Backup and restore\")"
+  say "backup written to $target"
 }
 
 docker_status() {
