@@ -59,9 +59,9 @@ web UI; wait until the app is ready; print the URL and where the admin password 
 
 Environment: DATA_DIR, VENV (Python env with bao and the app's requirements, default .venv;
 created with \`make install\` when missing), VAULT_PORT (8200), VAULT_CLUSTER_PORT
-(VAULT_PORT+1), PG_PORT (5433), HTTP_PORT (8080,
-the URL you open), HTTPS_PORT (8443, the URL with --tls), READY_TIMEOUT (90 s), REDIS_URL (shared rate limits; local mode uses the
-Redis on 127.0.0.1:SYSTEM_REDIS_PORT (6379; REDIS_PASSWORD if it asks for one), else starts
+(VAULT_PORT+1), PG_PORT (5433), HTTP_PORT (8080, the URL you open), HTTPS_PORT (8443,
+the URL with --tls), CERT_WARN_DAYS (30), READY_TIMEOUT (90 s), REDIS_URL (shared rate
+limits; local mode uses the Redis on 127.0.0.1:SYSTEM_REDIS_PORT (6379; REDIS_PASSWORD if it asks for one), else starts
 its own REDIS_SERVER (redis-server) on REDIS_PORT (6380), else counts per worker, said
 loudly).
 Re-running after a reboot unseals Vault and starts what is down, keeping all data.
@@ -350,14 +350,13 @@ set_tls_paths() {
   fi
 }
 
-# The CA and certificates (kept when present), then this data dir remembers the choice.
+# The CA and certificates (kept when present).
 ensure_certs() {
   if [ "$TLS_MODE" != off ]; then
     say "certificates in $TLS_DIR (vault/scripts/make-certs.sh)"
     PROJECT_DIR="$DATA_DIR" VAULT_TLS_DIR="$TLS_DIR" "$ROOT/vault/scripts/make-certs.sh" |
       sed 's/^/  /' || die "make-certs.sh failed (its message is above)"
   fi
-  printf '%s\n' "$TLS_MODE" >"$DATA_DIR/tls-mode"
 }
 
 # Replaces the listener's `tls_disable = true` with the certificate files (and, for mutual
@@ -385,8 +384,10 @@ running_vault_matches_tls() {
     die "the running Vault server has TLS '$running', this run asks for '$TLS_MODE': ./setup.sh --stop first, then re-run"
 }
 
-# .env says how to reach Vault over TLS (absolute paths: the backend runs from be_flask/).
-record_tls_in_env() {
+# Once Vault runs with it, this data dir keeps the choice, and .env says how to reach Vault
+# over TLS (absolute paths: the backend runs from be_flask/).
+record_tls() {
+  printf '%s\n' "$TLS_MODE" >"$DATA_DIR/tls-mode"
   [ "$TLS_MODE" != off ] || return 0
   {
     printf 'VAULT_ADDR=%s\nVAULT_CACERT=%s\n' "$LOCAL_VAULT_ADDR" "$TLS_DIR/ca.pem"
@@ -397,6 +398,10 @@ record_tls_in_env() {
   say ".env: VAULT_ADDR=$LOCAL_VAULT_ADDR, VAULT_CACERT${VAULT_CLIENT_CERT:+, VAULT_CLIENT_CERT/KEY} set"
 }
 
+renew_hint() {
+  printf 'renew with PROJECT_DIR=%s vault/scripts/make-certs.sh --force, then ./setup.sh --stop and ./setup.sh' "$DATA_DIR"
+}
+
 # When the server certificate expires; a loud line within CERT_WARN_DAYS (default 30).
 vault_cert_state() {
   local cert="$TLS_DIR/vault.pem" days="${CERT_WARN_DAYS:-30}" end
@@ -405,9 +410,9 @@ vault_cert_state() {
   [[ "$days" =~ ^[0-9]+$ ]] || die "CERT_WARN_DAYS must be a number of days, got '$days'"
   end="$(openssl x509 -noout -enddate -in "$cert" | cut -d= -f2)"
   if ! openssl x509 -noout -checkend 0 -in "$cert" >/dev/null; then
-    printf '!!! EXPIRED on %s (%s): renew it (VAULT_INTEGRATION.md, "Lost certificate")' "$end" "$cert"
+    printf '!!! EXPIRED on %s (%s): %s' "$end" "$cert" "$(renew_hint)"
   elif ! openssl x509 -noout -checkend $((days * 86400)) -in "$cert" >/dev/null; then
-    printf '!!! WARNING: expires within %s days, on %s (%s): renew it (VAULT_INTEGRATION.md, "Lost certificate")' "$days" "$end" "$cert"
+    printf '!!! WARNING: expires within %s days, on %s (%s): %s' "$days" "$end" "$cert" "$(renew_hint)"
   else
     printf 'valid until %s (%s)' "$end" "$cert"
   fi
@@ -825,7 +830,7 @@ local_up() {
   ensure_certs
   start_vault
   init_vault
-  record_tls_in_env
+  record_tls
   find_postgres
   # Once on SQLite, stay there: switching would silently start from an empty database.
   if on_sqlite; then FORCE_SQLITE=true; fi
@@ -1198,7 +1203,7 @@ main() {
   LOG_DIR="$DATA_DIR/logs"
   if [ "$mode" = docker ]; then
     [ "${TLS_REQUEST:-off}" = off ] ||
-      die "--tls/--mtls are for local mode; the Compose stacks: VAULT_INTEGRATION.md, \"TLS\""
+      die "--tls/--mtls are for local mode; for the Compose stacks see VAULT_INTEGRATION.md, \"TLS and production checklist\""
     docker_works || die "--docker: no working Docker engine with Compose (docker info, docker compose version and docker-compose all failed)"
     case "$action" in
       up) docker_up ;;
