@@ -369,15 +369,16 @@ vault_listener_tls() {
     stanza="$stanza\n  tls_client_ca_file                 = \"$TLS_DIR/ca.pem\"\n  tls_require_and_verify_client_cert = true"
   fi
   sed -i -E "s|^[[:space:]]*tls_disable[[:space:]]*=.*$|$stanza|" "$config"
-  grep -q "tls_cert_file" "$config" || die "could not turn on TLS in $config (no tls_disable line)"
+  grep -Eq '^[[:space:]]*tls_cert_file[[:space:]]*=' "$config" || die "could not turn on TLS in $config (no tls_disable line)"
 }
 
 # A running server keeps the listener it started with: changing --tls/--mtls needs a restart.
 running_vault_matches_tls() {
   local config="$VAULT_DIR/vault-config.hcl" running=off
-  if grep -q tls_require_and_verify_client_cert "$config" 2>/dev/null; then
+  # Settings only: the config's comments name these too.
+  if grep -Eq '^[[:space:]]*tls_require_and_verify_client_cert[[:space:]]*=' "$config" 2>/dev/null; then
     running=mtls
-  elif grep -q tls_cert_file "$config" 2>/dev/null; then
+  elif grep -Eq '^[[:space:]]*tls_cert_file[[:space:]]*=' "$config" 2>/dev/null; then
     running=tls
   fi
   [ "$running" = "$TLS_MODE" ] ||
