@@ -127,6 +127,10 @@ def test_setup_local_mtls_https_status_and_backup(local_stack: LocalStack) -> No
     cert = status_line(stack, "vault TLS:", CERT_WARN_DAYS="10")
     assert re.match(r"vault TLS:  mtls; certificate: valid until .* GMT", cert), cert
     assert "HTTP 200 from " + url in status_line(stack, "app ready:")
+    # A running listener cannot change its TLS: the switch is refused with the way out.
+    switch = stack.run("--local", "--no-tls")
+    assert switch.returncode == 1 and "has TLS 'mtls'" in switch.stderr, switch.stderr
+    assert "./setup.sh --stop first" in switch.stderr
 
     assert_backup_restores_a_deleted_row(stack, admin, url, int(created.json()["user"]["id"]))
 
