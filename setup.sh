@@ -61,9 +61,11 @@ Environment: DATA_DIR, VENV (Python env with bao and the app's requirements, def
 created with \`make install\` when missing), VAULT_PORT (8200), VAULT_CLUSTER_PORT
 (VAULT_PORT+1), PG_PORT (5433), HTTP_PORT (8080, the URL you open), HTTPS_PORT (8443,
 the URL with --tls), CERT_WARN_DAYS (30), READY_TIMEOUT (90 s), REDIS_URL (shared rate
-limits; local mode uses the Redis on 127.0.0.1:SYSTEM_REDIS_PORT (6379; REDIS_PASSWORD if it asks for one), else starts
-its own REDIS_SERVER (redis-server) on REDIS_PORT (6380), else counts per worker, said
-loudly).
+limits; local mode starts
+its own REDIS_SERVER (redis-server) on REDIS_PORT (6380), requiring the password Vault holds
+(secret/app/flask, key redis_password); without redis-server it uses the Redis on
+127.0.0.1:SYSTEM_REDIS_PORT (6379; REDIS_PASSWORD if it asks for one; without a password
+said loudly), else counts per worker, said loudly).
 Re-running after a reboot unseals Vault and starts what is down, keeping all data.
 EOF
 }
@@ -135,6 +137,8 @@ set_local_paths() {
   OPERATOR_TOKEN_FILE="$DATA_DIR/vault-operator-token"
   ENV_FILE="$DATA_DIR/.env"
   REDIS_DIR="$DATA_DIR/redis"
+  VAULT_SOCKET_DIR="$RUN_DIR/vault"
+  VAULT_SOCKET="$VAULT_SOCKET_DIR/vault.sock"
   set_tls_paths
   LOCAL_VAULT_ADDR="$VAULT_SCHEME://127.0.0.1:$VAULT_PORT"
 }
@@ -235,6 +239,30 @@ write_vault_config() {
   grep -q "127.0.0.1:$VAULT_PORT" "$VAULT_DIR/vault-config.hcl" ||
     die "could not rewrite vault/config/vault-config.hcl for local use"
   vault_listener_tls "$VAULT_DIR/vault-config.hcl"
+  add_generate_root_socket
+}
+
+# A second listener, on a Unix socket in a directory only this data dir's owner (who holds the
+# unseal keys anyway) may enter, with OpenBao's unauthenticated generate-root endpoints on:
+# the way back to a root token when the operator token expired or was lost, so that a re-run
+# can still write changed policies. The TCP listener keeps them off.
+add_generate_root_socket() {
+  mkdir -p "$VAULT_SOCKET_DIR"
+  chmod 700 "$VAULT_SOCKET_DIR"
+  rm -f "$VAULT_SOCKET"
+  if [ "${#VAULT_SOCKET}" -gt 100 ]; then
+    say "note: $VAULT_SOCKET is too long for a Unix socket: no private generate-root listener"
+    return 0
+  fi
+  cat >>"$VAULT_DIR/vault-config.hcl" <<EOF
+
+# setup.sh --local: generate-root without a token, for the data dir's owner only.
+listener "unix" {
+  address                                  = "$VAULT_SOCKET"
+  socket_mode                              = "0600"
+  disable_unauthed_generate_root_endpoints = false
+}
+EOF
 }
 
 start_vault() {
@@ -287,7 +315,7 @@ run_vault_script() {
 run_local_vault_script() {
   run_vault_script "$1" PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$LOCAL_VAULT_ADDR" \
     APP_VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_KEYS_FILE="$KEYS_FILE" ENV_FILE="$ENV_FILE" \
-    VAULT_OPERATOR_TOKEN_FILE="$OPERATOR_TOKEN_FILE" \
+    VAULT_OPERATOR_TOKEN_FILE="$OPERATOR_TOKEN_FILE" VAULT_GENERATE_ROOT_SOCKET="$VAULT_SOCKET" \
     AUDIT_FILE_PATH="$VAULT_DIR/logs/audit.log" DB_HOST=127.0.0.1 DB_PORT="$PG_PORT"
 }
 
@@ -299,16 +327,27 @@ init_vault() {
   check_half_initialized
   digest="$(vault_config_digest)"
   if [ -s "$KEYS_FILE" ] && [ -s "$OPERATOR_TOKEN_FILE" ] && [ -s "$ENV_FILE" ] &&
-    [ -s "$DATA_DIR/secrets/db_password.txt" ] && [ -s "$DATA_DIR/secrets/approle/secret_id" ] &&
+    [ -s "$DATA_DIR/secrets/db_password.txt" ] && [ -s "$DATA_DIR/secrets/redis_password.txt" ] &&
+    [ -s "$DATA_DIR/secrets/approle/secret_id" ] &&
     [ "$(cat "$VAULT_DIR/configured" 2>/dev/null || true)" = "$digest" ]; then
     say "Vault is configured (policies and scripts unchanged): unsealing if needed (vault/scripts/unseal-vault.sh)"
     run_local_vault_script unseal-vault.sh
-  else
-    say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
-    run_local_vault_script init-vault.sh
-    printf '%s\n' "$digest" >"$VAULT_DIR/configured"
+    if operator_token_valid; then
+      say "Vault: ok"
+      return 0
+    fi
+    # Everything after needs it: init-vault.sh makes a new one with a root token it generates
+    # from the unseal keys (over the private socket) and revokes.
+    say "the operator token in $OPERATOR_TOKEN_FILE is no longer valid (expired?): configuring again"
   fi
+  say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
+  run_local_vault_script init-vault.sh
+  printf '%s\n' "$digest" >"$VAULT_DIR/configured"
   say "Vault: ok"
+}
+
+operator_token_valid() {
+  operator_bao token lookup >/dev/null 2>&1
 }
 
 operator_bao() {
@@ -570,26 +609,33 @@ redis_url_with_password() {
   python3 -c 'import sys, urllib.parse; print(f"redis://:{urllib.parse.quote(sys.argv[1], safe=str())}@127.0.0.1:{sys.argv[2]}/0")' "$1" "$2"
 }
 
-# Sets REDIS_URL (empty: per-process limits) and RATELIMIT_KEY_PREFIX for the backend.
-# A REDIS_URL given by the caller wins; then the system Redis; then a private redis-server.
+# Sets REDIS_URL (empty: per-process limits), REDIS_AUTH and RATELIMIT_KEY_PREFIX for the
+# backend. A REDIS_URL given by the caller wins; then a private redis-server that requires the
+# password Vault holds (secret/app/flask, key redis_password), which the backend reads from
+# Vault; only without redis-server installed a Redis already on 127.0.0.1:SYSTEM_REDIS_PORT.
 choose_redis() {
   local answer
+  REDIS_AUTH="${REDIS_AUTH:-vault}"
   # The system Redis may serve other apps and other checkouts: keys of our own.
   RATELIMIT_KEY_PREFIX="${RATELIMIT_KEY_PREFIX:-flask-vault-local-$(printf '%s' "$DATA_DIR" | sha256sum | cut -c1-8)}"
   if [ -n "${REDIS_URL:-}" ]; then
-    say "rate limits: Redis from REDIS_URL"
+    say "rate limits: Redis from REDIS_URL (REDIS_AUTH=$REDIS_AUTH)"
     return 0
   fi
-  if alive "$RUN_DIR/redis.pid" redis-server; then
-    REDIS_URL="$(redis_url_with_password "$(cat "$DATA_DIR/secrets/redis_password.txt")" "$REDIS_PORT")"
-    say "rate limits: private Redis already running on 127.0.0.1:$REDIS_PORT"
+  if command -v "$REDIS_SERVER" >/dev/null 2>&1; then
+    start_redis
     return 0
   fi
   answer="$(redis_ping "$SYSTEM_REDIS_PORT")"
   case "$answer" in
     +PONG)
+      # Better than per-process limits against the network, but any local process can read
+      # and reset these counters: said loudly, and the backend sends no password.
       REDIS_URL="redis://127.0.0.1:$SYSTEM_REDIS_PORT/0"
-      say "rate limits: Redis on 127.0.0.1:$SYSTEM_REDIS_PORT (keys prefixed $RATELIMIT_KEY_PREFIX)"
+      REDIS_AUTH=none
+      say "!!! rate limits: the Redis on 127.0.0.1:$SYSTEM_REDIS_PORT has no password: every local"
+      say "!!! process can read and reset the login counters. Install redis-server for a private"
+      say "!!! Redis with a password from Vault (keys prefixed $RATELIMIT_KEY_PREFIX)."
       return 0
       ;;
     -NOAUTH*)
@@ -601,29 +647,35 @@ choose_redis() {
       say "the Redis on 127.0.0.1:$SYSTEM_REDIS_PORT wants a password (set REDIS_PASSWORD to use it)"
       ;;
   esac
-  if command -v "$REDIS_SERVER" >/dev/null 2>&1; then
-    start_redis
-    return 0
-  fi
   REDIS_URL=""
   say "!!! No Redis (none answers on 127.0.0.1:$SYSTEM_REDIS_PORT, $REDIS_SERVER not installed):"
   say "!!! each backend worker counts login attempts on its own, so the limits are per process."
   say "!!! Install Redis (apt-get install redis-server) or set REDIS_URL for shared limits."
 }
 
-# A private redis-server like the private PostgreSQL: loopback, a password of its own in
-# secrets/ (0600, in a config file rather than argv), no persistence (counters only).
+# A private redis-server like the private PostgreSQL: loopback, no persistence (counters
+# only), and requirepass with the password Vault holds (init-vault.sh copies it to
+# secrets/redis_password.txt), in a 0600 config file rather than argv, where ps would show it.
+# The backend's REDIS_URL has no password: it reads it from Vault (REDIS_AUTH=vault).
 start_redis() {
-  local password_file="$DATA_DIR/secrets/redis_password.txt"
-  require_free_port "$REDIS_PORT" REDIS_PORT
-  mkdir -p "$REDIS_DIR" "$DATA_DIR/secrets"
-  chmod 700 "$REDIS_DIR"
-  if [ ! -s "$password_file" ]; then
-    (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(32))' >"$password_file")
+  local password_file="$DATA_DIR/secrets/redis_password.txt" conf="$REDIS_DIR/redis.conf"
+  [ -s "$password_file" ] || die "$password_file is missing: re-run ./setup.sh (init-vault.sh writes it)"
+  REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+  REDIS_AUTH=vault
+  if alive "$RUN_DIR/redis.pid" redis-server; then
+    if grep -qxF "requirepass $(cat "$password_file")" "$conf" 2>/dev/null; then
+      say "rate limits: private Redis already running on 127.0.0.1:$REDIS_PORT (password from Vault)"
+      return 0
+    fi
+    # Its password is not Vault's (an older data dir): the counters are worth nothing.
+    stop_pidfiles "$RUN_DIR/redis.pid" redis-server "private Redis (password changed)"
   fi
+  require_free_port "$REDIS_PORT" REDIS_PORT
+  mkdir -p "$REDIS_DIR"
+  chmod 700 "$REDIS_DIR"
   (
     umask 077
-    cat >"$REDIS_DIR/redis.conf" <<EOF
+    cat >"$conf" <<EOF
 bind 127.0.0.1
 port $REDIS_PORT
 dir $REDIS_DIR
@@ -632,10 +684,10 @@ appendonly no
 requirepass $(cat "$password_file")
 EOF
   )
-  say "starting private Redis on 127.0.0.1:$REDIS_PORT (rate limits shared by all workers)"
-  start_detached "$RUN_DIR/redis.pid" "$LOG_DIR/redis.log" "$REDIS_SERVER" "$REDIS_DIR/redis.conf"
+  chmod 600 "$conf"
+  say "starting private Redis on 127.0.0.1:$REDIS_PORT (rate limits shared by all workers, password from Vault)"
+  start_detached "$RUN_DIR/redis.pid" "$LOG_DIR/redis.log" "$REDIS_SERVER" "$conf"
   wait_for_port "$REDIS_PORT" "redis-server"
-  REDIS_URL="$(redis_url_with_password "$(cat "$password_file")" "$REDIS_PORT")"
   say "starting private Redis: ok"
 }
 
@@ -705,7 +757,7 @@ start_backend() {
     # Vault is sealed); cookies marked Secure only when users come over https (--tls), the
     # plain-HTTP front listens on loopback only.
     export APP_ENV=local JWT_COOKIE_SECURE="$COOKIE_SECURE" UI_DIR="$ROOT/fe_apache/html"
-    export TRUSTED_PROXIES="$TRUSTED_PROXIES" REDIS_URL RATELIMIT_KEY_PREFIX
+    export TRUSTED_PROXIES="$TRUSTED_PROXIES" REDIS_URL REDIS_AUTH RATELIMIT_KEY_PREFIX
     # Runtime state under the data dir, not in /tmp or ~/.gunicorn/: an interrupted run
     # leaves nothing behind elsewhere, and the next start begins with empty metrics.
     rm -rf "$RUN_DIR/metrics"

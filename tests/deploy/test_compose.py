@@ -70,6 +70,28 @@ def test_database_password_is_a_docker_secret_from_the_file_init_vault_writes() 
     assert environment(db)["POSTGRES_PASSWORD_FILE"] == "/run/secrets/db_password"
 
 
+def test_redis_requires_the_password_of_the_docker_secret_init_vault_writes() -> None:
+    """Vault's redis_password (init-vault.sh writes the secret file from it) goes through a
+    private config file: redis-server's argv, which ps and docker inspect show, has none."""
+    app = load(APP)
+    assert app["secrets"]["redis_password"] == {"file": "./secrets/redis_password.txt"}
+    redis = app["services"]["redis"]
+    assert redis["secrets"] == ["redis_password"]
+    assert redis["group_add"] == app["services"]["db"]["group_add"]  # reads the 0640 file
+    shell, flag, script = redis["command"]
+    assert (shell, flag) == ("sh", "-c")
+    writes, server = script.split("exec ", 1)
+    assert "umask 077" in writes and "printf 'requirepass %s\\n'" in writes
+    assert '"$$(cat /run/secrets/redis_password)" >/tmp/redis.conf' in writes
+    assert server.startswith("redis-server /tmp/redis.conf ")
+    assert "pass" not in server and "secret" not in server
+    assert "/tmp" in redis["tmpfs"] and redis["read_only"] is True
+    # The backend's URL has no password: it reads it from Vault (REDIS_AUTH defaults to vault).
+    backend_env = environment(app["services"]["backend"])
+    assert backend_env["REDIS_URL"] == "redis://redis:6379/0"
+    assert "REDIS_AUTH" not in backend_env
+
+
 @pytest.mark.parametrize(("file", "name", "service"), SERVICES, ids=SERVICE_IDS)
 def test_no_secret_value_in_environment(file: str, name: str, service: dict[str, Any]) -> None:
     for key, value in environment(service).items():

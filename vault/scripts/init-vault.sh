@@ -11,7 +11,8 @@ Usage: $PROG [options]
 
 Initialize and unseal the Vault at \$VAULT_ADDR (default $VAULT_ADDR), then configure it for
 the Flask backend: KV v2 at secret/, policies app-policy and admin-policy, AppRole role
-$ROLE_NAME, random secrets at secret/app/flask and secret/database/postgres, the operator token.
+$ROLE_NAME, random secrets at secret/app/flask (also the Redis password) and
+secret/database/postgres, the operator token.
 An already initialized server is used as is with \$VAULT_TOKEN (e.g. \`bao server -dev\`).
 
 Options (environment variable in brackets):
@@ -26,7 +27,9 @@ Other environment: PROJECT_DIR (where files go, default the repo root), VAULT_KE
 ENV_FILE, APP_VAULT_ADDR (VAULT_ADDR for .env; default: keep an existing line, else
 \$VAULT_ADDR), DB_HOST, DB_PORT, DB_NAME, DB_USER, OPERATOR_TOKEN_TTL (default 768h),
 VAULT_OPERATOR_TOKEN_FILE (default vault-operator-token),
-AUDIT_FILE_PATH (HashiCorp Vault only), VAULT_BIN.
+AUDIT_FILE_PATH (HashiCorp Vault only), VAULT_BIN, VAULT_GENERATE_ROOT_SOCKET (a private Unix
+socket listener serving generate-root without a token, for a re-run whose operator token
+expired; setup.sh --local has one).
 VAULT_DB_MODE=dynamic also configures the database secrets engine: DB_ADMIN_USER and
 DB_ADMIN_PASSWORD (a CREATEROLE role, not the superuser; its password is rotated by Vault),
 DB_CREDS_TTL (1h), DB_CREDS_MAX_TTL (24h), DB_GROUP_ROLE (flask_app), DB_SSLMODE (prefer).
@@ -34,7 +37,8 @@ DB_CREDS_TTL (1h), DB_CREDS_MAX_TTL (24h), DB_GROUP_ROLE (flask_app), DB_SSLMODE
 Writes, all mode 0600, never printed: vault-keys.json (unseal keys; operator init's root
 token, revoked at the end of the run), vault-operator-token (the operator token),
 .env (VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID, SECRETS_GID; other lines kept),
-secrets/db_password.txt and secrets/approle/secret_id (0640, group SECRETS_GID).
+secrets/db_password.txt, secrets/redis_password.txt and secrets/approle/secret_id (0640,
+group SECRETS_GID).
 Without VAULT_TOKEN a re-run generates a root token from the unseal keys (operator
 generate-root) for its own use and revokes it when done; no root token outlives a run.
 EOF
@@ -138,17 +142,27 @@ use_root_token() {
 # keeps it in a variable). OpenBao serves generate-root only to an authenticated caller (its
 # unauthenticated endpoints are off by default), so the operator token starts it: admin-policy
 # allows sys/generate-root-token/*, which without a quorum of unseal keys yields nothing.
+# With no valid operator token (expired, lost), the unauthenticated endpoints of a listener
+# only the keys' owner reaches: VAULT_GENERATE_ROOT_SOCKET (setup.sh --local's private socket).
 generate_root_token() {
-  local threshold i
+  local threshold i token=""
   threshold="$(status_field "$(seal_status)" t)"
   py keys-check "$KEYS_FILE" "$threshold"
-  if [ -s "$OPERATOR_TOKEN_FILE" ]; then
-    VAULT_TOKEN="$(py read-token "$OPERATOR_TOKEN_FILE")"
-    export VAULT_TOKEN
+  [ ! -s "$OPERATOR_TOKEN_FILE" ] || token="$(py read-token "$OPERATOR_TOKEN_FILE")"
+  if [ -n "$token" ] && VAULT_TOKEN="$token" "$VAULT_BIN" token lookup >/dev/null 2>&1; then
+    export VAULT_TOKEN="$token"
+  elif [ -n "${VAULT_GENERATE_ROOT_SOCKET:-}" ] && [ -S "$VAULT_GENERATE_ROOT_SOCKET" ]; then
+    py generate-root-socket "$VAULT_GENERATE_ROOT_SOCKET" "$KEYS_FILE" "$threshold"
+    return 0
+  else
+    unset VAULT_TOKEN # HashiCorp Vault serves generate-root without a token; OpenBao refuses
   fi
   # An attempt someone left half done would swallow our keys: start from zero.
   "$VAULT_BIN" operator generate-root -cancel >/dev/null 2>&1 || true
-  vcli operator generate-root -init -format=json >"$RUN_TMP/root-attempt"
+  if ! "$VAULT_BIN" operator generate-root -init -format=json >"$RUN_TMP/root-attempt" \
+    2>"$RUN_TMP/err"; then
+    die "generate-root refused: $(one_line_error "$RUN_TMP/err"); the operator token ($OPERATOR_TOKEN_FILE) is missing or no longer valid: set VAULT_TOKEN to a root token, or VAULT_GENERATE_ROOT_SOCKET to a private listener with disable_unauthed_generate_root_endpoints = false (setup.sh --local has one)"
+  fi
   for ((i = 0; i < threshold; i++)); do
     py unseal-key "$KEYS_FILE" "$i" |
       vcli operator generate-root -format=json -nonce="$(py get nonce <"$RUN_TMP/root-attempt")" - \
@@ -249,13 +263,15 @@ ensure_secret() {
   rm -f "$RUN_TMP/current" "$RUN_TMP/fresh" "$RUN_TMP/patch"
 }
 
-# The Docker secret of the database container holds the same password as Vault.
-write_db_password_file() {
+# A container's Docker secret file holds the same password as Vault: the database's
+# (secret/database/postgres) and Redis's (secret/app/flask, key redis_password, which the
+# backend reads from Vault; setup.sh --local puts it in its redis.conf).
+# write_password_file KV_PATH FIELD FILE CONTAINER
+write_password_file() {
   local result
   mkdir -p "$SECRETS_DIR"
-  result="$(vcli kv get -mount=secret -field=password database/postgres |
-    py write-file "$SECRETS_DIR/db_password.txt" 0640)"
-  say "secrets/db_password.txt: $result (mode 0640, group $(id -g): the db container's SECRETS_GID)"
+  result="$(vcli kv get -mount=secret -field="$2" "$1" | py write-file "$SECRETS_DIR/$3" 0640)"
+  say "secrets/$3: $result (mode 0640, group $(id -g): the $4 container's SECRETS_GID)"
 }
 
 # Keep a secret ID that still logs in; issue one only when .env has none or a dead one.
@@ -375,7 +391,8 @@ main() {
   enable_approle
   ensure_secret app/flask gen-app
   ensure_secret database/postgres gen-db
-  write_db_password_file
+  write_password_file database/postgres password db_password.txt db
+  write_password_file app/flask redis_password redis_password.txt redis
   configure_database_engine
   write_app_credentials
   ensure_operator_token
