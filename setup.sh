@@ -14,6 +14,7 @@ VAULT_PORT="${VAULT_PORT:-8200}"
 VAULT_CLUSTER_PORT="${VAULT_CLUSTER_PORT:-$((VAULT_PORT + 1))}"
 PG_PORT="${PG_PORT:-5433}"
 HTTP_PORT="${HTTP_PORT:-8080}"
+HTTPS_PORT="${HTTPS_PORT:-8443}"
 SYSTEM_REDIS_PORT="${SYSTEM_REDIS_PORT:-6379}"
 REDIS_PORT="${REDIS_PORT:-6380}"
 REDIS_SERVER="${REDIS_SERVER:-redis-server}"
@@ -21,7 +22,8 @@ READY_TIMEOUT="${READY_TIMEOUT:-90}"
 
 usage() {
   cat <<EOF
-Usage: $PROG [--local | --docker] [--ha] [--auto-unseal] [--modsecurity] [--no-apache] [--sqlite] [--stop [vault] | --status | --restart-app | --reset]
+Usage: $PROG [--local | --docker] [--ha] [--auto-unseal] [--tls | --mtls | --no-tls] [--modsecurity]
+       [--no-apache] [--sqlite] [--stop [vault] | --status | --restart-app | --backup [DIR] | --reset]
 
 Bring up everything: the Vault (OpenBao) server, its initialization and unsealing
 (vault/scripts/init-vault.sh), PostgreSQL, the Flask backend and the Apache front with the
@@ -39,20 +41,32 @@ web UI; wait until the app is ready; print the URL and where the admin password 
   --modsecurity   put ModSecurity + OWASP CRS (blocking) in the Apache front
   --no-apache     local mode: no Apache front even when installed; gunicorn serves the UI
   --sqlite        local mode: SQLite in \$DATA_DIR even when PostgreSQL is installed
+  --tls           local mode: Vault's listener over TLS with the project's CA
+                  (vault/scripts/make-certs.sh, in \$DATA_DIR/vault/tls), and Apache serves
+                  users https://127.0.0.1:HTTPS_PORT with HSTS (HTTP_PORT redirects there);
+                  kept for later runs of this data dir
+  --mtls          --tls, and Vault also requires a client certificate (the backend's
+                  client.pem; tls_require_and_verify_client_cert)
+  --no-tls        back to plain HTTP (after ./setup.sh --stop)
   --stop          stop what $PROG started (data is kept)
   --stop vault    stop only the Vault server (the app serves from its cache); $PROG
                   with no option starts it again and unseals it
   --restart-app   restart the backend and the front only (not needed after
                   rotate-secret-id.sh: the backend re-reads secrets/approle/secret_id)
-  --status        show what runs and whether Vault is sealed
+  --status        show what runs, whether Vault is sealed, its seal type and (with TLS)
+                  when its certificate expires (warns within CERT_WARN_DAYS, default 30)
+  --backup [DIR]  pg_dump of the app database (custom format) and a Raft snapshot of
+                  Vault into DIR/<UTC time>/ (default \$DATA_DIR/backups), files mode 0600;
+                  prints the restore commands
   --reset         local mode: stop and delete \$DATA_DIR (keys, secrets, database!)
   --yes           do not ask before --reset
   -h, --help      this help
 
 Environment: DATA_DIR, VENV (Python env with bao and the app's requirements, default .venv;
 created with \`make install\` when missing), VAULT_PORT (8200), VAULT_CLUSTER_PORT
-(VAULT_PORT+1), UNSEALER_PORT (VAULT_PORT+10), PG_PORT (5433), HTTP_PORT (8080,
-the URL you open), READY_TIMEOUT (90 s), REDIS_URL (shared rate limits; local mode starts
+(VAULT_PORT+1), UNSEALER_PORT (VAULT_PORT+10), PG_PORT (5433), HTTP_PORT (8080, the URL
+you open), HTTPS_PORT (8443, the URL with --tls), CERT_WARN_DAYS (30), READY_TIMEOUT (90 s),
+REDIS_URL (shared rate limits; local mode starts
 its own REDIS_SERVER (redis-server) on REDIS_PORT (6380), requiring the password Vault holds
 (secret/app/flask, key redis_password); without redis-server it uses the Redis on
 127.0.0.1:SYSTEM_REDIS_PORT (6379; REDIS_PASSWORD if it asks for one; without a password
@@ -86,11 +100,14 @@ wait_for_port() {
 }
 
 # HTTP status of a GET, or 000 when nothing answers (python3: curl is not guaranteed).
+# An https URL is verified against FRONT_CACERT when set (the project's CA with --tls).
 http_status() {
-  python3 - "$1" <<'EOF'
-import sys, urllib.error, urllib.request
+  FRONT_CACERT="${FRONT_CACERT:-}" python3 - "$1" <<'EOF'
+import os, ssl, sys, urllib.error, urllib.request
+cafile = os.environ["FRONT_CACERT"] or None
+context = ssl.create_default_context(cafile=cafile)
 try:
-    print(urllib.request.urlopen(sys.argv[1], timeout=5).status)
+    print(urllib.request.urlopen(sys.argv[1], timeout=5, context=context).status)
 except urllib.error.HTTPError as error:
     print(error.code)
 except Exception:
@@ -127,7 +144,8 @@ set_local_paths() {
   REDIS_DIR="$DATA_DIR/redis"
   VAULT_SOCKET_DIR="$RUN_DIR/vault"
   VAULT_SOCKET="$VAULT_SOCKET_DIR/vault.sock"
-  LOCAL_VAULT_ADDR="http://127.0.0.1:$VAULT_PORT"
+  set_tls_paths
+  LOCAL_VAULT_ADDR="$VAULT_SCHEME://127.0.0.1:$VAULT_PORT"
   # One audit file for every node: Raft replicates the audit table, paths must match.
   AUDIT_LOG="$VAULT_DIR/logs/audit.log"
 }
@@ -227,6 +245,7 @@ write_vault_config() {
     "$ROOT/vault/config/vault-config.hcl" >"$VAULT_DIR/vault-config.hcl"
   grep -q "127.0.0.1:$VAULT_PORT" "$VAULT_DIR/vault-config.hcl" ||
     die "could not rewrite vault/config/vault-config.hcl for local use"
+  vault_listener_tls "$VAULT_DIR/vault-config.hcl"
   add_generate_root_socket
 }
 
@@ -255,6 +274,7 @@ EOF
 
 start_vault() {
   if alive "$RUN_DIR/vault.pid" "server"; then
+    running_vault_matches_tls
     say "Vault server: already running at $LOCAL_VAULT_ADDR"
     return 0
   fi
@@ -421,6 +441,19 @@ write_ha_overlay() {
     -e "s|(\\bpath[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$NODE_DIR/data\"|" \
     -e "s|(\\bnode_id[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"vault-$n\"|" \
     "$ROOT/vault/config/vault-ha.hcl" >"$NODE_DIR/vault-ha.hcl"
+  ha_join_tls "$NODE_DIR/vault-ha.hcl"
+}
+
+# With --tls/--mtls a joining node reaches the leader's API over TLS: it must trust our CA
+# (and, with mutual TLS, show the client certificate) in every retry_join block.
+ha_join_tls() {
+  local lines
+  [ "$TLS_MODE" != off ] || return 0
+  lines="    leader_ca_cert_file = \"$TLS_DIR/ca.pem\""
+  if [ "$TLS_MODE" = mtls ]; then
+    lines="$lines\n    leader_client_cert_file = \"$TLS_DIR/client.pem\"\n    leader_client_key_file = \"$TLS_DIR/client-key.pem\""
+  fi
+  sed -i -E "s|^([[:space:]]*leader_api_addr[[:space:]]*=.*)$|\\1\n$lines|" "$1"
 }
 
 write_seal_overlay() {
@@ -552,9 +585,15 @@ vault_nodes_status() {
 
 node_role() {
   python3 - "$1" <<'PYEOF'
-import json, sys, urllib.request
+import json, os, ssl, sys, urllib.request
+context = None
+if sys.argv[1].startswith("https:"):
+    # The same trust as every bao call of this run (set_tls_paths exports them).
+    context = ssl.create_default_context(cafile=os.environ.get("VAULT_CACERT") or None)
+    if os.environ.get("VAULT_CLIENT_CERT"):
+        context.load_cert_chain(os.environ["VAULT_CLIENT_CERT"], os.environ.get("VAULT_CLIENT_KEY"))
 def get(path):
-    with urllib.request.urlopen(sys.argv[1] + path, timeout=3) as answer:
+    with urllib.request.urlopen(sys.argv[1] + path, timeout=3, context=context) as answer:
         return json.load(answer)
 try:
     seal = get("/v1/sys/seal-status")
@@ -570,6 +609,97 @@ if not seal.get("sealed"):
         role = ", role unknown"
 print(f"seal {seal.get('type')}, {state}{role}")
 PYEOF
+}
+
+# --- local mode: TLS (--tls, --mtls) -----------------------------------------------------------
+
+# TLS_MODE off|tls|mtls: this run's option, else what the data dir last ran with.
+set_tls_paths() {
+  TLS_DIR="$DATA_DIR/vault/tls"
+  TLS_MODE="${TLS_REQUEST:-$(cat "$DATA_DIR/tls-mode" 2>/dev/null || true)}"
+  case "$TLS_MODE" in
+    tls | mtls) VAULT_SCHEME=https ;;
+    *) TLS_MODE=off VAULT_SCHEME=http ;;
+  esac
+  # Every CLI call and script of this run (bao reads these) trusts our CA and, with mutual
+  # TLS, shows the backend's client certificate; whatever the shell had is for other servers.
+  if [ "$TLS_MODE" != off ]; then
+    export VAULT_CACERT="$TLS_DIR/ca.pem" FRONT_CACERT="$TLS_DIR/ca.pem"
+    if [ "$TLS_MODE" = mtls ]; then
+      export VAULT_CLIENT_CERT="$TLS_DIR/client.pem" VAULT_CLIENT_KEY="$TLS_DIR/client-key.pem"
+    else
+      unset VAULT_CLIENT_CERT VAULT_CLIENT_KEY
+    fi
+  fi
+}
+
+# The CA and certificates (kept when present).
+ensure_certs() {
+  if [ "$TLS_MODE" != off ]; then
+    say "certificates in $TLS_DIR (vault/scripts/make-certs.sh)"
+    PROJECT_DIR="$DATA_DIR" VAULT_TLS_DIR="$TLS_DIR" "$ROOT/vault/scripts/make-certs.sh" |
+      sed 's/^/  /' || die "make-certs.sh failed (its message is above)"
+  fi
+}
+
+# Replaces the listener's `tls_disable = true` with the certificate files (and, for mutual
+# TLS, the CA that client certificates must chain to) in a rendered vault-config.hcl.
+vault_listener_tls() {
+  local config="$1" stanza
+  [ "$TLS_MODE" != off ] || return 0
+  stanza="  tls_cert_file   = \"$TLS_DIR/vault.pem\"\n  tls_key_file    = \"$TLS_DIR/vault-key.pem\"\n  tls_min_version = \"tls12\""
+  if [ "$TLS_MODE" = mtls ]; then
+    stanza="$stanza\n  tls_client_ca_file                 = \"$TLS_DIR/ca.pem\"\n  tls_require_and_verify_client_cert = true"
+  fi
+  sed -i -E "s|^[[:space:]]*tls_disable[[:space:]]*=.*$|$stanza|" "$config"
+  grep -Eq '^[[:space:]]*tls_cert_file[[:space:]]*=' "$config" || die "could not turn on TLS in $config (no tls_disable line)"
+}
+
+# A running server keeps the listener it started with: changing --tls/--mtls needs a restart.
+running_vault_matches_tls() {
+  local config="$VAULT_DIR/vault-config.hcl" running=off
+  # Settings only: the config's comments name these too.
+  if grep -Eq '^[[:space:]]*tls_require_and_verify_client_cert[[:space:]]*=' "$config" 2>/dev/null; then
+    running=mtls
+  elif grep -Eq '^[[:space:]]*tls_cert_file[[:space:]]*=' "$config" 2>/dev/null; then
+    running=tls
+  fi
+  [ "$running" = "$TLS_MODE" ] ||
+    die "the running Vault server has TLS '$running', this run asks for '$TLS_MODE': ./setup.sh --stop first, then re-run"
+}
+
+# Once Vault runs with it, this data dir keeps the choice, and .env says how to reach Vault
+# over TLS (absolute paths: the backend runs from be_flask/).
+record_tls() {
+  printf '%s\n' "$TLS_MODE" >"$DATA_DIR/tls-mode"
+  [ "$TLS_MODE" != off ] || return 0
+  {
+    printf 'VAULT_ADDR=%s\nVAULT_CACERT=%s\n' "$(app_vault_addr)" "$TLS_DIR/ca.pem"
+    if [ "$TLS_MODE" = mtls ]; then
+      printf 'VAULT_CLIENT_CERT=%s\nVAULT_CLIENT_KEY=%s\n' "$TLS_DIR/client.pem" "$TLS_DIR/client-key.pem"
+    fi
+  } | python3 "$ROOT/vault/scripts/lib.py" env-upsert "$ENV_FILE"
+  say ".env: VAULT_ADDR=$(app_vault_addr), VAULT_CACERT${VAULT_CLIENT_CERT:+, VAULT_CLIENT_CERT/KEY} set"
+}
+
+renew_hint() {
+  printf 'renew with PROJECT_DIR=%s vault/scripts/make-certs.sh --force, then ./setup.sh --stop and ./setup.sh' "$DATA_DIR"
+}
+
+# When the server certificate expires; a loud line within CERT_WARN_DAYS (default 30).
+vault_cert_state() {
+  local cert="$TLS_DIR/vault.pem" days="${CERT_WARN_DAYS:-30}" end
+  [ "$TLS_MODE" != off ] || { printf 'none (plain HTTP; ./setup.sh --tls)'; return 0; }
+  [ -s "$cert" ] || { printf 'missing (%s)' "$cert"; return 0; }
+  [[ "$days" =~ ^[0-9]+$ ]] || die "CERT_WARN_DAYS must be a number of days, got '$days'"
+  end="$(openssl x509 -noout -enddate -in "$cert" | cut -d= -f2)"
+  if ! openssl x509 -noout -checkend 0 -in "$cert" >/dev/null; then
+    printf '!!! EXPIRED on %s (%s): %s' "$end" "$cert" "$(renew_hint)"
+  elif ! openssl x509 -noout -checkend $((days * 86400)) -in "$cert" >/dev/null; then
+    printf '!!! WARNING: expires within %s days, on %s (%s): %s' "$days" "$end" "$cert" "$(renew_hint)"
+  else
+    printf 'valid until %s (%s)' "$end" "$cert"
+  fi
 }
 
 # --- local mode: PostgreSQL ----------------------------------------------------------------
@@ -869,8 +999,9 @@ start_backend() {
     # Re-read at each login: rotate-secret-id.sh reaches the running backend without a restart.
     export VAULT_SECRET_ID_FILE="$DATA_DIR/secrets/approle/secret_id"
     # local: production rules for secrets (never the public development defaults, also while
-    # Vault is sealed), but plain-HTTP cookies, since the front listens on loopback only.
-    export APP_ENV=local JWT_COOKIE_SECURE=false UI_DIR="$ROOT/fe_apache/html"
+    # Vault is sealed); cookies marked Secure only when users come over https (--tls), the
+    # plain-HTTP front listens on loopback only.
+    export APP_ENV=local JWT_COOKIE_SECURE="$COOKIE_SECURE" UI_DIR="$ROOT/fe_apache/html"
     export TRUSTED_PROXIES="$TRUSTED_PROXIES" REDIS_URL REDIS_AUTH RATELIMIT_KEY_PREFIX
     # Runtime state under the data dir, not in /tmp or ~/.gunicorn/: an interrupted run
     # leaves nothing behind elsewhere, and the next start begins with empty metrics.
@@ -894,12 +1025,16 @@ start_backend() {
 }
 
 start_apache() {
-  local apache="$1" modsec=() html_dir
+  local apache="$1" modsec=() tls=() html_dir
   if alive "$RUN_DIR/apache.pid" "apache2"; then
     say "Apache front: already running on 127.0.0.1:$HTTP_PORT"
     return 0
   fi
   require_free_port "$HTTP_PORT" HTTP_PORT
+  if [ "$TLS_MODE" != off ]; then
+    require_free_port "$HTTPS_PORT" HTTPS_PORT
+    tls=(-D TLS)
+  fi
   if [ "$MODSECURITY" = true ]; then
     if [ ! -f /usr/lib/apache2/modules/mod_security2.so ] || [ ! -d /usr/share/modsecurity-crs/rules ]; then
       die "--modsecurity needs the Debian packages libapache2-mod-security2 and modsecurity-crs"
@@ -923,13 +1058,17 @@ start_apache() {
     html_dir="$RUN_DIR/apache/html"
     say "www-data cannot read $ROOT/fe_apache/html: serving a copy from $html_dir"
   fi
-  say "starting Apache front on 127.0.0.1:$HTTP_PORT${modsec:+ with ModSecurity}"
+  say "starting Apache front on 127.0.0.1:$HTTP_PORT${modsec:+ with ModSecurity}${tls:+, https on 127.0.0.1:$HTTPS_PORT}"
+  # Apache reads the front's key as root (or as us) before its workers drop privileges.
   FE_LISTEN="127.0.0.1:$HTTP_PORT" FE_BACKEND="unix:$RUN_DIR/backend/backend.sock|http://localhost" \
     FE_HTML_DIR="$html_dir" FE_CONF_DIR="$ROOT/fe_apache" \
     FE_RUN_DIR="$RUN_DIR/apache" FE_SERVER_NAME=localhost \
+    FE_TLS_LISTEN="127.0.0.1:$HTTPS_PORT" FE_TLS_URL="https://127.0.0.1:$HTTPS_PORT" \
+    FE_TLS_CERT="$TLS_DIR/front.pem" FE_TLS_KEY="$TLS_DIR/front-key.pem" \
     start_detached "$RUN_DIR/apache.pid" "$LOG_DIR/apache.log" \
-    "$apache" -f "$ROOT/fe_apache/httpd.conf" -d "$RUN_DIR/apache" -D FOREGROUND "${modsec[@]}"
+    "$apache" -f "$ROOT/fe_apache/httpd.conf" -d "$RUN_DIR/apache" -D FOREGROUND "${modsec[@]}" "${tls[@]}"
   wait_for_port "$HTTP_PORT" "Apache"
+  [ "$TLS_MODE" = off ] || wait_for_port "$HTTPS_PORT" "Apache (https)"
   say "starting Apache front: ok"
 }
 
@@ -955,14 +1094,22 @@ wait_until_ready() {
 
 # print_summary URL VAULT_ADDR KEYS_FILE TOKEN_FILE LOGS: where to go, where the password is.
 print_summary() {
-  local url="$1" vault_addr="$2" keys_file="$3" token_file="$4" logs="$5"
+  local url="$1" vault_addr="$2" keys_file="$3" token_file="$4" logs="$5" tls_exports="" ca=""
+  if [[ "$url" == https://* ]]; then
+    ca=$'\n'"  (its certificate comes from the project's CA $FRONT_CACERT:
+  import that into your browser, or pass it to curl --cacert)"
+  fi
+  if [[ "$vault_addr" == https://* ]]; then
+    tls_exports="    export VAULT_CACERT=$VAULT_CACERT${VAULT_CLIENT_CERT:+ VAULT_CLIENT_CERT=$VAULT_CLIENT_CERT VAULT_CLIENT_KEY=$VAULT_CLIENT_KEY}
+"
+  fi
   cat <<EOF
 
-Ready: $url
+Ready: $url$ca
   Log in as admin. The admin password is never printed; it is in Vault at
   secret/app/flask (key admin_password). Read it with:
     export VAULT_ADDR=$vault_addr
-    export VAULT_TOKEN="\$(cat $token_file)"    # the operator token
+$tls_exports    export VAULT_TOKEN="\$(cat $token_file)"    # the operator token
     $BAO_BIN kv get -mount=secret -field=admin_password app/flask
   Unseal keys: $keys_file; operator token: $token_file (both mode 0600;
   keep the keys somewhere safe, apart from the token; the root token is revoked).
@@ -979,9 +1126,11 @@ local_up() {
   remember_mode local
   find_python_env
   load_topology save
+  ensure_certs
   start_vault_nodes
   init_vault
   join_ha_nodes
+  record_tls
   find_postgres
   # Once on SQLite, stay there: switching would silently start from an empty database.
   if on_sqlite; then FORCE_SQLITE=true; fi
@@ -998,8 +1147,13 @@ local_up() {
     say "!!! Install PostgreSQL for the real topology; the app's database secret is then unused."
   fi
   choose_redis
+  COOKIE_SECURE=false
   if [ "$NO_APACHE" = false ] && apache="$(apache_binary)"; then
     TRUSTED_PROXIES=1
+    if [ "$TLS_MODE" != off ]; then
+      url="https://127.0.0.1:$HTTPS_PORT"
+      COOKIE_SECURE=true
+    fi
     start_backend "unix:$RUN_DIR/backend/backend.sock" "src.be:create_app()"
     start_apache "$apache"
   else
@@ -1007,8 +1161,10 @@ local_up() {
     # (fe_apache/ui_wsgi.py); no client-sent X-Forwarded-For is trusted.
     TRUSTED_PROXIES=0
     say "no Apache front (apache2 not installed, or --no-apache): gunicorn serves the UI and /api on $HTTP_PORT"
+    [ "$TLS_MODE" = off ] || say "!!! users reach the app over plain HTTP (TLS for users needs the Apache front); Vault is on TLS"
     start_backend "127.0.0.1:$HTTP_PORT" "ui_wsgi:create_app_with_ui()"
   fi
+  printf '%s\n' "$url" >"$RUN_DIR/front-url"
   wait_until_ready "$url"
   print_summary "$url" "$LOCAL_VAULT_ADDR" "$KEYS_FILE" "$OPERATOR_TOKEN_FILE" "$LOG_DIR"
 }
@@ -1072,7 +1228,7 @@ secret_id_state() {
 }
 
 local_status() {
-  local sealed="unreachable" pg="stopped"
+  local sealed="unreachable" pg="stopped" front
   set_local_paths
   find_bao || BAO_BIN=false
   find_postgres
@@ -1090,6 +1246,7 @@ local_status() {
   fi
   say "mode:       local (data in $DATA_DIR)"
   say "vault:      $(component_state "$RUN_DIR/vault.pid" server), $sealed at $LOCAL_VAULT_ADDR"
+  vault_seal_and_tls_status
   load_topology
   if [ "$HA" = true ] || [ "$AUTO_UNSEAL" = true ]; then vault_nodes_status; fi
   say "operator token: $(operator_token_state)"
@@ -1100,7 +1257,16 @@ local_status() {
   if alive "$RUN_DIR/redis.pid" redis-server; then
     say "redis:      private, running on 127.0.0.1:$REDIS_PORT (pid $(cat "$RUN_DIR/redis.pid"))"
   fi
-  say "app ready:  HTTP $(http_status "http://127.0.0.1:$HTTP_PORT/api/ready") from http://127.0.0.1:$HTTP_PORT/api/ready"
+  front="$(cat "$RUN_DIR/front-url" 2>/dev/null || echo "http://127.0.0.1:$HTTP_PORT")"
+  say "app ready:  HTTP $(http_status "$front/api/ready") from $front/api/ready"
+}
+
+# Seal type (shamir, transit...) and, with TLS, when the server certificate expires.
+vault_seal_and_tls_status() {
+  local type=""
+  [ "$sealed" = unreachable ] || type="$(vault_status_field type)"
+  say "seal type:  ${type:-unknown (Vault not answering)}"
+  say "vault TLS:  $TLS_MODE; certificate: $(vault_cert_state)"
 }
 
 local_reset() {
@@ -1113,6 +1279,71 @@ local_reset() {
   local_stop
   rm -rf "$DATA_DIR"
   say "deleted $DATA_DIR: ./setup.sh starts from scratch"
+}
+
+# --- local mode: backup (--backup [DIR]) -------------------------------------------------------
+
+# The app database with pg_dump (custom format: pg_restore picks tables, --clean replaces)
+# and Vault's Raft snapshot (vault/scripts/snapshot.sh), both 0600, in DIR/<UTC time>/.
+local_backup() {
+  local target
+  set_local_paths
+  find_python_env
+  find_postgres
+  [ "$(vault_status_field sealed)" = false ] ||
+    die "Vault at $LOCAL_VAULT_ADDR is not running and unsealed: run ./setup.sh first"
+  target="$(backup_target "${BACKUP_DIR:-$DATA_DIR/backups}")"
+  if postgres_running; then
+    backup_postgres "$target/app-db.dump"
+  elif on_sqlite; then
+    "$VENV/bin/python" -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))' \
+      "$DATA_DIR/app.db" "$target/app.db"
+    say "database: SQLite copy in $target/app.db (restore: stop, copy it back to $DATA_DIR/app.db)"
+  else
+    die "PostgreSQL is not running: run ./setup.sh first"
+  fi
+  env -u VAULT_TOKEN VAULT_BIN="$BAO_BIN" PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$LOCAL_VAULT_ADDR" \
+    VAULT_KEYS_FILE="$KEYS_FILE" VAULT_OPERATOR_TOKEN_FILE="$OPERATOR_TOKEN_FILE" \
+    "$ROOT/vault/scripts/snapshot.sh" save "$target/vault.snap" | sed 's/^/  /' ||
+    die "snapshot.sh save failed (its message is above)"
+  say "Vault: Raft snapshot in $target/vault.snap"
+  say "  restore: $(local_vault_env) vault/scripts/snapshot.sh restore $target/vault.snap"
+  say "  then:    $(local_vault_env) vault/scripts/unseal-vault.sh"
+  say "  it opens only with the unseal keys of $KEYS_FILE: keep a copy of them apart from the backups"
+  say "backup written to $target"
+}
+
+# How the vault/scripts/ reach this data dir's Vault (they find its CA themselves).
+local_vault_env() {
+  printf 'PROJECT_DIR=%s VAULT_ADDR=%s' "$DATA_DIR" "$LOCAL_VAULT_ADDR"
+  [ "$TLS_MODE" != mtls ] || printf ' VAULT_CLIENT_CERT=%s VAULT_CLIENT_KEY=%s' "$VAULT_CLIENT_CERT" "$VAULT_CLIENT_KEY"
+}
+
+# A new private directory for this backup (an absolute path, printed).
+backup_target() {
+  local dir="$1" target
+  (umask 077 && mkdir -p "$dir") || die "cannot create backup directory $dir"
+  dir="$(cd "$dir" && pwd)"
+  target="$dir/$(date -u +%Y%m%dT%H%M%SZ)"
+  [ ! -e "$target" ] || die "$target exists already: wait a second and retry"
+  (umask 077 && mkdir "$target")
+  printf '%s\n' "$target"
+}
+
+backup_postgres() {
+  local file="$1" name pg_restore
+  name="$(db_setting database)"
+  # Our shell writes the file (root's or ours, 0600) while pg_dump runs as the cluster owner.
+  (umask 077 && as_pg_owner "$PG_BIN/pg_dump" -Fc -h "$PG_SOCKET_DIR" -p "$PG_PORT" -d "$name" \
+    >"$file.tmp" 2>>"$LOG_DIR/postgres.log") || {
+    rm -f "$file.tmp"
+    die "pg_dump failed (see $LOG_DIR/postgres.log)"
+  }
+  mv "$file.tmp" "$file"
+  pg_restore="$PG_BIN/pg_restore --clean --if-exists --single-transaction -h $PG_SOCKET_DIR -p $PG_PORT -d $name"
+  [ "$(id -u)" -ne 0 ] || pg_restore="runuser -u postgres -- $pg_restore"
+  say "database $name: pg_dump (custom format) in $file ($(wc -c <"$file") bytes, mode 0600)"
+  say "  restore: $pg_restore < $file"
 }
 
 # --- Docker mode ---------------------------------------------------------------------------
@@ -1187,6 +1418,27 @@ docker_restart_app() {
   wait_until_ready "http://localhost:$HTTP_PORT"
 }
 
+# The db container's pg_dump (the password from its own secret file, never in argv here) and
+# a Raft snapshot, into DIR/<UTC time>/ (default backups/ in the checkout, git-ignored).
+docker_backup() {
+  local target
+  find_python_env
+  target="$(backup_target "${BACKUP_DIR:-$ROOT/backups}")"
+  # shellcheck disable=SC2016  # expanded by the container's shell
+  (umask 077 && compose -f "$ROOT/docker-compose.yaml" exec -T db sh -c \
+    'PGPASSWORD="$(cat /run/secrets/db_password)" exec pg_dump -Fc -h 127.0.0.1 -U "$POSTGRES_USER" "$POSTGRES_DB"' \
+    >"$target/app-db.dump.tmp") || {
+    rm -f "$target/app-db.dump.tmp"
+    die "pg_dump in the db container failed (docker compose logs db)"
+  }
+  mv "$target/app-db.dump.tmp" "$target/app-db.dump"
+  say "database: pg_dump (custom format) in $target/app-db.dump (mode 0600); restore: README.md, \"With Docker\""
+  env -u VAULT_TOKEN VAULT_BIN="$BAO_BIN" PROJECT_DIR="$ROOT" VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" \
+    "$ROOT/vault/scripts/snapshot.sh" save "$target/vault.snap" | sed 's/^/  /' ||
+    die "snapshot.sh save failed (its message is above)"
+  say "backup written to $target"
+}
+
 docker_status() {
   say "mode: docker"
   compose -f "$ROOT/docker-compose.vault.yaml" ps
@@ -1204,6 +1456,8 @@ main() {
   STOP_WHAT=all
   HA=false
   AUTO_UNSEAL=false
+  TLS_REQUEST=""
+  BACKUP_DIR=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --local) mode=local ;;
@@ -1212,6 +1466,16 @@ main() {
       --ha) HA=true ;;
       --auto-unseal) AUTO_UNSEAL=true ;;
       --sqlite) FORCE_SQLITE=true ;;
+      --tls) TLS_REQUEST=tls ;;
+      --mtls) TLS_REQUEST=mtls ;;
+      --no-tls) TLS_REQUEST=off ;;
+      --backup)
+        action=backup
+        if [ -n "${2:-}" ] && [[ "$2" != -* ]]; then
+          BACKUP_DIR="$2"
+          shift
+        fi
+        ;;
       --no-apache) NO_APACHE=true ;;
       --stop)
         action=stop
@@ -1248,12 +1512,15 @@ main() {
     if [ "$HA" = true ] || [ "$AUTO_UNSEAL" = true ]; then
       die "--ha and --auto-unseal are local-mode options; with Docker run docker-compose.vault-ha.yaml (see VAULT_INTEGRATION.md, Production topology)"
     fi
+    [ "${TLS_REQUEST:-off}" = off ] ||
+      die "--tls/--mtls are for local mode; for the Compose stacks see VAULT_INTEGRATION.md, \"TLS and production checklist\""
     docker_works || die "--docker: no working Docker engine with Compose (docker info, docker compose version and docker-compose all failed)"
     case "$action" in
       up) docker_up ;;
       stop) docker_stop ;;
       status) docker_status ;;
       restart_app) docker_restart_app ;;
+      backup) docker_backup ;;
       reset) die "--reset is for local mode; with Docker: docker compose down -v (deletes volumes)" ;;
     esac
   else
@@ -1262,6 +1529,7 @@ main() {
       stop) local_stop ;;
       status) local_status ;;
       restart_app) local_restart_app ;;
+      backup) local_backup ;;
       reset) local_reset ;;
     esac
   fi

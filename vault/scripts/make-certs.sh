@@ -5,10 +5,13 @@
 #   vault.pem / vault-key.pem    server certificate, SANs: loopback names and the Compose
 #                                service names (vault, vault-1..3, unsealer), plus VAULT_TLS_SANS
 #   client.pem / client-key.pem  the backend's client certificate for tls_require_and_verify_client_cert
+#   front.pem / front-key.pem    the Apache front's HTTPS certificate (setup.sh --tls), SANs:
+#                                loopback names and the Compose service name frontend, plus FRONT_TLS_SANS
 # Idempotent: existing files are kept; --force re-issues the server and client certificates
 # (the CA stays, so nothing that trusts it needs to change).
 # Env: PROJECT_DIR, VAULT_TLS_DIR (default $PROJECT_DIR/vault/tls), CERT_DAYS (default 365),
-#      VAULT_TLS_SANS (extra SANs, comma-separated, e.g. "DNS:vault.example.org,IP:10.0.0.5").
+#      VAULT_TLS_SANS (extra SANs, comma-separated, e.g. "DNS:vault.example.org,IP:10.0.0.5"),
+#      FRONT_TLS_SANS (the same for the front's certificate).
 set -euo pipefail
 
 PROG="$(basename "$0")"
@@ -28,7 +31,7 @@ case "${1:-}" in
   "") ;;
   --force) FORCE=1 ;;
   -h | --help)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
   *) die "unknown argument: $1 (usage: $PROG [--force])" ;;
@@ -42,6 +45,10 @@ if [ -n "${VAULT_TLS_SANS:-}" ] && ! [[ "$VAULT_TLS_SANS" =~ ^((DNS|IP):[A-Za-z0
   die "VAULT_TLS_SANS must look like DNS:name,IP:address (comma-separated), got '$VAULT_TLS_SANS'"
 fi
 SANS="$DEFAULT_SANS${VAULT_TLS_SANS:+,$VAULT_TLS_SANS}"
+if [ -n "${FRONT_TLS_SANS:-}" ] && ! [[ "$FRONT_TLS_SANS" =~ ^((DNS|IP):[A-Za-z0-9.:*-]+)(,(DNS|IP):[A-Za-z0-9.:*-]+)*$ ]]; then
+  die "FRONT_TLS_SANS must look like DNS:name,IP:address (comma-separated), got '$FRONT_TLS_SANS'"
+fi
+FRONT_SANS="DNS:localhost,IP:127.0.0.1,IP:::1,DNS:frontend${FRONT_TLS_SANS:+,$FRONT_TLS_SANS}"
 
 umask 077
 mkdir -p "$TLS_DIR"
@@ -93,8 +100,14 @@ subjectAltName=$SANS"
 issue client flask-backend "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature
 extendedKeyUsage=clientAuth"
+# Browsers reject server certificates valid for more than 398 days; CERT_DAYS defaults to 365.
+issue front localhost "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=$FRONT_SANS"
 
 # The certificates are public; the keys stay owner-only (umask above). OpenBao in a container
 # runs as another uid: the Compose stack mounts the directory read-only and documents chown.
-chmod 0644 "$TLS_DIR/ca.pem" "$TLS_DIR/vault.pem" "$TLS_DIR/client.pem"
+chmod 0644 "$TLS_DIR/ca.pem" "$TLS_DIR/vault.pem" "$TLS_DIR/client.pem" "$TLS_DIR/front.pem"
 echo "server SANs: $SANS"
+echo "front SANs: $FRONT_SANS"
