@@ -321,6 +321,8 @@ configure_database_engine() {
     creation_statements="CREATE ROLE \"{{name}}\" WITH LOGIN INHERIT PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE ${DB_GROUP_ROLE:-flask_app};" \
     revocation_statements="DROP ROLE IF EXISTS \"{{name}}\";" >/dev/null
   say "database/roles/$ROLE_NAME: written (TTL ${DB_CREDS_TTL:-1h}, max ${DB_CREDS_MAX_TTL:-24h})"
+  # The backend's env_file in Docker (sourced before starting gunicorn locally): dynamic from now on.
+  printf 'VAULT_DB_MODE=dynamic\n' | py env-upsert "$ENV_FILE"
 }
 
 # Operators work with this token day to day (admin-policy, day-2 operations only), kept in its
