@@ -899,9 +899,15 @@ docker_up() {
     "$ROOT/vault-operator-token" "docker compose logs -f"
 }
 
+# run_docker_vault_script SCRIPT [OPTION...] against the Vault container (more settings: the
+# caller's VAR=value prefix, which reaches the script's environment, never its argv).
 run_docker_vault_script() {
-  run_vault_script "$1" PROJECT_DIR="$ROOT" VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" \
-    APP_VAULT_ADDR="http://vault:8200" DB_HOST=db DB_PORT=5432 "${@:2}"
+  local script="$1"
+  shift
+  env -u VAULT_TOKEN VAULT_BIN="$BAO_BIN" PROJECT_DIR="$ROOT" VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" \
+    APP_VAULT_ADDR="http://vault:8200" DB_HOST=db DB_PORT=5432 "$ROOT/vault/scripts/$script" "$@" |
+    sed 's/^/  /' ||
+    die "$script failed (its message is above); fix the cause and re-run ./setup.sh: it resumes where it stopped"
 }
 
 # VAULT_DB_MODE=dynamic in Docker as locally: the db container starts (from the Docker secret,
@@ -946,8 +952,8 @@ SQL
     'PGPASSWORD="$(cat /run/secrets/db_password)" exec psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -v admin_role=vault_db_admin -v database="$POSTGRES_DB"' >/dev/null ||
     die "creating the roles of dynamic credentials in the db container failed (output above)"
   say "roles flask_owner, flask_app and vault_db_admin: ready"
-  DB_ADMIN_PASSWORD="$admin_password" run_docker_vault_script init-vault.sh \
-    VAULT_DB_MODE=dynamic DB_ADMIN_USER=vault_db_admin DB_SSLMODE=disable
+  DB_ADMIN_PASSWORD="$admin_password" VAULT_DB_MODE=dynamic DB_ADMIN_USER=vault_db_admin \
+    DB_SSLMODE=disable run_docker_vault_script init-vault.sh --database-engine-only
   unset admin_password
   say "dynamic database credentials: configured (admin password rotated by Vault)"
 }

@@ -20,6 +20,9 @@ Options (environment variable in brackets):
   --secret-id-ttl DUR      lifetime of AppRole secret IDs, 0 = until rotated [SECRET_ID_TTL, 720h]
   --secret-id-num-uses N   logins per secret ID, 0 = unlimited [SECRET_ID_NUM_USES, 0]
   --cidr LIST              comma-separated CIDRs allowed to log in and use tokens [APPROLE_CIDRS]
+  --database-engine-only   with VAULT_DB_MODE=dynamic on a configured server: only the
+                           database secrets engine step (setup.sh, once the database it
+                           needs runs; skips the steps a first run has just done)
   -h, --help               this help
 
 Other environment: PROJECT_DIR (where files go, default the repo root), VAULT_KEYS_FILE,
@@ -58,6 +61,7 @@ parse_args() {
       --secret-id-ttl) SECRET_ID_TTL="${2:?--secret-id-ttl needs a duration}"; shift 2 ;;
       --secret-id-num-uses) SECRET_ID_NUM_USES="${2:?--secret-id-num-uses needs a number}"; shift 2 ;;
       --cidr) APPROLE_CIDRS="${2:?--cidr needs a CIDR list}"; shift 2 ;;
+      --database-engine-only) DATABASE_ENGINE_ONLY=true; shift ;;
       -h | --help) usage; exit 0 ;;
       *) die "unknown option '$1' (see --help)" ;;
     esac
@@ -66,6 +70,9 @@ parse_args() {
     die "key shares and threshold must be positive integers"
   [ "$KEY_THRESHOLD" -le "$KEY_SHARES" ] || die "key threshold $KEY_THRESHOLD > shares $KEY_SHARES"
   [[ "$SECRET_ID_NUM_USES" =~ ^[0-9]+$ ]] || die "secret ID uses must be a number"
+  if [ "$DATABASE_ENGINE_ONLY" = true ] && [ "${VAULT_DB_MODE:-static}" != dynamic ]; then
+    die "--database-engine-only needs VAULT_DB_MODE=dynamic"
+  fi
 }
 
 # Refuse early, before the server or any file changes, when the outputs cannot be written.
@@ -364,6 +371,7 @@ ensure_audit() {
 main() {
   FRESH_INIT=false
   REVOKE_ROOT=false
+  DATABASE_ENGINE_ONLY=false
   trap revoke_root_token EXIT
   parse_args "$@"
   pick_cli
@@ -371,6 +379,11 @@ main() {
   init_and_unseal
   use_root_token
   wait_until_active
+  if [ "$DATABASE_ENGINE_ONLY" = true ]; then
+    configure_database_engine
+    say "Vault at $VAULT_ADDR: database secrets engine ready for the Flask backend"
+    return 0
+  fi
   ensure_audit
   enable_kv
   write_policies
