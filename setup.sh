@@ -21,7 +21,7 @@ READY_TIMEOUT="${READY_TIMEOUT:-90}"
 
 usage() {
   cat <<EOF
-Usage: $PROG [--local | --docker [-p NAME]] [--modsecurity] [--no-apache] [--sqlite] [--stop [vault] | --status | --restart-app | --reset]
+Usage: $PROG [--local | --docker [-p NAME]] [--ha] [--auto-unseal] [--modsecurity] [--no-apache] [--sqlite] [--stop [vault] | --status | --restart-app | --reset]
 
 Bring up everything: the Vault (OpenBao) server, its initialization and unsealing
 (vault/scripts/init-vault.sh), PostgreSQL, the Flask backend and the Apache front with the
@@ -37,6 +37,11 @@ web UI; wait until the app is ready; print the URL and where the admin password 
                   vault_db_net), so two checkouts share one engine (give each its own
                   HTTP_PORT and VAULT_PORT); remembered for later runs (also
                   COMPOSE_PROJECT_NAME)
+  --ha            local mode: three OpenBao nodes in one Raft cluster (ports VAULT_PORT,
+                  +2, +4; retry_join); the backend gets all three addresses
+  --auto-unseal   local mode: a separate unsealer OpenBao (UNSEALER_PORT) whose transit key
+                  unseals the main node(s); vault-keys.json then holds recovery keys
+                  (both options are remembered for this data dir)
   --modsecurity   put ModSecurity + OWASP CRS (blocking) in the Apache front
   --no-apache     local mode: no Apache front even when installed; gunicorn serves the UI
   --sqlite        local mode: SQLite in \$DATA_DIR even when PostgreSQL is installed
@@ -52,11 +57,12 @@ web UI; wait until the app is ready; print the URL and where the admin password 
 
 Environment: DATA_DIR, VENV (Python env with bao and the app's requirements, default .venv;
 created with \`make install\` when missing), VAULT_PORT (8200), VAULT_CLUSTER_PORT
-(VAULT_PORT+1), PG_PORT (5433), HTTP_PORT (8080,
-the URL you open), READY_TIMEOUT (90 s), REDIS_URL (shared rate limits; local mode uses the
-Redis on 127.0.0.1:SYSTEM_REDIS_PORT (6379; REDIS_PASSWORD if it asks for one), else starts
-its own REDIS_SERVER (redis-server) on REDIS_PORT (6380), else counts per worker, said
-loudly).
+(VAULT_PORT+1), UNSEALER_PORT (VAULT_PORT+10), PG_PORT (5433), HTTP_PORT (8080,
+the URL you open), READY_TIMEOUT (90 s), REDIS_URL (shared rate limits; local mode starts
+its own REDIS_SERVER (redis-server) on REDIS_PORT (6380), requiring the password Vault holds
+(secret/app/flask, key redis_password); without redis-server it uses the Redis on
+127.0.0.1:SYSTEM_REDIS_PORT (6379; REDIS_PASSWORD if it asks for one; without a password
+said loudly), else counts per worker, said loudly).
 Re-running after a reboot unseals Vault and starts what is down, keeping all data.
 EOF
 }
@@ -125,7 +131,11 @@ set_local_paths() {
   OPERATOR_TOKEN_FILE="$DATA_DIR/vault-operator-token"
   ENV_FILE="$DATA_DIR/.env"
   REDIS_DIR="$DATA_DIR/redis"
+  VAULT_SOCKET_DIR="$RUN_DIR/vault"
+  VAULT_SOCKET="$VAULT_SOCKET_DIR/vault.sock"
   LOCAL_VAULT_ADDR="http://127.0.0.1:$VAULT_PORT"
+  # One audit file for every node: Raft replicates the audit table, paths must match.
+  AUDIT_LOG="$VAULT_DIR/logs/audit.log"
 }
 
 # A pid file whose process is alive and is what we started (not a recycled pid after reboot).
@@ -215,7 +225,7 @@ write_vault_config() {
   # Same rewrite as the tests' harness: data, audit log and addresses, nothing else.
   sed -E \
     -e "s|(\\bpath[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$VAULT_DIR/data\"|" \
-    -e "s|(\\bfile_path[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$VAULT_DIR/logs/audit.log\"|" \
+    -e "s|(\\bfile_path[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$AUDIT_LOG\"|" \
     -e "s|(\\baddress[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"127.0.0.1:$VAULT_PORT\"|" \
     -e "s|(\\bcluster_address[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"127.0.0.1:$VAULT_CLUSTER_PORT\"|" \
     -e "s|(\\bapi_addr[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$LOCAL_VAULT_ADDR\"|" \
@@ -223,6 +233,30 @@ write_vault_config() {
     "$ROOT/vault/config/vault-config.hcl" >"$VAULT_DIR/vault-config.hcl"
   grep -q "127.0.0.1:$VAULT_PORT" "$VAULT_DIR/vault-config.hcl" ||
     die "could not rewrite vault/config/vault-config.hcl for local use"
+  add_generate_root_socket
+}
+
+# A second listener, on a Unix socket in a directory only this data dir's owner (who holds the
+# unseal keys anyway) may enter, with OpenBao's unauthenticated generate-root endpoints on:
+# the way back to a root token when the operator token expired or was lost, so that a re-run
+# can still write changed policies. The TCP listener keeps them off.
+add_generate_root_socket() {
+  mkdir -p "$VAULT_SOCKET_DIR"
+  chmod 700 "$VAULT_SOCKET_DIR"
+  rm -f "$VAULT_SOCKET"
+  if [ "${#VAULT_SOCKET}" -gt 100 ]; then
+    say "note: $VAULT_SOCKET is too long for a Unix socket: no private generate-root listener"
+    return 0
+  fi
+  cat >>"$VAULT_DIR/vault-config.hcl" <<EOF
+
+# setup.sh --local: generate-root without a token, for the data dir's owner only.
+listener "unix" {
+  address                                  = "$VAULT_SOCKET"
+  socket_mode                              = "0600"
+  disable_unauthed_generate_root_endpoints = false
+}
+EOF
 }
 
 start_vault() {
@@ -243,7 +277,7 @@ start_vault() {
 # One field of the local server's status ("true"/"false"), empty when nothing answers.
 # (`status` exits 2 when sealed: that is an answer, so its exit code is ignored.)
 vault_status_field() {
-  { VAULT_ADDR="$LOCAL_VAULT_ADDR" "$BAO_BIN" status -format=json 2>/dev/null || true; } |
+  { VAULT_ADDR="${2:-$LOCAL_VAULT_ADDR}" "$BAO_BIN" status -format=json 2>/dev/null || true; } |
     python3 -c 'import json, sys; print(str(json.load(sys.stdin).get(sys.argv[1])).lower())' "$1" \
       2>/dev/null || true
 }
@@ -273,9 +307,9 @@ run_vault_script() {
 
 run_local_vault_script() {
   run_vault_script "$1" PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$LOCAL_VAULT_ADDR" \
-    APP_VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_KEYS_FILE="$KEYS_FILE" ENV_FILE="$ENV_FILE" \
-    VAULT_OPERATOR_TOKEN_FILE="$OPERATOR_TOKEN_FILE" \
-    AUDIT_FILE_PATH="$VAULT_DIR/logs/audit.log" DB_HOST=127.0.0.1 DB_PORT="$PG_PORT"
+    APP_VAULT_ADDR="$(app_vault_addr)" VAULT_KEYS_FILE="$KEYS_FILE" ENV_FILE="$ENV_FILE" \
+    VAULT_OPERATOR_TOKEN_FILE="$OPERATOR_TOKEN_FILE" VAULT_GENERATE_ROOT_SOCKET="$VAULT_SOCKET" \
+    AUDIT_FILE_PATH="$AUDIT_LOG" DB_HOST=127.0.0.1 DB_PORT="$PG_PORT"
 }
 
 # First run, or policies/scripts changed: init-vault.sh (idempotent: initializes, unseals,
@@ -286,16 +320,28 @@ init_vault() {
   check_half_initialized
   digest="$(vault_config_digest)"
   if [ -s "$KEYS_FILE" ] && [ -s "$OPERATOR_TOKEN_FILE" ] && [ -s "$ENV_FILE" ] &&
-    [ -s "$DATA_DIR/secrets/db_password.txt" ] && [ -s "$DATA_DIR/secrets/approle/secret_id" ] &&
+    [ -s "$DATA_DIR/secrets/db_password.txt" ] && [ -s "$DATA_DIR/secrets/redis_password.txt" ] &&
+    [ -s "$DATA_DIR/secrets/approle/secret_id" ] &&
+    grep -qx "VAULT_ADDR=$(app_vault_addr)" "$ENV_FILE" &&
     [ "$(cat "$VAULT_DIR/configured" 2>/dev/null || true)" = "$digest" ]; then
     say "Vault is configured (policies and scripts unchanged): unsealing if needed (vault/scripts/unseal-vault.sh)"
     run_local_vault_script unseal-vault.sh
-  else
-    say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
-    run_local_vault_script init-vault.sh
-    printf '%s\n' "$digest" >"$VAULT_DIR/configured"
+    if operator_token_valid; then
+      say "Vault: ok"
+      return 0
+    fi
+    # Everything after needs it: init-vault.sh makes a new one with a root token it generates
+    # from the unseal keys (over the private socket) and revokes.
+    say "the operator token in $OPERATOR_TOKEN_FILE is no longer valid (expired?): configuring again"
   fi
+  say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
+  run_local_vault_script init-vault.sh
+  printf '%s\n' "$digest" >"$VAULT_DIR/configured"
   say "Vault: ok"
+}
+
+operator_token_valid() {
+  operator_bao token lookup >/dev/null 2>&1
 }
 
 operator_bao() {
@@ -313,6 +359,223 @@ sync_database_location() {
     operator_bao kv patch -mount=secret database/postgres host=127.0.0.1 port="$PG_PORT" >/dev/null
     say "secret/database/postgres: host/port set to 127.0.0.1:$PG_PORT"
   fi
+}
+
+# --- local mode: Raft HA (--ha) and transit auto-unseal (--auto-unseal) ------------------------
+# Node 1 is the single-node layout above ($VAULT_DIR, vault.pid, VAULT_PORT), so a data dir
+# grows from one node to three without moving anything; nodes 2 and 3 sit beside it on
+# VAULT_PORT+2 and +4. Each node is vault-config.hcl rendered like node 1 plus overlays
+# (vault-ha.hcl, seal-transit.hcl) loaded after it.
+
+UNSEALER_PORT="${UNSEALER_PORT:-$((VAULT_PORT + 10))}"
+
+# Remembered per data dir, like the mode: --status, --stop and a bare re-run see the same
+# shape. `load_topology save` also records this run's options.
+load_topology() {
+  local saved=""
+  [ ! -f "$DATA_DIR/topology" ] || saved="$(cat "$DATA_DIR/topology")"
+  [[ " $saved " != *" ha "* ]] || HA=true
+  [[ " $saved " != *" auto-unseal "* ]] || AUTO_UNSEAL=true
+  [ "${1:-}" = save ] || return 0
+  printf '%s\n' "$([ "$HA" = false ] || printf 'ha ')$([ "$AUTO_UNSEAL" = false ] || printf 'auto-unseal')" \
+    >"$DATA_DIR/topology"
+}
+
+node_count() {
+  if [ "$HA" = true ]; then echo 3; else echo 1; fi
+}
+
+# node_vars N: where node N lives and listens (NODE_DIR, NODE_PORT, NODE_CLUSTER_PORT,
+# NODE_ADDR, NODE_PID, NODE_LOG, NODE_SOCKET_DIR).
+node_vars() {
+  local n="$1"
+  NODE_PORT=$((VAULT_PORT + 2 * (n - 1)))
+  NODE_ADDR="${LOCAL_VAULT_ADDR%%://*}://127.0.0.1:$NODE_PORT"
+  if [ "$n" -eq 1 ]; then
+    NODE_DIR="$VAULT_DIR" NODE_CLUSTER_PORT="$VAULT_CLUSTER_PORT"
+    NODE_PID="$RUN_DIR/vault.pid" NODE_LOG="$LOG_DIR/vault.log" NODE_SOCKET_DIR="$VAULT_SOCKET_DIR"
+  else
+    NODE_DIR="$DATA_DIR/vault-$n" NODE_CLUSTER_PORT=$((NODE_PORT + 1))
+    NODE_PID="$RUN_DIR/vault-$n.pid" NODE_LOG="$LOG_DIR/vault-$n.log"
+    NODE_SOCKET_DIR="$RUN_DIR/vault-$n"
+  fi
+}
+
+# VAULT_ADDR of the backend: every node, comma-separated (the client fails over in order).
+app_vault_addr() {
+  local n addrs=()
+  for ((n = 1; n <= $(node_count); n++)); do
+    node_vars "$n"
+    addrs+=("$NODE_ADDR")
+  done
+  (IFS=,; printf '%s\n' "${addrs[*]}")
+}
+
+unsealer_addr() {
+  printf 'http://127.0.0.1:%s\n' "$UNSEALER_PORT"
+}
+
+# vault-ha.hcl for node N: its data dir and node_id, the retry_join list on loopback.
+write_ha_overlay() {
+  local n="$1" k rules=()
+  for ((k = 1; k <= 3; k++)); do
+    node_vars "$k"
+    rules+=(-e "s|\"http://vault-$k:8200\"|\"$NODE_ADDR\"|")
+  done
+  node_vars "$n"
+  sed -E "${rules[@]}" \
+    -e "s|(\\bpath[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$NODE_DIR/data\"|" \
+    -e "s|(\\bnode_id[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"vault-$n\"|" \
+    "$ROOT/vault/config/vault-ha.hcl" >"$NODE_DIR/vault-ha.hcl"
+}
+
+write_seal_overlay() {
+  sed -E "s|(\\baddress[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$(unsealer_addr)\"|" \
+    "$ROOT/vault/config/seal-transit.hcl" >"$NODE_DIR/seal-transit.hcl"
+}
+
+# Start node N unless it runs: config rendered like node 1's, overlays after it.
+start_vault_node() {
+  local n="$1" configs=() token=""
+  node_vars "$n"
+  if alive "$NODE_PID" "server"; then
+    say "Vault node vault-$n: already running at $NODE_ADDR"
+    return 0
+  fi
+  require_free_port "$NODE_PORT" VAULT_PORT
+  require_free_port "$NODE_CLUSTER_PORT" VAULT_CLUSTER_PORT
+  # Each node its own private generate-root socket (node 1 keeps the single-node one).
+  (VAULT_DIR="$NODE_DIR" VAULT_PORT="$NODE_PORT" VAULT_CLUSTER_PORT="$NODE_CLUSTER_PORT" \
+    LOCAL_VAULT_ADDR="$NODE_ADDR" VAULT_SOCKET_DIR="$NODE_SOCKET_DIR" \
+    VAULT_SOCKET="$NODE_SOCKET_DIR/vault.sock" write_vault_config)
+  configs=(-config="$NODE_DIR/vault-config.hcl")
+  if [ "$HA" = true ]; then
+    write_ha_overlay "$n"
+    configs+=(-config="$NODE_DIR/vault-ha.hcl")
+  fi
+  if [ "$AUTO_UNSEAL" = true ]; then
+    write_seal_overlay
+    configs+=(-config="$NODE_DIR/seal-transit.hcl")
+    token="$(head -n1 "$DATA_DIR/vault-unsealer-token")"
+  fi
+  say "starting Vault node vault-$n at $NODE_ADDR"
+  # The seal token reaches the server in its environment only (never argv or a config file).
+  VAULT_TOKEN="$token" start_detached "$NODE_PID" "$NODE_LOG" "$BAO_BIN" server "${configs[@]}"
+  wait_for_node_port "$n"
+  say "starting Vault node vault-$n: ok"
+}
+
+# A transit-sealed node that cannot reach its unsealer exits instead of listening: say why.
+wait_for_node_port() {
+  local i
+  for ((i = 0; i < 150; i++)); do
+    port_open "$NODE_PORT" && return 0
+    if ! alive "$NODE_PID" server && grep -q 'Error configuring seal' "$NODE_LOG" 2>/dev/null; then
+      die "Vault node vault-$1 stopped: its seal \"transit\" could not use the unsealer at $(unsealer_addr) ($(grep -m1 'Error configuring seal' "$NODE_LOG" | cut -c1-200)); start and unseal the unsealer (./setup.sh --auto-unseal does), then re-run"
+    fi
+    sleep 0.2
+  done
+  die "Vault node vault-$1 did not open 127.0.0.1:$NODE_PORT within 30 s (see $NODE_LOG)"
+}
+
+# The unsealer: its own config, data dir and Shamir keys (vault-unsealer-keys.json), and the
+# seal token (vault-unsealer-token) that init-unsealer.sh issues; both files 0600.
+start_unsealer() {
+  local dir="$DATA_DIR/unsealer"
+  if ! alive "$RUN_DIR/unsealer.pid" "server"; then
+    require_free_port "$UNSEALER_PORT" UNSEALER_PORT
+    require_free_port "$((UNSEALER_PORT + 1))" UNSEALER_PORT
+    mkdir -p "$dir/data" "$dir/logs"
+    chmod 700 "$dir" "$dir/data"
+    sed -E \
+      -e "s|(\\bpath[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$dir/data\"|" \
+      -e "s|(\\bfile_path[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$dir/logs/audit.log\"|" \
+      -e "s|(\\baddress[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"127.0.0.1:$UNSEALER_PORT\"|" \
+      -e "s|(\\bcluster_address[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"127.0.0.1:$((UNSEALER_PORT + 1))\"|" \
+      -e "s|(\\bapi_addr[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"$(unsealer_addr)\"|" \
+      -e "s|(\\bcluster_addr[[:space:]]*=[[:space:]]*)\"[^\"]*\"|\\1\"http://127.0.0.1:$((UNSEALER_PORT + 1))\"|" \
+      "$ROOT/vault/config/vault-unsealer.hcl" >"$dir/vault-unsealer.hcl"
+    say "starting the unsealer at $(unsealer_addr)"
+    start_detached "$RUN_DIR/unsealer.pid" "$LOG_DIR/unsealer.log" \
+      "$BAO_BIN" server -config="$dir/vault-unsealer.hcl"
+    wait_for_port "$UNSEALER_PORT" "the unsealer"
+  fi
+  say "initializing/unsealing the unsealer (vault/scripts/init-unsealer.sh)"
+  run_vault_script init-unsealer.sh PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$(unsealer_addr)"
+}
+
+# Every node of this topology, the unsealer first when there is one.
+start_vault_nodes() {
+  local n
+  [ "$AUTO_UNSEAL" = false ] || start_unsealer
+  if [ "$HA" = false ] && [ "$AUTO_UNSEAL" = false ]; then
+    start_vault
+    return 0
+  fi
+  for ((n = 1; n <= $(node_count); n++)); do
+    start_vault_node "$n"
+  done
+}
+
+# Nodes 2 and 3 join node 1 through retry_join once it is initialized. With a Shamir seal a
+# joined node still needs the unseal keys; with auto-unseal it unseals itself.
+join_ha_nodes() {
+  local n i
+  [ "$HA" = true ] || return 0
+  for ((n = 2; n <= 3; n++)); do
+    node_vars "$n"
+    for ((i = 0; i < 60; i++)); do
+      [ "$(vault_status_field initialized "$NODE_ADDR")" = true ] && break
+      sleep 0.5
+    done
+    say "vault-$n: joining the cluster and unsealing (vault/scripts/unseal-vault.sh)"
+    run_vault_script unseal-vault.sh PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$NODE_ADDR" \
+      VAULT_KEYS_FILE="$KEYS_FILE"
+  done
+}
+
+# Main nodes first (the app serves from its cache meanwhile), the unsealer last.
+stop_vault_nodes() {
+  local n args=()
+  for ((n = 3; n >= 2; n--)); do
+    node_vars "$n"
+    args+=("$NODE_PID" server "Vault node vault-$n")
+  done
+  stop_pidfiles "${args[@]}" "$RUN_DIR/vault.pid" server "Vault server"
+}
+
+# One line per node: pid, seal type, sealed or not, leader or standby.
+vault_nodes_status() {
+  local n
+  for ((n = 1; n <= $(node_count); n++)); do
+    node_vars "$n"
+    say "  vault-$n:  $(component_state "$NODE_PID" server) at $NODE_ADDR, $(node_role "$NODE_ADDR")"
+  done
+  if [ "$AUTO_UNSEAL" = true ]; then
+    say "  unsealer: $(component_state "$RUN_DIR/unsealer.pid" server) at $(unsealer_addr), $(node_role "$(unsealer_addr)")"
+  fi
+}
+
+node_role() {
+  python3 - "$1" <<'PYEOF'
+import json, sys, urllib.request
+def get(path):
+    with urllib.request.urlopen(sys.argv[1] + path, timeout=3) as answer:
+        return json.load(answer)
+try:
+    seal = get("/v1/sys/seal-status")
+except Exception:
+    print("unreachable")
+    sys.exit()
+state = "sealed" if seal.get("sealed") else "unsealed"
+role = ""
+if not seal.get("sealed"):
+    try:
+        role = ", leader" if get("/v1/sys/leader").get("is_self") else ", standby"
+    except Exception:
+        role = ", role unknown"
+print(f"seal {seal.get('type')}, {state}{role}")
+PYEOF
 }
 
 # --- local mode: PostgreSQL ----------------------------------------------------------------
@@ -466,26 +729,33 @@ redis_url_with_password() {
   python3 -c 'import sys, urllib.parse; print(f"redis://:{urllib.parse.quote(sys.argv[1], safe=str())}@127.0.0.1:{sys.argv[2]}/0")' "$1" "$2"
 }
 
-# Sets REDIS_URL (empty: per-process limits) and RATELIMIT_KEY_PREFIX for the backend.
-# A REDIS_URL given by the caller wins; then the system Redis; then a private redis-server.
+# Sets REDIS_URL (empty: per-process limits), REDIS_AUTH and RATELIMIT_KEY_PREFIX for the
+# backend. A REDIS_URL given by the caller wins; then a private redis-server that requires the
+# password Vault holds (secret/app/flask, key redis_password), which the backend reads from
+# Vault; only without redis-server installed a Redis already on 127.0.0.1:SYSTEM_REDIS_PORT.
 choose_redis() {
   local answer
+  REDIS_AUTH="${REDIS_AUTH:-vault}"
   # The system Redis may serve other apps and other checkouts: keys of our own.
   RATELIMIT_KEY_PREFIX="${RATELIMIT_KEY_PREFIX:-flask-vault-local-$(printf '%s' "$DATA_DIR" | sha256sum | cut -c1-8)}"
   if [ -n "${REDIS_URL:-}" ]; then
-    say "rate limits: Redis from REDIS_URL"
+    say "rate limits: Redis from REDIS_URL (REDIS_AUTH=$REDIS_AUTH)"
     return 0
   fi
-  if alive "$RUN_DIR/redis.pid" redis-server; then
-    REDIS_URL="$(redis_url_with_password "$(cat "$DATA_DIR/secrets/redis_password.txt")" "$REDIS_PORT")"
-    say "rate limits: private Redis already running on 127.0.0.1:$REDIS_PORT"
+  if command -v "$REDIS_SERVER" >/dev/null 2>&1; then
+    start_redis
     return 0
   fi
   answer="$(redis_ping "$SYSTEM_REDIS_PORT")"
   case "$answer" in
     +PONG)
+      # Better than per-process limits against the network, but any local process can read
+      # and reset these counters: said loudly, and the backend sends no password.
       REDIS_URL="redis://127.0.0.1:$SYSTEM_REDIS_PORT/0"
-      say "rate limits: Redis on 127.0.0.1:$SYSTEM_REDIS_PORT (keys prefixed $RATELIMIT_KEY_PREFIX)"
+      REDIS_AUTH=none
+      say "!!! rate limits: the Redis on 127.0.0.1:$SYSTEM_REDIS_PORT has no password: every local"
+      say "!!! process can read and reset the login counters. Install redis-server for a private"
+      say "!!! Redis with a password from Vault (keys prefixed $RATELIMIT_KEY_PREFIX)."
       return 0
       ;;
     -NOAUTH*)
@@ -497,29 +767,35 @@ choose_redis() {
       say "the Redis on 127.0.0.1:$SYSTEM_REDIS_PORT wants a password (set REDIS_PASSWORD to use it)"
       ;;
   esac
-  if command -v "$REDIS_SERVER" >/dev/null 2>&1; then
-    start_redis
-    return 0
-  fi
   REDIS_URL=""
   say "!!! No Redis (none answers on 127.0.0.1:$SYSTEM_REDIS_PORT, $REDIS_SERVER not installed):"
   say "!!! each backend worker counts login attempts on its own, so the limits are per process."
   say "!!! Install Redis (apt-get install redis-server) or set REDIS_URL for shared limits."
 }
 
-# A private redis-server like the private PostgreSQL: loopback, a password of its own in
-# secrets/ (0600, in a config file rather than argv), no persistence (counters only).
+# A private redis-server like the private PostgreSQL: loopback, no persistence (counters
+# only), and requirepass with the password Vault holds (init-vault.sh copies it to
+# secrets/redis_password.txt), in a 0600 config file rather than argv, where ps would show it.
+# The backend's REDIS_URL has no password: it reads it from Vault (REDIS_AUTH=vault).
 start_redis() {
-  local password_file="$DATA_DIR/secrets/redis_password.txt"
-  require_free_port "$REDIS_PORT" REDIS_PORT
-  mkdir -p "$REDIS_DIR" "$DATA_DIR/secrets"
-  chmod 700 "$REDIS_DIR"
-  if [ ! -s "$password_file" ]; then
-    (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(32))' >"$password_file")
+  local password_file="$DATA_DIR/secrets/redis_password.txt" conf="$REDIS_DIR/redis.conf"
+  [ -s "$password_file" ] || die "$password_file is missing: re-run ./setup.sh (init-vault.sh writes it)"
+  REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+  REDIS_AUTH=vault
+  if alive "$RUN_DIR/redis.pid" redis-server; then
+    if grep -qxF "requirepass $(cat "$password_file")" "$conf" 2>/dev/null; then
+      say "rate limits: private Redis already running on 127.0.0.1:$REDIS_PORT (password from Vault)"
+      return 0
+    fi
+    # Its password is not Vault's (an older data dir): the counters are worth nothing.
+    stop_pidfiles "$RUN_DIR/redis.pid" redis-server "private Redis (password changed)"
   fi
+  require_free_port "$REDIS_PORT" REDIS_PORT
+  mkdir -p "$REDIS_DIR"
+  chmod 700 "$REDIS_DIR"
   (
     umask 077
-    cat >"$REDIS_DIR/redis.conf" <<EOF
+    cat >"$conf" <<EOF
 bind 127.0.0.1
 port $REDIS_PORT
 dir $REDIS_DIR
@@ -528,10 +804,10 @@ appendonly no
 requirepass $(cat "$password_file")
 EOF
   )
-  say "starting private Redis on 127.0.0.1:$REDIS_PORT (rate limits shared by all workers)"
-  start_detached "$RUN_DIR/redis.pid" "$LOG_DIR/redis.log" "$REDIS_SERVER" "$REDIS_DIR/redis.conf"
+  chmod 600 "$conf"
+  say "starting private Redis on 127.0.0.1:$REDIS_PORT (rate limits shared by all workers, password from Vault)"
+  start_detached "$RUN_DIR/redis.pid" "$LOG_DIR/redis.log" "$REDIS_SERVER" "$conf"
   wait_for_port "$REDIS_PORT" "redis-server"
-  REDIS_URL="$(redis_url_with_password "$(cat "$password_file")" "$REDIS_PORT")"
   say "starting private Redis: ok"
 }
 
@@ -594,13 +870,14 @@ start_backend() {
     . "$ENV_FILE"
     set +a
     # Ports may have changed since .env was written: this run's address wins.
-    export VAULT_ADDR="$LOCAL_VAULT_ADDR"
+    VAULT_ADDR="$(app_vault_addr)"
+    export VAULT_ADDR
     # Re-read at each login: rotate-secret-id.sh reaches the running backend without a restart.
     export VAULT_SECRET_ID_FILE="$DATA_DIR/secrets/approle/secret_id"
     # local: production rules for secrets (never the public development defaults, also while
     # Vault is sealed), but plain-HTTP cookies, since the front listens on loopback only.
     export APP_ENV=local JWT_COOKIE_SECURE=false UI_DIR="$ROOT/fe_apache/html"
-    export TRUSTED_PROXIES="$TRUSTED_PROXIES" REDIS_URL RATELIMIT_KEY_PREFIX
+    export TRUSTED_PROXIES="$TRUSTED_PROXIES" REDIS_URL REDIS_AUTH RATELIMIT_KEY_PREFIX
     # Runtime state under the data dir, not in /tmp or ~/.gunicorn/: an interrupted run
     # leaves nothing behind elsewhere, and the next start begins with empty metrics.
     rm -rf "$RUN_DIR/metrics"
@@ -707,8 +984,10 @@ local_up() {
   [ "$(id -u)" -ne 0 ] || chmod 711 "$DATA_DIR" # postgres and www-data pass through
   remember_mode local
   find_python_env
-  start_vault
+  load_topology save
+  start_vault_nodes
   init_vault
+  join_ha_nodes
   find_postgres
   # Once on SQLite, stay there: switching would silently start from an empty database.
   if on_sqlite; then FORCE_SQLITE=true; fi
@@ -748,7 +1027,7 @@ stop_app() {
 
 # Vault seals itself when it stops; the next ./setup.sh starts it and unseals it.
 stop_vault() {
-  stop_pidfiles "$RUN_DIR/vault.pid" server "Vault server"
+  stop_vault_nodes
 }
 
 local_stop() {
@@ -762,6 +1041,7 @@ local_stop() {
   stop_pidfiles "$RUN_DIR/redis.pid" redis-server "private Redis"
   stop_postgres
   stop_vault
+  stop_pidfiles "$RUN_DIR/unsealer.pid" server "the unsealer"
   say "stopped (data kept in $DATA_DIR)"
 }
 
@@ -816,6 +1096,8 @@ local_status() {
   fi
   say "mode:       local (data in $DATA_DIR)"
   say "vault:      $(component_state "$RUN_DIR/vault.pid" server), $sealed at $LOCAL_VAULT_ADDR"
+  load_topology
+  if [ "$HA" = true ] || [ "$AUTO_UNSEAL" = true ]; then vault_nodes_status; fi
   say "operator token: $(operator_token_state)"
   say "secret ID:  $(secret_id_state)"
   say "postgres:   $pg"
@@ -1015,11 +1297,15 @@ main() {
   ASSUME_YES=false
   STOP_WHAT=all
   PROJECT_NAME="${COMPOSE_PROJECT_NAME:-}"
+  HA=false
+  AUTO_UNSEAL=false
   while [ $# -gt 0 ]; do
     case "$1" in
       --local) mode=local ;;
       --docker) mode=docker ;;
       --modsecurity) MODSECURITY=true ;;
+      --ha) HA=true ;;
+      --auto-unseal) AUTO_UNSEAL=true ;;
       --sqlite) FORCE_SQLITE=true ;;
       --no-apache) NO_APACHE=true ;;
       --stop)
@@ -1058,6 +1344,9 @@ main() {
   MODE="$mode"
   LOG_DIR="$DATA_DIR/logs"
   if [ "$mode" = docker ]; then
+    if [ "$HA" = true ] || [ "$AUTO_UNSEAL" = true ]; then
+      die "--ha and --auto-unseal are local-mode options; with Docker run docker-compose.vault-ha.yaml (see VAULT_INTEGRATION.md, Production topology)"
+    fi
     docker_works || die "--docker: no working Docker engine with Compose (docker info, docker compose version and docker-compose all failed)"
     set_compose_projects
     case "$action" in

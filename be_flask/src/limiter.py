@@ -24,6 +24,7 @@ from werkzeug.exceptions import TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from src.logging_setup import security_event
+from src.redis_auth import storage_options
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,8 @@ def init_app(app: Flask) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     redis_url = app.config["REDIS_URL"]
     app.config.setdefault("RATELIMIT_STORAGE_URI", redis_url or "memory://")
+    if redis_url:
+        app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", storage_options(app, redis_url))
     # Redis down must not take logins down: count in this process until it is back.
     app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
     app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)

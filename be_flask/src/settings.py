@@ -24,6 +24,8 @@ DEFAULTS: dict[str, Any] = {
     "JWT_COOKIE_SAMESITE": "Strict",
     "TRUSTED_PROXIES": 0,
     "REDIS_URL": "",
+    # "vault": AUTH with secret/app/flask's redis_password when Vault holds one; "none": never.
+    "REDIS_AUTH": "vault",
     "RATELIMIT_ENABLED": True,
     "RATELIMIT_KEY_PREFIX": "flask-vault-backend",
     "LOGIN_LIMITS": "5/minute;100/hour",
@@ -48,6 +50,7 @@ _ENV_KEYS = (
     "JWT_COOKIE_SECURE",
     "TRUSTED_PROXIES",
     "REDIS_URL",
+    "REDIS_AUTH",
     "RATELIMIT_ENABLED",
     "RATELIMIT_KEY_PREFIX",
     "LOGIN_LIMITS",
@@ -78,6 +81,8 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     for key in _INTEGER_KEYS:
         settings[key] = int(settings[key])
     _check_cookie_security(settings)
+    if settings["REDIS_AUTH"] not in ("vault", "none"):
+        raise RuntimeError(f"REDIS_AUTH must be vault or none, not {settings['REDIS_AUTH']!r}")
     return settings
 
 

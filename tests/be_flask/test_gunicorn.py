@@ -173,6 +173,7 @@ def test_rate_limit_holds_across_worker_processes(
     env = gunicorn_env(
         site.server,
         REDIS_URL="redis://127.0.0.1:6379/0",
+        REDIS_AUTH="none",  # the system Redis has no password
         RATELIMIT_KEY_PREFIX=f"gunicorn-{secrets.token_hex(4)}",
     )
     first = start_gunicorn(env, workers=1, name="limit-a")

@@ -31,11 +31,12 @@ def redis_server() -> str:
 
 @pytest.fixture
 def limited_app(make_app: Callable[..., Flask], redis_server: str) -> Callable[..., Flask]:
-    """Apps with rate limits on, in Redis, under a key prefix of their own."""
+    """Apps with rate limits on, in Redis, under a key prefix of their own. The system Redis
+    has no password, so the backend sends none (test_redis_password.py covers one that has)."""
     prefix = f"test-{secrets.token_hex(4)}"
 
     def build(**settings: Any) -> Flask:
-        defaults = {"RATELIMIT_ENABLED": True, "REDIS_URL": redis_server}
+        defaults = {"RATELIMIT_ENABLED": True, "REDIS_URL": redis_server, "REDIS_AUTH": "none"}
         return make_app(**{**defaults, "RATELIMIT_KEY_PREFIX": prefix, **settings})
 
     return build

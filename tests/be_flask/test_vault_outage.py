@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,41 @@ def test_max_staleness_bounds_how_long_a_cached_value_is_served(
     time.sleep(max(0.0, fetched + 6.3 - time.monotonic()))
     with pytest.raises(VaultUnavailableError, match="VAULT_MAX_STALENESS"):
         client.get_app_secrets()
+
+
+@pytest.mark.timeout(60)
+def test_stale_while_revalidate_readers_do_not_wait_for_a_frozen_refresh(
+    dev_openbao: OpenBao, secret_watch: SecretWatch
+) -> None:
+    """An expired path and a frozen Vault: one thread refreshes (and hangs until the read
+    timeout); every other thread gets the previous value at once."""
+    secret_watch.add_server(dev_openbao)
+    settings = settings_for(dev_openbao, cache_ttl=0.2, **{**FAST, "read_timeout": 4.0})
+    client = secret_watch.client(settings)
+    expected = client.get_app_secrets()
+    time.sleep(0.3)  # expired: the next read refreshes
+    refresh_lock = client.cache.lock_for("app/flask")
+
+    dev_openbao.kill(signal.SIGSTOP)
+    try:
+        refresher = threading.Thread(target=client.get_app_secrets, daemon=True)
+        refresher.start()
+        deadline = time.monotonic() + 5
+        while not refresh_lock.locked():  # the refresher is in its Vault read
+            assert time.monotonic() < deadline, "no refresh started"
+            time.sleep(0.01)
+
+        def timed_read() -> float:
+            started = time.monotonic()
+            assert client.get_app_secrets() == expected
+            return time.monotonic() - started
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            latencies = list(pool.map(lambda _: timed_read(), range(32)))
+        assert max(latencies) < 0.5, sorted(latencies)[-3:]
+        assert refresher.is_alive(), "the refresh was not blocked by the frozen Vault"
+    finally:
+        dev_openbao.kill(signal.SIGCONT)
+    refresher.join(timeout=10)
+    assert not refresher.is_alive()
+    wait_for_source(client, "vault", timeout=10)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import shutil
 import socket
 import threading
 import time
@@ -19,7 +18,7 @@ import requests
 from fe_apache.ui_wsgi import with_ui
 from werkzeug.test import Client
 
-from tests.harness.apache import FE_DIR, Apache, require_apache, writable_run_dir
+from tests.harness.apache import FE_DIR, Apache, running_apache
 from tests.harness.servers import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -79,18 +78,6 @@ def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def backend() -> Iterator[str]:
     yield from serve(EchoBackend)
-
-
-def running_apache(backend_url: str, modsecurity: bool = False) -> Iterator[Apache]:
-    require_apache(modsecurity)
-    apache = Apache(run_dir=writable_run_dir(), backend_url=backend_url)
-    apache.modsecurity = modsecurity
-    apache.start()
-    try:
-        yield apache
-    finally:
-        apache.stop()
-        shutil.rmtree(apache.run_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

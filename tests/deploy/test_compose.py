@@ -15,7 +15,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "docker-compose.yaml"
 VAULT = ROOT / "docker-compose.vault.yaml"
-COMPOSE_FILES = [APP, VAULT]
+VAULT_HA = ROOT / "docker-compose.vault-ha.yaml"
+COMPOSE_FILES = [APP, VAULT, VAULT_HA]
 
 # Names of values that must never be written into a compose file's `environment:`.
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|PRIVATE|_KEY$|^KEY$|CREDENTIAL)", re.I)
@@ -52,11 +53,14 @@ def test_vault_stack_creates_the_networks_the_app_joins() -> None:
         created = load(VAULT)["networks"][network]
         assert created["name"] == "${VAULT_STACK:-vault}_" + network.removeprefix("vault_")
         assert load(APP)["networks"][network] == {"external": True, "name": created["name"]}
+        assert load(VAULT_HA)["networks"][network] == created  # the HA stack stands in for it
 
 
 def test_vault_reaches_only_postgres_over_its_own_internal_network() -> None:
     assert load(VAULT)["networks"]["vault_db_net"]["internal"] is True
     assert set(load(VAULT)["services"]["vault"]["networks"]) == {"vault_net", "vault_db_net"}
+    for node in ("vault-1", "vault-2", "vault-3"):
+        assert set(load(VAULT_HA)["services"][node]["networks"]) == {"vault_net", "vault_db_net"}
     on_it = [n for n, s in load(APP)["services"].items() if "vault_db_net" in s["networks"]]
     assert on_it == ["db"]
 
@@ -77,6 +81,28 @@ def test_database_password_is_a_docker_secret_from_the_file_init_vault_writes() 
     db = app["services"]["db"]
     assert "db_password" in db["secrets"]
     assert environment(db)["POSTGRES_PASSWORD_FILE"] == "/run/secrets/db_password"
+
+
+def test_redis_requires_the_password_of_the_docker_secret_init_vault_writes() -> None:
+    """Vault's redis_password (init-vault.sh writes the secret file from it) goes through a
+    private config file: redis-server's argv, which ps and docker inspect show, has none."""
+    app = load(APP)
+    assert app["secrets"]["redis_password"] == {"file": "./secrets/redis_password.txt"}
+    redis = app["services"]["redis"]
+    assert redis["secrets"] == ["redis_password"]
+    assert redis["group_add"] == app["services"]["db"]["group_add"]  # reads the 0640 file
+    shell, flag, script = redis["command"]
+    assert (shell, flag) == ("sh", "-c")
+    writes, server = script.split("exec ", 1)
+    assert "umask 077" in writes and "printf 'requirepass %s\\n'" in writes
+    assert '"$$(cat /run/secrets/redis_password)" >/tmp/redis.conf' in writes
+    assert server.startswith("redis-server /tmp/redis.conf ")
+    assert "pass" not in server and "secret" not in server
+    assert "/tmp" in redis["tmpfs"] and redis["read_only"] is True
+    # The backend's URL has no password: it reads it from Vault (REDIS_AUTH defaults to vault).
+    backend_env = environment(app["services"]["backend"])
+    assert backend_env["REDIS_URL"] == "redis://redis:6379/0"
+    assert "REDIS_AUTH" not in backend_env
 
 
 @pytest.mark.parametrize(("file", "name", "service"), SERVICES, ids=SERVICE_IDS)
@@ -149,6 +175,34 @@ def test_only_the_frontend_publishes_a_port() -> None:
 def test_vault_port_is_published_on_loopback_only() -> None:
     for port in load(VAULT)["services"]["vault"]["ports"]:
         assert str(port).startswith("127.0.0.1:")
+    for name in ("vault-1", "vault-2", "vault-3"):
+        for port in load(VAULT_HA)["services"][name]["ports"]:
+            assert str(port).startswith("127.0.0.1:"), name
+
+
+def test_ha_stack_runs_three_raft_nodes_that_retry_join_each_other() -> None:
+    """Three nodes, each its own id, addresses and volumes; retry_join names every one."""
+    ha = load(VAULT_HA)
+    overlay = (ROOT / "vault" / "config" / "vault-ha.hcl").read_text()
+    nodes = {n: s for n, s in ha["services"].items() if n.startswith("vault-") and n[-1].isdigit()}
+    assert sorted(nodes) == ["vault-1", "vault-2", "vault-3"]
+    for name, node in nodes.items():
+        env = environment(node)
+        assert env["VAULT_RAFT_NODE_ID"] == name
+        assert env["VAULT_API_ADDR"] == f"http://{name}:8200"
+        assert env["VAULT_CLUSTER_ADDR"] == f"http://{name}:8201"
+        assert node["command"] == [
+            "server",
+            "-config=/vault/config/vault-config.hcl",
+            "-config=/vault/config/vault-ha.hcl",
+        ]
+        number = name[-1]
+        assert f"vault_data_{number}:/vault/data" in node["volumes"]
+        assert f"vault_logs_{number}:/vault/logs" in node["volumes"]
+        assert set(node["networks"]["vault_net"]["aliases"]) == {name, "vault"}
+        assert f'leader_api_addr = "http://{name}:8200"' in overlay
+        assert "standbyok=true" in " ".join(node["healthcheck"]["test"])
+    assert ha["networks"]["vault_net"] == load(VAULT)["networks"]["vault_net"]
 
 
 @pytest.mark.parametrize(("file", "name", "service"), SERVICES, ids=SERVICE_IDS)

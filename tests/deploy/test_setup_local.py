@@ -9,12 +9,16 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hvac
 import pytest
+import redis
 import requests
 
 from tests.harness.servers import free_port, missing_server
@@ -31,6 +35,7 @@ class LocalStack:
 
     data_dir: Path
     env: dict[str, str]
+    setup: Path = SETUP  # a copy's setup.sh when a test changes the project's files
 
     @property
     def url(self) -> str:
@@ -38,7 +43,7 @@ class LocalStack:
 
     def run(self, *args: str, timeout: float = 150) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(SETUP), *args],
+            [str(self.setup), *args],
             env=self.env,
             capture_output=True,
             text=True,
@@ -254,6 +259,12 @@ def test_setup_help_and_bad_option() -> None:
     bad = subprocess.run([str(SETUP), "--bogus"], capture_output=True, text=True, check=False)
     assert bad.returncode != 0
     assert "unknown option '--bogus'" in bad.stderr
+    # HA and auto-unseal are local-mode options; Docker has its own HA Compose file.
+    docker_ha = subprocess.run(
+        [str(SETUP), "--docker", "--ha"], capture_output=True, text=True, check=False
+    )
+    assert docker_ha.returncode != 0
+    assert "docker-compose.vault-ha.yaml" in docker_ha.stderr
 
 
 def test_setup_sh_is_shellcheck_clean() -> None:
@@ -345,8 +356,124 @@ def with_each_cli(stack: LocalStack, containing: str) -> str:
     return output
 
 
+def wait_for_vault_state(
+    stack: LocalStack, admin: requests.Session, wanted: Callable[[dict[str, Any]], bool]
+) -> None:
+    """Until every gunicorn worker has answered the admin Vault status in the wanted state
+    (requests go out four at a time, so that more than one worker takes them)."""
+    workers = backend_pids(stack) - {int((stack.data_dir / "run" / "backend.pid").read_text())}
+    url, deadline, good, status = stack.url, time.monotonic() + 45, set(), {}
+
+    def status_of(_: int) -> dict[str, Any]:
+        return dict(admin.get(f"{url}/api/admin/vault/status", timeout=10).json())
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        while not workers <= good:
+            assert time.monotonic() < deadline, (sorted(good), sorted(workers), status)
+            for status in pool.map(status_of, range(4)):
+                good = good | {status["pid"]} if wanted(status) else good - {status["pid"]}
+            time.sleep(0.2)
+
+
+def serving_the_cache_while_sealed(status: dict[str, Any]) -> bool:
+    return bool(status["source"] == "cache" and "sealed" in str(status["outage"]))
+
+
 def vault_sealed(stack: LocalStack) -> bool:
     return bool(stack.vault().sys.read_seal_status()["sealed"])
+
+
+# --- what a restart replaced and which credentials it used -------------------------------------
+
+
+def backend_pids(stack: LocalStack) -> set[int]:
+    """The gunicorn master (its pid file) and its workers."""
+    master = int((stack.data_dir / "run" / "backend.pid").read_text().strip())
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return {master, *map(int, children)}
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def audit_lines(stack: LocalStack) -> list[str]:
+    return (stack.data_dir / "vault" / "logs" / "audit.log").read_text().splitlines()
+
+
+def approle_login_secret_ids(lines: list[str]) -> list[str]:
+    """The secret_id of each AppRole login request, as Vault's audit log has it (HMAC'd)."""
+    entries = [json.loads(line) for line in lines if line.startswith("{")]
+    return [
+        e["request"]["data"]["secret_id"]
+        for e in entries
+        if e.get("type") == "request" and e["request"].get("path") == "auth/approle/login"
+    ]
+
+
+def audit_hmac_of(stack: LocalStack, secret_id: str) -> str:
+    """Vault's audit HMAC of a secret ID: log in with it once and read that login's line."""
+    role_id = re.search(r"^VAULT_ROLE_ID=(\S+)$", (stack.data_dir / ".env").read_text(), re.M)
+    assert role_id is not None
+    mark = len(audit_lines(stack))
+    client = hvac.Client(url=f"http://127.0.0.1:{stack.env['VAULT_PORT']}")
+    client.auth.approle.login(role_id=role_id.group(1), secret_id=secret_id)
+    (hashed,) = approle_login_secret_ids(audit_lines(stack)[mark:])
+    return hashed
+
+
+# --- no secret value in any log setup.sh's stack wrote ---------------------------------------
+
+
+def stack_secret_values(stack: LocalStack) -> set[str]:
+    """Every secret value this stack holds: each version of secret/app/flask, the database
+    secret, the operator token, the unseal keys and root token, every file under secrets/."""
+    values: set[str] = {stack.operator_token()}
+    kv = stack.vault().secrets.kv.v2
+    newest = kv.read_secret_metadata(path="app/flask", mount_point="secret")["data"]
+    for version in range(1, int(newest["current_version"]) + 1):
+        data = kv.read_secret_version(
+            path="app/flask", version=version, mount_point="secret", raise_on_deleted_version=False
+        )
+        values.update(str(v) for v in (data["data"]["data"] or {}).values())
+    database = kv.read_secret_version(
+        path="database/postgres", mount_point="secret", raise_on_deleted_version=True
+    )["data"]["data"]
+    values.add(str(database.get("password") or ""))
+    keys = json.loads((stack.data_dir / "vault-keys.json").read_text())
+    values.update([*keys.get("unseal_keys_b64", []), *keys.get("unseal_keys_hex", [])])
+    values.add(str(keys.get("root_token") or ""))
+    for path in (stack.data_dir / "secrets").rglob("*"):
+        if path.is_file():
+            values.add(path.read_text(errors="replace").strip())
+    return {v for v in values if len(v) >= 8}
+
+
+def assert_no_secret_in_stack_logs(stack: LocalStack, secrets: set[str], *outputs: str) -> None:
+    """backend.log (gunicorn and the app), the front's and Vault's logs, setup.sh's output."""
+    logs = {p.name: p.read_text(errors="replace") for p in (stack.data_dir / "logs").rglob("*")
+            if p.is_file()}  # fmt: skip
+    assert "backend.log" in logs, sorted(logs)
+    logs.update({f"setup.sh output {n}": text for n, text in enumerate(outputs)})
+    leaks = [
+        f"{name}: line {number}"
+        for name, text in logs.items()
+        for number, line in enumerate(text.splitlines(), 1)
+        if any(secret in line for secret in secrets)
+    ]
+    assert len(secrets) >= 8 and leaks == []
+
+
+def type_password_as_username(stack: LocalStack, password: str) -> None:
+    """The common slip: the failed login is logged with that "username"."""
+    response = requests.post(
+        f"{stack.url}/api/auth/login", json={"username": password, "password": "x"}, timeout=10
+    )
+    assert response.status_code == 401
 
 
 @pytest.mark.slow
@@ -389,13 +516,33 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
     assert "Vault integration enabled - secrets managed by Vault" in found
 
     old_env = (local_stack.data_dir / ".env").read_text()
+    secret_id_file = local_stack.data_dir / "secrets" / "approle" / "secret_id"
+    old_secret_id = secret_id_file.read_text().strip()
+    old_pids = backend_pids(local_stack)
+    admin = login(url, "admin", admin_password)
+    old_token = admin.get(f"{url}/api/admin/vault/status", timeout=10).json()["token"]
+    audit_mark = len(audit_lines(local_stack))
     user_shell(local_stack, readme_line("PROJECT_DIR=.data vault/scripts/rotate-secret-id.sh &&"))
     env_now = (local_stack.data_dir / ".env").read_text()
     assert env_now != old_env
     # The backend's VAULT_SECRET_ID_FILE holds the new secret ID as well.
-    new_secret_id = (local_stack.data_dir / "secrets" / "approle" / "secret_id").read_text()
-    assert f"VAULT_SECRET_ID={new_secret_id.strip()}" in env_now
-    admin = login(url, "admin", admin_password)  # the backend logged in anew
+    new_secret_id = secret_id_file.read_text().strip()
+    assert f"VAULT_SECRET_ID={new_secret_id}" in env_now
+    # --restart-app replaced the backend: other processes, a new token of their own, ...
+    new_pids = backend_pids(local_stack)
+    assert old_pids.isdisjoint(new_pids) and not any(map(pid_alive, old_pids)), (old_pids, new_pids)
+    admin = login(url, "admin", admin_password)
+    new_status = admin.get(f"{url}/api/admin/vault/status", timeout=10).json()
+    assert new_status["pid"] in new_pids
+    assert new_status["token"]["accessor"] != old_token["accessor"]
+    assert new_status["token"]["last_login"] > old_token["last_login"]
+    # ... which it got with the new secret ID: every AppRole login since the rotation carried
+    # it (Vault's audit HMAC of it), none the old one.
+    logins_since = approle_login_secret_ids(audit_lines(local_stack)[audit_mark:])
+    new_hmac = audit_hmac_of(local_stack, new_secret_id)
+    assert logins_since and set(logins_since) == {new_hmac}, (logins_since, new_hmac)
+    assert new_hmac not in approle_login_secret_ids(audit_lines(local_stack)[:audit_mark])
+    secrets_seen = {old_secret_id, new_secret_id}
 
     database = with_each_cli(local_stack, "kv get secret/database/postgres")
     assert re.search(rf"^port\s+{local_stack.env['PG_PORT']}$", database, re.M), database
@@ -408,9 +555,22 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
     bao_seal, _ = both_spellings("operator seal")
     user_shell(local_stack, bao_seal)
     assert vault_sealed(local_stack)
+    refreshed = admin.post(f"{url}/api/admin/vault/refresh", headers=csrf(admin), timeout=10)
+    assert refreshed.status_code == 200  # the next reads ask the sealed Vault
+    wait_for_vault_state(local_stack, admin, serving_the_cache_while_sealed)
+    unsealed_at = time.monotonic()  # at the latest
     user_shell(local_stack, readme_line("PROJECT_DIR=.data vault/scripts/unseal-vault.sh"))
     assert not vault_sealed(local_stack)
     assert requests.get(url + "/api/ready", timeout=10).status_code == 200
+
+    # Ready from Vault again, not from what the sealed period cached: every worker read
+    # app/flask from Vault since the unseal and has no outage.
+    def from_vault_since_unseal(status: dict[str, Any]) -> bool:
+        entry = status["paths"].get("app/flask", {})
+        fresh = entry.get("age_seconds", 1e9) <= time.monotonic() - unsealed_at
+        return bool(status["source"] == "vault" and status["outage"] is None and fresh)
+
+    wait_for_vault_state(local_stack, admin, from_vault_since_unseal)
 
     # Stop only Vault: the app serves from its cache; ./setup.sh brings Vault back unsealed.
     stop_vault, back = readme_block("./setup.sh --stop vault").splitlines()
@@ -431,6 +591,12 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
     assert admin.get(f"{url}/api/auth/me", timeout=10).status_code == 200
     with_each_cli(local_stack, "kv patch secret/app/flask user_password=")
     login(url, "admin", local_stack.admin_password())
+
+    type_password_as_username(local_stack, local_stack.admin_password())
+    secrets_seen |= stack_secret_values(local_stack)
+    assert_no_secret_in_stack_logs(local_stack, secrets_seen, output, again)
+    backend_log = (local_stack.data_dir / "logs" / "backend.log").read_text()
+    assert '"message": "login failed"' in backend_log and '"user": "[REDACTED]"' in backend_log
 
     # Stopped, nothing is left outside the data dir (no ~/.gunicorn/, no temporary dirs).
     assert local_stack.run("--stop").returncode == 0
@@ -461,7 +627,16 @@ def test_setup_local_on_a_bare_machine_sqlite_and_no_apache(local_stack: LocalSt
     assert '"storage": "redis"' in backend_log
     password = (local_stack.data_dir / "secrets" / "redis_password.txt").read_text().strip()
     assert password not in output and password not in backend_log
-    assert (local_stack.data_dir / "secrets" / "redis_password.txt").stat().st_mode & 0o077 == 0
+    # Vault's redis_password (init-vault.sh's copy, like db_password.txt): never world-readable,
+    # in a directory only its owner enters.
+    assert (local_stack.data_dir / "secrets" / "redis_password.txt").stat().st_mode & 0o007 == 0
+    assert (local_stack.data_dir / "secrets").stat().st_mode & 0o077 == 0
+    assert (
+        local_stack.vault().secrets.kv.v2.read_secret_version(
+            path="app/flask", mount_point="secret", raise_on_deleted_version=True
+        )["data"]["data"]["redis_password"]
+        == password
+    )
     assert "!!! No PostgreSQL" in output
     assert "gunicorn serves the UI" in output
     page = requests.get(local_stack.url + "/", timeout=10)
@@ -489,3 +664,117 @@ def test_setup_local_on_a_bare_machine_sqlite_and_no_apache(local_stack: LocalSt
     assert "using SQLite" in again
     assert "SQLite at" in local_stack.run("--status").stdout
     login(local_stack.url, "frank", "frank-correct-horse-42")
+
+
+def copy_of_the_project(dest: Path) -> Path:
+    """The project's files (tracked and new, not ignored ones: no .venv, no .data) in dest."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    dest.chmod(0o755)
+    return dest
+
+
+def kv_versions(stack: LocalStack) -> dict[str, int]:
+    metadata = stack.vault().secrets.kv.v2.read_secret_metadata
+    paths = ("app/flask", "database/postgres")
+    return {
+        path: metadata(path=path, mount_point="secret")["data"]["current_version"] for path in paths
+    }
+
+
+def backend_redis_url(stack: LocalStack) -> str:
+    """The REDIS_URL the running backend was given (its environment, as root may read it)."""
+    pid = (stack.data_dir / "run" / "backend.pid").read_text().strip()
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    urls = [item.split(b"=", 1)[1].decode() for item in environ if item.startswith(b"REDIS_URL=")]
+    assert urls and urls[0], "the backend has no Redis: the limits are per process"
+    return urls[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(500)
+def test_rerun_after_a_policy_change_without_operator_token_and_redis_refuses_strangers(
+    local_stack: LocalStack, tmp_path: Path
+) -> None:
+    """Issue 15 item 7 and issue 8's Redis: a changed policy reaches Vault on a re-run whose
+    operator token is gone (a root token from the unseal keys, revoked after), no secret
+    changes version; the stack's Redis requires Vault's password, which no log or ps shows."""
+    project = copy_of_the_project(local_stack.data_dir.parent / "project")
+    local_stack.setup = project / "setup.sh"
+    local_stack.env["VENV"] = str(ROOT / ".venv")
+    first = local_stack.up()
+    versions = kv_versions(local_stack)
+    own_policy = "sys/policies/acl/admin-policy"
+    with pytest.raises(hvac.exceptions.Forbidden):
+        local_stack.vault().read(own_policy)
+
+    # The change: the operator may now read its own policy. Then the operator token dies.
+    marker = f"# policy change {os.urandom(4).hex()}"
+    policy = project / "vault" / "policies" / "admin-policy.hcl"
+    policy.write_text(
+        f'{policy.read_text()}\n{marker}\npath "{own_policy}" {{\n  capabilities = ["read"]\n}}\n'
+    )
+    # A token Vault no longer accepts, as after its TTL (the operator cannot revoke itself).
+    old_token = local_stack.operator_token()
+    token_file = local_stack.data_dir / "vault-operator-token"
+    token_file.write_text(old_token[:-4] + ("aaaa" if not old_token.endswith("aaaa") else "bbbb"))
+    with pytest.raises(hvac.exceptions.Forbidden):
+        local_stack.vault().auth.token.lookup_self()
+    again = local_stack.up()
+
+    assert "root token for this run: generated from the unseal keys" in again, again
+    assert "root token: revoked" in again
+    assert local_stack.operator_token() != old_token
+    assert marker in local_stack.vault().read(own_policy)["data"]["policy"]
+    assert kv_versions(local_stack) == versions
+    assert not re.search(r"\b(hvs|s)\.[A-Za-z0-9]{24,}", first + again), "a token is printed"
+    admin_password = local_stack.admin_password()
+    login(local_stack.url, "admin", admin_password)
+
+    # The attack: a local process reaches the stack's Redis without the password.
+    url = backend_redis_url(local_stack)
+    assert "@" not in url, "the Redis password is in the backend's environment"
+    stranger = redis.Redis.from_url(url, socket_timeout=5)
+    with pytest.raises(redis.AuthenticationError):
+        stranger.keys("*")
+    body = {"username": "admin", "password": "not the password"}
+    attempts = [
+        requests.post(f"{local_stack.url}/api/auth/login", json=body, timeout=10).status_code
+        for _ in range(6)
+    ]
+    assert attempts == [401] * 5 + [429]
+    with pytest.raises(redis.AuthenticationError):
+        stranger.flushall()  # resetting the counters is refused too
+    assert (
+        requests.post(f"{local_stack.url}/api/auth/login", json=body, timeout=10).status_code == 429
+    )
+    password = str(
+        local_stack.vault().secrets.kv.v2.read_secret_version(
+            path="app/flask", mount_point="secret", raise_on_deleted_version=True
+        )["data"]["data"]["redis_password"]
+    )
+    owner = redis.Redis.from_url(url, password=password, socket_timeout=5)
+    assert owner.keys("*login*"), "the login counters are not in the stack's Redis"
+    conf = local_stack.data_dir / "redis" / "redis.conf"
+    assert conf.stat().st_mode & 0o077 == 0
+
+    # The password is in no log, no setup.sh output and no process's command line.
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    logs = [
+        path.read_text(errors="replace")
+        for path in (local_stack.data_dir / "logs").rglob("*")
+        if path.is_file()
+    ]
+    leaked = [
+        i for i, text in enumerate([first, again, processes.stdout, *logs]) if password in text
+    ]
+    assert not leaked, f"the Redis password is in outputs number {leaked}"

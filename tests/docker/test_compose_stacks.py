@@ -103,6 +103,20 @@ def check_promises(stack: Project) -> None:
     assert in_db.strip() == db_password
     mode = (stack.root / "secrets" / "db_password.txt").stat().st_mode
     assert not mode & stat.S_IROTH and mode & stat.S_IRGRP
+    # Redis requires Vault's redis_password, which its Docker secret holds: a client without it
+    # is refused, redis-server's command line does not carry it, and the backend's login
+    # counters are there (it authenticated with the password it read from Vault).
+    redis_id, redis_password = app["redis"]["Id"], kv(stack, "app/flask")["redis_password"]
+    in_redis = stack.sh("docker", "exec", redis_id, "cat", "/run/secrets/redis_password")
+    assert in_redis.strip() == redis_password
+    assert "NOAUTH" in stack.sh("docker", "exec", redis_id, "redis-cli", "ping", check=False)
+    assert redis_password not in stack.sh("docker", "exec", redis_id, "cat", "/proc/1/cmdline")
+    counters = stack.sh(
+        "docker", "exec", redis_id, "sh", "-c",
+        'REDISCLI_AUTH="$(cat /run/secrets/redis_password)" redis-cli --no-auth-warning'
+        " --scan --pattern '*login*'",
+    )  # fmt: skip
+    assert counters.strip(), "no login counter in the stack's Redis"
     # No secret value in `docker inspect` or in any container's environment.
     secrets = [db_password, *kv(stack, "app/flask").values()]
     ids = [c["Id"] for c in app.values()] + [c["Id"] for c in containers(stack, "vault").values()]

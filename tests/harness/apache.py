@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,3 +96,16 @@ def writable_run_dir() -> Path:
     run_dir = Path(tempfile.mkdtemp(prefix="fe-apache-"))
     run_dir.chmod(0o1777)  # sticky, like /tmp: pytest's own tmp_path is 0700 root
     return run_dir
+
+
+def running_apache(backend_url: str, modsecurity: bool = False) -> Iterator[Apache]:
+    """A started front for `backend_url`; stopped and its run dir removed afterwards."""
+    require_apache(modsecurity)
+    apache = Apache(run_dir=writable_run_dir(), backend_url=backend_url)
+    apache.modsecurity = modsecurity
+    apache.start()
+    try:
+        yield apache
+    finally:
+        apache.stop()
+        shutil.rmtree(apache.run_dir, ignore_errors=True)

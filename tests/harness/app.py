@@ -6,6 +6,7 @@ at the end can prove that no secret value from Vault was ever logged.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import secrets
@@ -93,6 +94,15 @@ def read_secret(openbao: Any, path: str) -> dict[str, Any]:
     return data
 
 
+class _RedactedCopyHandler(logging.FileHandler):
+    """Redacts a copy of each record: the filter rewrites records in place, and a harness
+    handler that ran first would hide from the app's own handler (and from caplog) whether
+    the app redacts at all."""
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        return bool(super().handle(copy.copy(record)))
+
+
 @pytest.fixture(scope="session")
 def app_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Where every backend log of this session goes (in-process apps and gunicorn).
@@ -103,7 +113,7 @@ def app_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     from src.logging_setup import JsonFormatter, RedactingFilter
 
     directory = tmp_path_factory.mktemp("backend-logs")
-    handler = logging.FileHandler(directory / "all-in-process.log")
+    handler = _RedactedCopyHandler(directory / "all-in-process.log")
     handler.addFilter(RedactingFilter())
     handler.setFormatter(JsonFormatter())
     logging.getLogger().addHandler(handler)

@@ -95,11 +95,20 @@ class OpenBao:
     role_id: str = ""
     secret_id: str = ""
     init_result: subprocess.CompletedProcess[str] | None = None
+    config_source: Path = CONFIG
+    # Raft replicates the audit table: every node of a cluster must name the same file.
+    shared_audit_log: Path | None = None
+    # Config files loaded after the main one (vault-ha.hcl, seal-transit.hcl), already rendered.
+    overlays: tuple[str, ...] = ()
+    # The server process's own environment additions (the transit seal's VAULT_TOKEN).
+    server_env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.base / "data").mkdir(exist_ok=True)
         self.config_path.write_text(self._config(), encoding="utf-8")
+        for number, overlay in enumerate(self.overlays):
+            (self.base / f"overlay-{number}.hcl").write_text(overlay, encoding="utf-8")
 
     @property
     def addr(self) -> str:
@@ -111,7 +120,7 @@ class OpenBao:
 
     @property
     def audit_log(self) -> Path:
-        return self.base / "audit.log"
+        return self.shared_audit_log or self.base / "audit.log"
 
     @property
     def config_path(self) -> Path:
@@ -131,7 +140,7 @@ class OpenBao:
             # Dev mode takes -config too: only the audit block, so audit counting works there.
             return DEV_AUDIT_CONFIG.format(audit_log=self.audit_log)
         return rewrite_config(
-            CONFIG.read_text(encoding="utf-8"),
+            self.config_source.read_text(encoding="utf-8"),
             data=self.base / "data",
             audit=self.audit_log,
             port=self.port,
@@ -150,19 +159,26 @@ class OpenBao:
                 f"-dev-listen-address=127.0.0.1:{self.port}",
                 f"-config={self.config_path}",
             ]
-        return [bao, "server", f"-config={self.config_path}"]
+        overlays = [f"-config={self.base}/overlay-{n}.hcl" for n in range(len(self.overlays))]
+        return [bao, "server", f"-config={self.config_path}", *overlays]
 
-    def start(self) -> None:
-        """Start the server process (a Raft server comes up sealed) and wait for its port."""
+    def spawn(self) -> None:
+        """Start the server process without waiting for it."""
         assert self.proc is None or self.proc.poll() is not None, "server already running"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         with self.server_log.open("ab") as log:
             self.proc = subprocess.Popen(
                 self._argv(),
+                env={**env, **self.server_env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )
+
+    def start(self) -> None:
+        """Start the server process (a Raft server comes up sealed) and wait for its port."""
+        self.spawn()
         try:
             wait_for_port(self.port, timeout=20)
         except TimeoutError:
@@ -203,7 +219,10 @@ class OpenBao:
         keys, adapter = self.keys(), self.client(self.operator_token).adapter
         adapter.delete("/v1/sys/generate-root-token/attempt")
         attempt = adapter.put("/v1/sys/generate-root-token/attempt")["data"]
-        for key in keys["unseal_keys_b64"][: keys["unseal_threshold"]]:
+        # With auto-unseal, generate-root takes the recovery keys.
+        shares = keys.get("unseal_keys_b64") or keys["recovery_keys_b64"]
+        threshold = keys.get("unseal_threshold") or keys["recovery_keys_threshold"]
+        for key in shares[:threshold]:
             step = adapter.put(
                 "/v1/sys/generate-root-token/update", json={"key": key, "nonce": attempt["nonce"]}
             )["data"]

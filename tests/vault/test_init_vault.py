@@ -53,11 +53,13 @@ def test_role_flask_app_has_the_designed_ttls_and_policy(openbao: OpenBao) -> No
 
 def test_both_secret_paths_hold_every_key_with_strong_values(openbao: OpenBao) -> None:
     app = kv(openbao, "app/flask")
-    assert set(app) == {"jwt_secret", "admin_password", "user_password"}
+    assert set(app) == {"jwt_secret", "admin_password", "user_password", "redis_password"}
     assert re.fullmatch(r"[0-9a-f]{64}", app["jwt_secret"]), "jwt_secret is not 256 random bits"
     assert len(app["admin_password"]) >= 20
     assert len(app["user_password"]) >= 20
-    assert app["admin_password"] != app["user_password"]
+    assert len(app["redis_password"]) >= 40  # 256 random bits, URL-safe (a redis.conf word)
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", app["redis_password"])
+    assert len({app["admin_password"], app["user_password"], app["redis_password"]}) == 3
     db = kv(openbao, "database/postgres")
     assert set(db) == {"host", "port", "database", "username", "password"}
     location = (db["host"], db["port"], db["database"], db["username"])
@@ -69,12 +71,13 @@ def test_written_files_are_private_and_hold_only_what_was_asked(openbao: OpenBao
     workdir = openbao.workdir
     keys_file, env_file = workdir / "vault-keys.json", workdir / ".env"
     db_file = workdir / "secrets" / "db_password.txt"
+    redis_file = workdir / "secrets" / "redis_password.txt"
     sid_file = workdir / "secrets" / "approle" / "secret_id"
     token_file = workdir / "vault-operator-token"
     for path in (keys_file, env_file, token_file):
         assert mode(path) == 0o600, f"{path.name} is {oct(mode(path))}"
     # What a container reads: in our primary group (Compose group_add), never world-readable.
-    for path in (db_file, sid_file):
+    for path in (db_file, redis_file, sid_file):
         assert mode(path) == 0o640, f"{path.name} is {oct(mode(path))}"
         assert path.stat().st_gid == os.getgid()
     assert sorted(p.name for p in workdir.rglob("*")) == sorted(
@@ -84,6 +87,7 @@ def test_written_files_are_private_and_hold_only_what_was_asked(openbao: OpenBao
             "vault-operator-token",
             "secrets",
             "db_password.txt",
+            "redis_password.txt",
             "approle",
             "secret_id",
         ]
@@ -94,6 +98,7 @@ def test_written_files_are_private_and_hold_only_what_was_asked(openbao: OpenBao
     assert sid_file.read_text().strip() == env["VAULT_SECRET_ID"]
     assert read_env(env_file)["VAULT_ADDR"] == openbao.addr
     assert db_file.read_text() == kv(openbao, "database/postgres")["password"]
+    assert redis_file.read_text() == kv(openbao, "app/flask")["redis_password"]
     keys = openbao.keys()
     assert set(keys) == {
         "unseal_keys_b64",

@@ -8,6 +8,7 @@ and every wrong way in is refused with an error a user can act on.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,12 +17,13 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import hvac
 import pytest
 import requests
 
-from tests.harness.openbao import SCRIPTS, VENV_BIN, OpenBao, find_bao
+from tests.harness.openbao import REPO, SCRIPTS, VENV_BIN, OpenBao, find_bao
 from tests.harness.servers import free_port, missing_server, wait_for_port
 
 MAKE_CERTS = SCRIPTS / "make-certs.sh"
@@ -202,3 +204,69 @@ def test_mtls_listener_refuses_a_client_without_a_certificate(tls_bao: TLSOpenBa
         timeout=5,
     )
     assert with_cert.status_code == 200 and with_cert.json()["sealed"] is False
+
+
+# The backend's own loader, in a fresh process, as DESIGN.md's one-liner runs it: the TLS
+# settings come from VAULT_CACERT, VAULT_CLIENT_CERT and VAULT_CLIENT_KEY and nothing else.
+FROM_THE_ENVIRONMENT = """
+import json
+from src.vault_client import get_vault_client
+client = get_vault_client()
+try:
+    keys = sorted(client.get_app_secrets())
+except Exception as error:
+    keys = [f"{type(error).__name__}: {error}"]
+status = client.status()
+print(json.dumps({"keys": keys, "source": status["source"],
+                  "address": status["current_address"], "error": status["last_error"]}))
+"""
+
+
+def backend_over_mtls(tls_bao: TLSOpenBao, **tls_env: str) -> dict[str, Any]:
+    backend = REPO / "be_flask"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "DATABASE_"))}
+    env.update(
+        VAULT_ADDR=f"https://127.0.0.1:{tls_bao.mtls_port}",
+        VAULT_ROLE_ID=tls_bao.role_id,
+        VAULT_SECRET_ID=tls_bao.secret_id,
+        VAULT_READ_RETRIES="0",
+        PYTHONPATH=str(backend),
+        **tls_env,
+    )
+    done = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", FROM_THE_ENVIRONMENT],
+        cwd=backend,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert tls_bao.secret_id not in done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    return dict(json.loads(lines[-1]))
+
+
+def test_backend_reads_vault_tls_settings_from_the_environment_mutual_tls(
+    tls_bao: TLSOpenBao,
+) -> None:
+    tls = tls_bao.tls_dir
+    ca = {"VAULT_CACERT": str(tls / "ca.pem")}
+    pair = {
+        "VAULT_CLIENT_CERT": str(tls / "client.pem"),
+        "VAULT_CLIENT_KEY": str(tls / "client-key.pem"),
+    }
+    answer = backend_over_mtls(tls_bao, **ca, **pair)
+    assert answer["source"] == "vault", answer
+    assert answer["keys"] == ["admin_password", "jwt_secret", "user_password"]
+    assert answer["address"] == f"https://127.0.0.1:{tls_bao.mtls_port}"
+
+    # Each is needed: without the client pair the mTLS listener refuses the backend; without
+    # the CA the server's certificate is not trusted. No fallback secrets in production: the
+    # read fails and says why.
+    for missing in (pair, ca):
+        given = {k: v for k, v in {**ca, **pair}.items() if k not in missing}
+        refused = backend_over_mtls(tls_bao, **given)
+        assert refused["source"] != "vault", (missing, refused)
+        assert "TLS handshake or certificate verification failed" in str(refused["error"])

@@ -11,7 +11,8 @@ Usage: $PROG [options]
 
 Initialize and unseal the Vault at \$VAULT_ADDR (default $VAULT_ADDR), then configure it for
 the Flask backend: KV v2 at secret/, policies app-policy and admin-policy, AppRole role
-$ROLE_NAME, random secrets at secret/app/flask and secret/database/postgres, the operator token.
+$ROLE_NAME, random secrets at secret/app/flask (also the Redis password) and
+secret/database/postgres, the operator token.
 An already initialized server is used as is with \$VAULT_TOKEN (e.g. \`bao server -dev\`).
 
 Options (environment variable in brackets):
@@ -23,21 +24,33 @@ Options (environment variable in brackets):
   --database-engine-only   with VAULT_DB_MODE=dynamic on a configured server: only the
                            database secrets engine step (setup.sh, once the database it
                            needs runs; skips the steps a first run has just done)
+  --kubernetes             also configure auth/kubernetes and its role $ROLE_NAME (below)
   -h, --help               this help
 
 Other environment: PROJECT_DIR (where files go, default the repo root), VAULT_KEYS_FILE,
 ENV_FILE, APP_VAULT_ADDR (VAULT_ADDR for .env; default: keep an existing line, else
 \$VAULT_ADDR), DB_HOST, DB_PORT, DB_NAME, DB_USER, OPERATOR_TOKEN_TTL (default 768h),
 VAULT_OPERATOR_TOKEN_FILE (default vault-operator-token),
-AUDIT_FILE_PATH (HashiCorp Vault only), VAULT_BIN.
+AUDIT_FILE_PATH (HashiCorp Vault only), VAULT_BIN, VAULT_GENERATE_ROOT_SOCKET (a private Unix
+socket listener serving generate-root without a token, for a re-run whose operator token
+expired; setup.sh --local has one).
 VAULT_DB_MODE=dynamic also configures the database secrets engine: DB_ADMIN_USER and
 DB_ADMIN_PASSWORD (a CREATEROLE role, not the superuser; its password is rotated by Vault),
 DB_CREDS_TTL (1h), DB_CREDS_MAX_TTL (24h), DB_GROUP_ROLE (flask_app), DB_SSLMODE (prefer).
 
+--kubernetes (pods log in with their service-account token, VAULT_AUTH_METHOD=kubernetes):
+K8S_HOST (the Kubernetes API URL Vault calls for TokenReview, required), K8S_CA_CERT (PEM
+file of the API's CA; unset: Vault running in a pod uses its own), K8S_TOKEN_REVIEWER_JWT_FILE
+(a token allowed to create TokenReviews; unset: Vault in a pod uses its own, else each
+client's), K8S_SERVICE_ACCOUNT (default flask-backend) and K8S_NAMESPACE (default flask-app)
+that the role is bound to, K8S_AUDIENCE (the audience the pod's projected token must carry,
+e.g. vault as in deploy/kubernetes/; unset: any token Kubernetes accepts).
+
 Writes, all mode 0600, never printed: vault-keys.json (unseal keys; operator init's root
 token, revoked at the end of the run), vault-operator-token (the operator token),
 .env (VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID, SECRETS_GID; other lines kept),
-secrets/db_password.txt and secrets/approle/secret_id (0640, group SECRETS_GID).
+secrets/db_password.txt, secrets/redis_password.txt and secrets/approle/secret_id (0640,
+group SECRETS_GID).
 Without VAULT_TOKEN a re-run generates a root token from the unseal keys (operator
 generate-root) for its own use and revokes it when done; no root token outlives a run.
 EOF
@@ -52,6 +65,7 @@ SECRET_ID_TTL="${SECRET_ID_TTL:-720h}"
 SECRET_ID_NUM_USES="${SECRET_ID_NUM_USES:-0}"
 APPROLE_CIDRS="${APPROLE_CIDRS:-}"
 OPERATOR_TOKEN_TTL="${OPERATOR_TOKEN_TTL:-768h}"
+KUBERNETES=false
 
 parse_args() {
   while [ $# -gt 0 ]; do
@@ -62,6 +76,7 @@ parse_args() {
       --secret-id-num-uses) SECRET_ID_NUM_USES="${2:?--secret-id-num-uses needs a number}"; shift 2 ;;
       --cidr) APPROLE_CIDRS="${2:?--cidr needs a CIDR list}"; shift 2 ;;
       --database-engine-only) DATABASE_ENGINE_ONLY=true; shift ;;
+      --kubernetes) KUBERNETES=true; shift ;;
       -h | --help) usage; exit 0 ;;
       *) die "unknown option '$1' (see --help)" ;;
     esac
@@ -73,6 +88,15 @@ parse_args() {
   if [ "$DATABASE_ENGINE_ONLY" = true ] && [ "${VAULT_DB_MODE:-static}" != dynamic ]; then
     die "--database-engine-only needs VAULT_DB_MODE=dynamic"
   fi
+  [ "$KUBERNETES" = false ] || check_kubernetes_settings
+}
+
+check_kubernetes_settings() {
+  [ -n "${K8S_HOST:-}" ] || die "--kubernetes needs K8S_HOST (the Kubernetes API URL)"
+  local file
+  for file in "${K8S_CA_CERT:-}" "${K8S_TOKEN_REVIEWER_JWT_FILE:-}"; do
+    [ -z "$file" ] || [ -s "$file" ] || die "$file: no such file or empty"
+  done
 }
 
 # Refuse early, before the server or any file changes, when the outputs cannot be written.
@@ -84,24 +108,6 @@ preflight() {
   if [ -e "$KEYS_FILE" ]; then
     py keys-field "$KEYS_FILE" root_token >/dev/null
   fi
-}
-
-initialize() {
-  local raw
-  # A keys file for another server must never be overwritten: it may be the only copy.
-  [ ! -e "$KEYS_FILE" ] ||
-    die "Vault at $VAULT_ADDR is not initialized but $KEYS_FILE exists: move it away first"
-  say "initializing Vault at $VAULT_ADDR ($KEY_SHARES key shares, threshold $KEY_THRESHOLD)"
-  # Straight into a 0600 temp file beside the keys file, renamed once complete.
-  raw="$(mktemp "$(dirname "$KEYS_FILE")/.vault-keys.json.XXXXXX")"
-  if ! "$VAULT_BIN" operator init -format=json -key-shares="$KEY_SHARES" \
-    -key-threshold="$KEY_THRESHOLD" >"$raw" 2>"$RUN_TMP/err"; then
-    rm -f "$raw"
-    die "$(one_line_error "$RUN_TMP/err")"
-  fi
-  py keys-install "$raw" "$KEYS_FILE"
-  FRESH_INIT=true
-  say "initializing Vault: ok, unseal keys and root token saved to $KEYS_FILE (mode 0600)"
 }
 
 init_and_unseal() {
@@ -145,17 +151,27 @@ use_root_token() {
 # keeps it in a variable). OpenBao serves generate-root only to an authenticated caller (its
 # unauthenticated endpoints are off by default), so the operator token starts it: admin-policy
 # allows sys/generate-root-token/*, which without a quorum of unseal keys yields nothing.
+# With no valid operator token (expired, lost), the unauthenticated endpoints of a listener
+# only the keys' owner reaches: VAULT_GENERATE_ROOT_SOCKET (setup.sh --local's private socket).
 generate_root_token() {
-  local threshold i
+  local threshold i token=""
   threshold="$(status_field "$(seal_status)" t)"
   py keys-check "$KEYS_FILE" "$threshold"
-  if [ -s "$OPERATOR_TOKEN_FILE" ]; then
-    VAULT_TOKEN="$(py read-token "$OPERATOR_TOKEN_FILE")"
-    export VAULT_TOKEN
+  [ ! -s "$OPERATOR_TOKEN_FILE" ] || token="$(py read-token "$OPERATOR_TOKEN_FILE")"
+  if [ -n "$token" ] && VAULT_TOKEN="$token" "$VAULT_BIN" token lookup >/dev/null 2>&1; then
+    export VAULT_TOKEN="$token"
+  elif [ -n "${VAULT_GENERATE_ROOT_SOCKET:-}" ] && [ -S "$VAULT_GENERATE_ROOT_SOCKET" ]; then
+    py generate-root-socket "$VAULT_GENERATE_ROOT_SOCKET" "$KEYS_FILE" "$threshold"
+    return 0
+  else
+    unset VAULT_TOKEN # HashiCorp Vault serves generate-root without a token; OpenBao refuses
   fi
   # An attempt someone left half done would swallow our keys: start from zero.
   "$VAULT_BIN" operator generate-root -cancel >/dev/null 2>&1 || true
-  vcli operator generate-root -init -format=json >"$RUN_TMP/root-attempt"
+  if ! "$VAULT_BIN" operator generate-root -init -format=json >"$RUN_TMP/root-attempt" \
+    2>"$RUN_TMP/err"; then
+    die "generate-root refused: $(one_line_error "$RUN_TMP/err"); the operator token ($OPERATOR_TOKEN_FILE) is missing or no longer valid: set VAULT_TOKEN to a root token, or VAULT_GENERATE_ROOT_SOCKET to a private listener with disable_unauthed_generate_root_endpoints = false (setup.sh --local has one)"
+  fi
   for ((i = 0; i < threshold; i++)); do
     py unseal-key "$KEYS_FILE" "$i" |
       vcli operator generate-root -format=json -nonce="$(py get nonce <"$RUN_TMP/root-attempt")" - \
@@ -174,20 +190,6 @@ revoke_root_token() {
     fi
   fi
   rm -rf "$RUN_TMP"
-}
-
-# A Raft node may answer "not active" for a moment after unsealing; wait, bounded.
-wait_until_active() {
-  local i
-  for ((i = 0; i < 60; i++)); do
-    if "$VAULT_BIN" token lookup -format=json >/dev/null 2>"$RUN_TMP/err"; then
-      return 0
-    fi
-    grep -qi 'permission denied\|bad token' "$RUN_TMP/err" &&
-      die "the token in use is not valid on $VAULT_ADDR"
-    sleep 0.5
-  done
-  die "Vault at $VAULT_ADDR did not become active in 30s: $(one_line_error "$RUN_TMP/err")"
 }
 
 enable_kv() {
@@ -213,15 +215,20 @@ write_policies() {
   done
 }
 
-enable_approle() {
+# Enable auth method $1 at its default path unless it is there; $2 names it in the output.
+enable_auth_method() {
   local methods
   methods="$(vcli auth list -format=json)"
-  if [ -z "$(py get 'approle/.type' <<<"$methods")" ]; then
-    vcli auth enable approle >/dev/null
-    say "AppRole at auth/approle/: enabled"
+  if [ -z "$(py get "$1/.type" <<<"$methods")" ]; then
+    vcli auth enable "$1" >/dev/null
+    say "$2 at auth/$1/: enabled"
   else
-    say "AppRole at auth/approle/: kept"
+    say "$2 at auth/$1/: kept"
   fi
+}
+
+enable_approle() {
+  enable_auth_method approle AppRole
   # The role's settings are configuration, so a re-run converges them to these flags.
   # token_no_default_policy: the app's token gets app-policy alone (no cubbyhole, no wrapping).
   vcli write "auth/approle/role/$ROLE_NAME" token_policies=app-policy token_no_default_policy=true \
@@ -230,6 +237,33 @@ enable_approle() {
     secret_id_bound_cidrs="$APPROLE_CIDRS" token_bound_cidrs="$APPROLE_CIDRS" >/dev/null
   say "role $ROLE_NAME: written (token TTL 1h, max 4h, policy app-policy," \
     "secret ID TTL $SECRET_ID_TTL, uses $SECRET_ID_NUM_USES, CIDRs ${APPROLE_CIDRS:-any})"
+}
+
+# Pods log in with their service-account token; Vault asks the Kubernetes API (TokenReview)
+# whether it is genuine and binds the role to one service account in one namespace. The CA and
+# reviewer token go in as @file, so they are never on a command line. Same token TTLs as AppRole.
+configure_kubernetes_auth() {
+  local args
+  [ "$KUBERNETES" = true ] || return 0
+  enable_auth_method kubernetes "Kubernetes auth"
+  args=("kubernetes_host=$K8S_HOST")
+  if [ -n "${K8S_CA_CERT:-}" ]; then
+    # Outside a pod there is no local CA to fall back on; say so instead of failing late.
+    args+=("kubernetes_ca_cert=@$K8S_CA_CERT" disable_local_ca_jwt=true)
+  fi
+  [ -z "${K8S_TOKEN_REVIEWER_JWT_FILE:-}" ] ||
+    args+=("token_reviewer_jwt=@$K8S_TOKEN_REVIEWER_JWT_FILE")
+  vcli write auth/kubernetes/config "${args[@]}" >/dev/null
+  say "auth/kubernetes/config: written (host $K8S_HOST, CA ${K8S_CA_CERT:-of the Vault pod}," \
+    "reviewer token ${K8S_TOKEN_REVIEWER_JWT_FILE:-of the Vault pod or the client})"
+  vcli write "auth/kubernetes/role/$ROLE_NAME" \
+    bound_service_account_names="${K8S_SERVICE_ACCOUNT:-flask-backend}" \
+    bound_service_account_namespaces="${K8S_NAMESPACE:-flask-app}" \
+    audience="${K8S_AUDIENCE:-}" \
+    token_policies=app-policy token_no_default_policy=true token_ttl=1h token_max_ttl=4h >/dev/null
+  say "kubernetes role $ROLE_NAME: written (service account ${K8S_SERVICE_ACCOUNT:-flask-backend}" \
+    "in namespace ${K8S_NAMESPACE:-flask-app}, audience ${K8S_AUDIENCE:-any}, token TTL 1h," \
+    "max 4h, policy app-policy)"
 }
 
 # Write the generated keys a KV path lacks; existing values (and the version) stay untouched.
@@ -256,13 +290,15 @@ ensure_secret() {
   rm -f "$RUN_TMP/current" "$RUN_TMP/fresh" "$RUN_TMP/patch"
 }
 
-# The Docker secret of the database container holds the same password as Vault.
-write_db_password_file() {
+# A container's Docker secret file holds the same password as Vault: the database's
+# (secret/database/postgres) and Redis's (secret/app/flask, key redis_password, which the
+# backend reads from Vault; setup.sh --local puts it in its redis.conf).
+# write_password_file KV_PATH FIELD FILE CONTAINER
+write_password_file() {
   local result
   mkdir -p "$SECRETS_DIR"
-  result="$(vcli kv get -mount=secret -field=password database/postgres |
-    py write-file "$SECRETS_DIR/db_password.txt" 0640)"
-  say "secrets/db_password.txt: $result (mode 0640, group $(id -g): the db container's SECRETS_GID)"
+  result="$(vcli kv get -mount=secret -field="$2" "$1" | py write-file "$SECRETS_DIR/$3" 0640)"
+  say "secrets/$3: $result (mode 0640, group $(id -g): the $4 container's SECRETS_GID)"
 }
 
 # Keep a secret ID that still logs in; issue one only when .env has none or a dead one.
@@ -388,9 +424,11 @@ main() {
   enable_kv
   write_policies
   enable_approle
+  configure_kubernetes_auth
   ensure_secret app/flask gen-app
   ensure_secret database/postgres gen-db
-  write_db_password_file
+  write_password_file database/postgres password db_password.txt db
+  write_password_file app/flask redis_password redis_password.txt redis
   configure_database_engine
   write_app_credentials
   ensure_operator_token

@@ -8,9 +8,11 @@ Errors are one line on stderr and exit status 1, which lib.sh turns into its die
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import secrets
+import socket
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -88,11 +90,17 @@ def load_keys(path: Path) -> dict:
     return data
 
 
+def key_shares(data: dict) -> list:
+    """The Shamir shares of a keys file: unseal keys, or with auto-unseal the recovery keys
+    (which generate-root takes instead; they never unseal)."""
+    return data.get("unseal_keys_b64") or data.get("recovery_keys_b64") or []
+
+
 def cmd_keys_check(path: str, threshold: str) -> None:
-    """Fail unless the keys file holds at least `threshold` unseal keys."""
-    keys = load_keys(Path(path)).get("unseal_keys_b64")
-    if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
-        raise Fail(f"keys file {path} is corrupt: no unseal_keys_b64 list")
+    """Fail unless the keys file holds at least `threshold` unseal (or recovery) keys."""
+    keys = key_shares(load_keys(Path(path)))
+    if not keys or not all(isinstance(k, str) and k for k in keys):
+        raise Fail(f"keys file {path} is corrupt: no unseal_keys_b64 or recovery_keys_b64 list")
     if len(keys) < int(threshold):
         raise Fail(f"keys file {path} holds {len(keys)} unseal keys, the server needs {threshold}")
 
@@ -133,19 +141,69 @@ def cmd_keys_del(path: str, field: str) -> None:
 
 def cmd_unseal_key(path: str, index: str) -> None:
     """Print unseal key number `index` alone (goes straight into the CLI's stdin, never argv)."""
-    print(load_keys(Path(path))["unseal_keys_b64"][int(index)])
+    print(key_shares(load_keys(Path(path)))[int(index)])
 
 
-def cmd_decode_root(attempt: str, last: str) -> None:
-    """Print the root token: the last update's encoded_token XOR the attempt's one-time pad."""
-    otp = json.loads(read_text(Path(attempt)))["otp"].encode()
-    encoded = json.loads(read_text(Path(last))).get("encoded_token") or ""
+def decode_root(otp: str, encoded: str) -> str:
+    """The root token: generate-root's last encoded_token XOR the attempt's one-time pad."""
     if not encoded:
         raise Fail("generate-root did not complete: not enough unseal keys?")
     raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
     if len(raw) != len(otp):
         raise Fail("generate-root answered a token that does not match the one-time pad")
-    print(bytes(a ^ b for a, b in zip(raw, otp, strict=True)).decode())
+    return bytes(a ^ b for a, b in zip(raw, otp.encode(), strict=True)).decode()
+
+
+def cmd_decode_root(attempt: str, last: str) -> None:
+    """Print the root token decoded from the saved attempt and last update answers."""
+    otp = json.loads(read_text(Path(attempt)))["otp"]
+    print(decode_root(otp, json.loads(read_text(Path(last))).get("encoded_token") or ""))
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket: the Vault listener setup.sh --local keeps in a private dir."""
+
+    def __init__(self, socket_path: str) -> None:
+        super().__init__("localhost", timeout=30)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(self.socket_path)
+
+
+def socket_call(socket_path: str, method: str, path: str, body: dict | None = None) -> dict:
+    """One Vault API call over the Unix socket; a Fail naming the path and Vault's errors."""
+    connection = UnixHTTPConnection(socket_path)
+    try:
+        connection.request(method, path, body=None if body is None else json.dumps(body))
+        response = connection.getresponse()
+        text = response.read().decode(errors="replace")
+    except OSError as error:
+        raise Fail(f"cannot reach Vault on {socket_path}: {error.strerror or error}") from None
+    finally:
+        connection.close()
+    answer = json.loads(text) if text.strip() else {}
+    if response.status >= 400:
+        errors = "; ".join(answer.get("errors") or []) if isinstance(answer, dict) else ""
+        raise Fail(f"{path} on {socket_path}: HTTP {response.status} {errors}".rstrip())
+    return answer if isinstance(answer, dict) else {}
+
+
+def cmd_generate_root_socket(socket_path: str, keys_path: str, threshold: str) -> None:
+    """Print a root token made with `threshold` unseal keys over the unauthenticated
+    sys/generate-root endpoints, which only the private socket's listener serves: the way in
+    when no token is left (the operator token expired or was lost)."""
+    keys = key_shares(load_keys(Path(keys_path)))[: int(threshold)]
+    # An attempt someone left half done would swallow our keys: start from zero.
+    socket_call(socket_path, "DELETE", "/v1/sys/generate-root/attempt")
+    attempt = socket_call(socket_path, "PUT", "/v1/sys/generate-root/attempt", {})
+    step: dict = {}
+    for key in keys:
+        body = {"key": key, "nonce": attempt["nonce"]}
+        step = socket_call(socket_path, "PUT", "/v1/sys/generate-root/update", body)
+    print(decode_root(attempt["otp"], step.get("encoded_token") or ""))
 
 
 def cmd_keys_install(raw: str, dest: str) -> None:
@@ -155,10 +213,10 @@ def cmd_keys_install(raw: str, dest: str) -> None:
     in a temp dir that a cleanup could remove; on a failed check it stays for the operator.
     """
     data = load_keys(Path(raw))
-    if not data.get("unseal_keys_b64") or not data.get("root_token"):
+    if not key_shares(data) or not data.get("root_token"):
         raise Fail(f"operator init answered without unseal keys or root token (kept in {raw})")
-    # Recovery keys exist only with auto-unseal; drop their empty fields to keep the file plain.
-    kept = {k: v for k, v in data.items() if not (k.startswith("recovery_") and not v)}
+    # Shamir seal: unseal keys; auto-unseal: recovery keys. Drop the other kind's empty fields.
+    kept = {k: v for k, v in data.items() if not (k.startswith(("recovery_", "unseal_")) and not v)}
     atomic_write(Path(dest), json.dumps(kept, indent=2) + "\n")
     Path(raw).unlink()
 
@@ -258,6 +316,9 @@ def cmd_gen_app() -> None:
                 "jwt_secret": secrets.token_hex(32),  # 256 random bits
                 "admin_password": secrets.token_urlsafe(24),  # 32 chars, 192 bits
                 "user_password": secrets.token_urlsafe(24),
+                # What Redis (the rate-limit counters) asks the backend for; URL-safe
+                # characters, so it fits a redis.conf line unquoted.
+                "redis_password": secrets.token_urlsafe(32),
             }
         )
     )
@@ -314,6 +375,7 @@ COMMANDS = {
     "read-token": cmd_read_token,
     "unseal-key": cmd_unseal_key,
     "decode-root": cmd_decode_root,
+    "generate-root-socket": cmd_generate_root_socket,
     "unseal-body": cmd_unseal_body,
     "env-check": cmd_env_check,
     "env-upsert": cmd_env_upsert,

@@ -121,10 +121,50 @@ status_field() {
   py get "$2" <<<"$1"
 }
 
+# operator init into KEYS_FILE (KEY_SHARES/KEY_THRESHOLD shares). With a Shamir seal these are
+# unseal keys; with auto-unseal (seal "transit") the node unseals itself and the same numbers
+# become recovery keys (generate-root takes them; they never unseal), kept in the same file.
+initialize() {
+  local raw shares=(-key-shares="$KEY_SHARES" -key-threshold="$KEY_THRESHOLD") kind="unseal keys"
+  # A keys file for another server must never be overwritten: it may be the only copy.
+  [ ! -e "$KEYS_FILE" ] ||
+    die "Vault at $VAULT_ADDR is not initialized but $KEYS_FILE exists: move it away first"
+  if [ "$(status_field "$(seal_status)" type)" != shamir ]; then
+    shares=(-recovery-shares="$KEY_SHARES" -recovery-threshold="$KEY_THRESHOLD")
+    kind="recovery keys (auto-unseal)"
+  fi
+  say "initializing Vault at $VAULT_ADDR ($KEY_SHARES key shares, threshold $KEY_THRESHOLD)"
+  # Straight into a 0600 temp file beside the keys file, renamed once complete.
+  raw="$(mktemp "$(dirname "$KEYS_FILE")/.vault-keys.json.XXXXXX")"
+  if ! "$VAULT_BIN" operator init -format=json "${shares[@]}" >"$raw" 2>"$RUN_TMP/err"; then
+    rm -f "$raw"
+    die "$(one_line_error "$RUN_TMP/err")"
+  fi
+  py keys-install "$raw" "$KEYS_FILE"
+  # shellcheck disable=SC2034  # read by the script that sourced this file
+  FRESH_INIT=true
+  say "initializing Vault: ok, $kind and root token saved to $KEYS_FILE (mode 0600)"
+}
+
+# Auto-unseal: the node unseals itself through its seal (the unsealer's transit key); keys from
+# the file are recovery keys and cannot help. Wait a little, then say what a human must fix.
+wait_for_auto_unseal() {
+  local seal="$1" i
+  for ((i = 0; i < ${AUTO_UNSEAL_WAIT:-20}; i++)); do
+    [ "$(status_field "$(seal_status)" sealed)" = "true" ] || return 0
+    sleep 0.5
+  done
+  die "Vault at $VAULT_ADDR uses auto-unseal (seal \"$seal\") and is still sealed: its unsealer is unreachable, sealed or refuses the token; start and unseal the unsealer (./setup.sh --auto-unseal does), then restart this node (recovery keys cannot unseal it)"
+}
+
 # Unseal with exactly the threshold number of keys from the keys file.
 unseal_with_keys() {
   local status threshold i
   status="$(seal_status)"
+  if [ "$(status_field "$status" type)" != shamir ]; then
+    wait_for_auto_unseal "$(status_field "$status" type)"
+    return 0
+  fi
   threshold="$(status_field "$status" t)"
   py keys-check "$KEYS_FILE" "$threshold"
   # Keys someone else already entered would make ours overshoot or mix: start from zero.
@@ -137,10 +177,26 @@ unseal_with_keys() {
     py unseal-body "$KEYS_FILE" "$i" | vcli write sys/unseal - >/dev/null
     say "unseal key $((i + 1))/$threshold accepted"
   done
-  status="$(seal_status)"
-  if [ "$(status_field "$status" sealed)" != "false" ]; then
-    die "Vault at $VAULT_ADDR is still sealed after $threshold keys: wrong keys file?"
-  fi
+  # A Raft node joining a cluster finishes the join after the last key: give it a moment.
+  for ((i = 0; i < 20; i++)); do
+    [ "$(status_field "$(seal_status)" sealed)" = "false" ] && return 0
+    sleep 0.5
+  done
+  die "Vault at $VAULT_ADDR is still sealed after $threshold keys: wrong keys file?"
+}
+
+# A Raft node may answer "not active" for a moment after unsealing; wait, bounded.
+wait_until_active() {
+  local i
+  for ((i = 0; i < 60; i++)); do
+    if "$VAULT_BIN" token lookup -format=json >/dev/null 2>"$RUN_TMP/err"; then
+      return 0
+    fi
+    grep -qi 'permission denied\|bad token' "$RUN_TMP/err" &&
+      die "the token in use is not valid on $VAULT_ADDR"
+    sleep 0.5
+  done
+  die "Vault at $VAULT_ADDR did not become active in 30s: $(one_line_error "$RUN_TMP/err")"
 }
 
 # Exit now, before changing anything, if .env could not be read back and replaced.

@@ -6,4 +6,5 @@ cache.py      immutable entries, lock-free hits       backoff.py  outage gate, b
 fallback.py   environment and dev defaults            transport/  HA nodes, timeouts, retries
 client.py     VaultClient ties them together          process.py  get_vault_client(), fork
 extension.py  Flask extension `Vault`                 cli.py      `python -m src.vault_client`
+kubernetes.py Kubernetes login (service-account token file, re-read at each login)
 """

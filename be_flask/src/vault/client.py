@@ -28,6 +28,7 @@ from .errors import (
     VaultUnavailableError,
 )
 from .fallback import APP_SECRETS_PATH, DATABASE_PATH, fallback_secret
+from .kubernetes import KubernetesLogin
 from .kv_v2 import SecretVersion, read_secret_version
 from .settings import VaultSettings
 from .token import TokenManager
@@ -43,15 +44,19 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     hvac.exceptions.UnexpectedError,
 )
 # Login refusals: retried on the same backoff schedule so a bad secret ID is no login storm.
+# (A 403 reaching here is a login's: reads turn theirs into PermissionDeniedError, and the
+# Kubernetes method answers 403 to a token of another service account or namespace.)
 LOGIN_ERRORS: tuple[type[BaseException], ...] = (
     hvac.exceptions.InvalidRequest,
     hvac.exceptions.Unauthorized,
+    hvac.exceptions.Forbidden,
     SecretIdWrappingError,
     ConfigurationError,  # e.g. the secret ID file is missing for a moment during rotation
 )
 
 # Why a client without AppRole credentials serves fallback values (logs and status()).
 NO_APPROLE = "AppRole credentials not configured"
+LOGIN_METHOD_NAMES = {"approle": "AppRole", "kubernetes": "Kubernetes"}
 
 # The log lines the original design document quotes, kept verbatim so that
 # `docker compose logs backend | grep Vault` shows what its readers look for.
@@ -91,7 +96,10 @@ class VaultClient:
         )
         self.gate = BackoffGate(s.backoff_initial, s.backoff_max)
         self.approle = AppRoleLogin(s, self.adapter)
-        self.tokens = TokenManager(self.approle, self.adapter)
+        self.kubernetes = KubernetesLogin(s, self.adapter)
+        # One token lifecycle (renewal, re-login, single-flight) whichever method logs in.
+        login_method = self.kubernetes if s.auth_method == "kubernetes" else self.approle
+        self.tokens = TokenManager(login_method, self.adapter)
         self.database = DatabaseCredentials(self, s.role_name)
         self.cache.reset_locks()
         self._announced = False
@@ -177,14 +185,14 @@ class VaultClient:
             lock.release()
 
     def _refresh(self, path: str, previous: CacheEntry | None) -> CacheEntry:
-        if not self.settings.has_approle:
+        if not self.settings.has_credentials:
             return self._without_vault(path, previous, NO_APPROLE)
         if not self.gate.try_begin():
             return self._without_vault(path, previous, self.gate.state.reason or "backing off")
         try:
             secret = self._fetch(path)
         except (*OUTAGE_ERRORS, *LOGIN_ERRORS) as error:
-            reason = _reason(error)
+            reason = _reason(error, self.settings.auth_method)
             self.last_error = f"{path}: {reason}"
             self.gate.record_failure(reason)
             return self._without_vault(path, previous, reason)
@@ -261,7 +269,7 @@ class VaultClient:
 
     def is_available(self) -> bool:
         """True when Vault answers and we hold a valid token (logs in if needed)."""
-        if not self.settings.has_approle:
+        if not self.settings.has_credentials:
             return False
         self._check_fork()
         if not self.gate.try_begin():
@@ -269,7 +277,7 @@ class VaultClient:
         try:
             self.tokens.current()
         except (*OUTAGE_ERRORS, *LOGIN_ERRORS) as error:
-            self.last_error = _reason(error)
+            self.last_error = _reason(error, self.settings.auth_method)
             self.gate.record_failure(self.last_error)
             return False
         self.gate.record_success()
@@ -282,7 +290,7 @@ class VaultClient:
         gate = self.gate.state
         return {
             "pid": os.getpid(),
-            "available": self.settings.has_approle and gate.failures == 0 and token is not None,
+            "available": self.settings.has_credentials and gate.failures == 0 and token is not None,
             "authenticated": token is not None and now < token.expires_at,
             "addresses": list(self.settings.addresses),
             "current_address": self.adapter.current_address,
@@ -309,8 +317,9 @@ class VaultClient:
             "cache_ttl": self.settings.cache_ttl,
             "paths": {path: _describe_entry(entry, now) for path, entry in self._entries.items()},
             "source": self.source,
+            "auth_method": self.settings.auth_method,
             # Without AppRole nothing is ever tried, so nothing else would say why.
-            "last_error": self.last_error if self.settings.has_approle else NO_APPROLE,
+            "last_error": self.last_error if self.settings.has_credentials else NO_APPROLE,
             "requests_sent": self.adapter.requests_sent,
             "database_mode": self.settings.db_mode,
             "database_lease": self.database.status()
@@ -319,14 +328,14 @@ class VaultClient:
         }
 
 
-def _reason(error: BaseException) -> str:
+def _reason(error: BaseException, auth_method: str = "approle") -> str:
     """Why Vault could not be used, in words safe for logs and status()."""
     if isinstance(error, SecretIdWrappingError):
         return "wrapped secret ID refused"
     if isinstance(error, ConfigurationError):
         return str(error)
     if isinstance(error, LOGIN_ERRORS):
-        return "AppRole login refused"
+        return f"{LOGIN_METHOD_NAMES[auth_method]} login refused"
     return describe(error)
 
 

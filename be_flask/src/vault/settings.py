@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from .errors import ConfigurationError
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+AUTH_METHODS = ("approle", "kubernetes")
+# Where the kubelet mounts the pod's projected service-account token (rotated by Kubernetes).
+SERVICE_ACCOUNT_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -55,6 +58,10 @@ class VaultSettings:
     secret_id_file: str | None = None
     role_name: str = "flask-app"
     approle_mount: str = "approle"
+    auth_method: str = "approle"  # or "kubernetes": the pod's service-account token
+    kubernetes_role: str = "flask-app"
+    kubernetes_mount: str = "kubernetes"
+    kubernetes_token_file: str = SERVICE_ACCOUNT_TOKEN_FILE
     kv_mount: str = "secret"
     cache_ttl: float = 300.0
     max_staleness: float | None = None  # None: serve the last good value for ever
@@ -81,6 +88,10 @@ class VaultSettings:
             raise ConfigurationError("VAULT_CLIENT_CERT and VAULT_CLIENT_KEY go together")
         if not self.addresses:
             raise ConfigurationError("VAULT_ADDR names no address")
+        if self.auth_method not in AUTH_METHODS:
+            raise ConfigurationError(
+                f"VAULT_AUTH_METHOD must be approle or kubernetes, got {self.auth_method!r}"
+            )
         if self.db_mode not in ("static", "dynamic"):
             raise ConfigurationError(
                 f"VAULT_DB_MODE must be static or dynamic, got {self.db_mode!r}"
@@ -99,6 +110,11 @@ class VaultSettings:
     def has_approle(self) -> bool:
         """True when AppRole credentials are configured at all."""
         return bool(self.role_id and (self.secret_id or self.secret_id_file))
+
+    @property
+    def has_credentials(self) -> bool:
+        """True when the chosen auth method can try a login (the token file is read then)."""
+        return self.auth_method == "kubernetes" or self.has_approle
 
     @property
     def verify(self) -> bool | str:
@@ -127,6 +143,11 @@ class VaultSettings:
             secret_id_file=_optional(env, "VAULT_SECRET_ID_FILE"),
             role_name=env.get("VAULT_APPROLE_ROLE_NAME", "") or "flask-app",
             approle_mount=env.get("VAULT_APPROLE_MOUNT", "") or "approle",
+            auth_method=(env.get("VAULT_AUTH_METHOD", "") or "approle").strip().lower(),
+            kubernetes_role=env.get("VAULT_KUBERNETES_ROLE", "") or "flask-app",
+            kubernetes_mount=env.get("VAULT_KUBERNETES_MOUNT", "") or "kubernetes",
+            kubernetes_token_file=env.get("VAULT_KUBERNETES_TOKEN_FILE", "")
+            or SERVICE_ACCOUNT_TOKEN_FILE,
             kv_mount=env.get("VAULT_KV_MOUNT", "") or "secret",
             cache_ttl=_float(env, "VAULT_CACHE_TTL", 300.0),
             max_staleness=max_staleness or None,

@@ -18,11 +18,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import hvac.exceptions
 
-from .approle import AppRoleLogin, LoginResult, login_result
+from .approle import LoginResult, login_result
 from .transport.ha import HAAdapter
 
 log = logging.getLogger(__name__)
@@ -65,16 +65,22 @@ class TokenState:
         return "renew"
 
 
+class LoginMethod(Protocol):
+    """AppRoleLogin or KubernetesLogin: the one seam where the auth methods differ."""
+
+    def login(self) -> LoginResult: ...
+
+
 class TokenManager:
     """Holds the process's token and keeps it valid."""
 
     def __init__(
         self,
-        approle: AppRoleLogin,
+        login_method: LoginMethod,
         adapter: HAAdapter,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.approle = approle
+        self.login_method = login_method
         self.adapter = adapter
         self._clock = clock
         self._lock = threading.Lock()
@@ -118,7 +124,7 @@ class TokenManager:
                 renewed = self._try_renew(state)
                 if renewed is not None:
                     return renewed
-            return self._store(self.approle.login(), previous=None)
+            return self._store(self.login_method.login(), previous=None)
 
     def _try_renew(self, state: TokenState) -> TokenState | None:
         """Renew; None when renewal was refused for a reason a login can fix."""

@@ -1,0 +1,50 @@
+"""The password the backend gives Redis: secret/app/flask's redis_password, read from Vault.
+
+Redis asks for it at each new connection, so the password never sits in the environment or a
+URL that could be logged, and a rotated password reaches new connections without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Flask
+from redis.credentials import CredentialProvider
+
+from src.app_secrets import app_secrets
+
+log = logging.getLogger(__name__)
+
+# The key beside the app's other secrets (DESIGN: secret/app/flask), so app-policy is unchanged.
+REDIS_PASSWORD_KEY = "redis_password"  # noqa: S105 - a key name, not a password
+
+
+class VaultRedisCredentials(CredentialProvider):
+    """AUTH with the password Vault holds; no AUTH when it holds none (a Redis without one)."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def get_credentials(self) -> tuple[str] | tuple[()]:  # type: ignore[override]
+        password = app_secrets(self.app).get(REDIS_PASSWORD_KEY)
+        return (str(password),) if password else ()
+
+    def __repr__(self) -> str:  # never the password, whatever prints this object
+        return "VaultRedisCredentials()"
+
+
+def storage_options(app: Flask, redis_url: str) -> dict[str, Any]:
+    """Options of the limiter's Redis storage: the password from Vault unless the URL has one
+    (an operator's choice) or REDIS_AUTH=none (a Redis without a password, chosen knowingly)."""
+    if urlsplit(redis_url).password is not None:
+        log.info("redis password: from REDIS_URL")
+        return {}
+    if app.config["REDIS_AUTH"] == "none":
+        log.warning(
+            "redis password: none (REDIS_AUTH=none): any local client can reach the counters"
+        )
+        return {}
+    log.info("redis password: from Vault (secret/app/flask, key %s)", REDIS_PASSWORD_KEY)
+    return {"credential_provider": VaultRedisCredentials(app)}
