@@ -22,8 +22,8 @@ READY_TIMEOUT="${READY_TIMEOUT:-90}"
 
 usage() {
   cat <<EOF
-Usage: $PROG [--local | --docker] [--ha] [--auto-unseal] [--tls | --mtls | --no-tls] [--modsecurity]
-       [--no-apache] [--sqlite] [--stop [vault] | --status | --restart-app | --backup [DIR] | --reset]
+Usage: $PROG [--local | --docker [-p NAME]] [--ha] [--auto-unseal] [--tls | --mtls | --no-tls]
+       [--modsecurity] [--no-apache] [--sqlite] [--stop [vault] | --status | --restart-app | --backup [DIR] | --reset]
 
 Bring up everything: the Vault (OpenBao) server, its initialization and unsealing
 (vault/scripts/init-vault.sh), PostgreSQL, the Flask backend and the Apache front with the
@@ -33,6 +33,12 @@ web UI; wait until the app is ready; print the URL and where the admin password 
                   \`docker info\` works, local processes otherwise
   --local         local processes under \$DATA_DIR (default .data/ in the repo)
   --docker        the Compose stacks (docker-compose.vault.yaml, docker-compose.yaml)
+  -p, --project-name NAME
+                  Docker: Compose projects NAME and NAME-vault (networks NAME-vault_net,
+                  NAME-vault_db_net) instead of flask-vault-app and vault (vault_net,
+                  vault_db_net), so two checkouts share one engine (give each its own
+                  HTTP_PORT and VAULT_PORT); remembered for later runs (also
+                  COMPOSE_PROJECT_NAME)
   --ha            local mode: three OpenBao nodes in one Raft cluster (ports VAULT_PORT,
                   +2, +4; retry_join); the backend gets all three addresses
   --auto-unseal   local mode: a separate unsealer OpenBao (UNSEALER_PORT) whose transit key
@@ -1349,7 +1355,7 @@ backup_postgres() {
 # --- Docker mode ---------------------------------------------------------------------------
 
 # Compose v2 (`docker compose`) or v1.29 (`docker-compose`); the project name by -p (the
-# files have no top-level `name:`, which 1.29 rejects): vault or flask-vault-app.
+# files have no top-level `name:`, which 1.29 rejects).
 compose_cmd() {
   if docker compose version >/dev/null 2>&1; then
     echo "docker compose"
@@ -1358,9 +1364,28 @@ compose_cmd() {
   fi
 }
 
+# The project names, and so every container, volume and network name on the engine: by
+# default flask-vault-app and vault (networks vault_net, vault_db_net); with `-p NAME` (or
+# COMPOSE_PROJECT_NAME) NAME and NAME-vault, so a second checkout runs beside the first.
+# Remembered in $DATA_DIR, so --stop/--status later reach the same stacks without `-p`.
+set_compose_projects() {
+  local saved="$DATA_DIR/compose-project"
+  if [ -n "$PROJECT_NAME" ]; then
+    [[ "$PROJECT_NAME" =~ ^[a-z0-9][a-z0-9_-]*$ ]] ||
+      die "project name '$PROJECT_NAME': lowercase letters, digits, '-' and '_' only, starting with a letter or digit"
+    mkdir -p "$DATA_DIR"
+    printf '%s\n' "$PROJECT_NAME" >"$saved"
+  elif [ -s "$saved" ]; then
+    PROJECT_NAME="$(cat "$saved")"
+  fi
+  APP_PROJECT="${PROJECT_NAME:-flask-vault-app}"
+  export VAULT_STACK="vault"
+  [ -z "$PROJECT_NAME" ] || VAULT_STACK="$PROJECT_NAME-vault"
+}
+
 compose() {
-  local file="$2" project=flask-vault-app
-  [ "$(basename "$file")" != docker-compose.vault.yaml ] || project=vault
+  local file="$2" project="$APP_PROJECT"
+  [ "$(basename "$file")" != docker-compose.vault.yaml ] || project="$VAULT_STACK"
   # shellcheck disable=SC2046  # "docker compose" is two words on purpose
   $(compose_cmd) --project-directory "$ROOT" -p "$project" "$@"
 }
@@ -1374,17 +1399,86 @@ docker_up() {
   wait_for_port "$VAULT_PORT" "the Vault container (docker compose -f docker-compose.vault.yaml logs vault)"
   wait_for_vault_api "http://127.0.0.1:$VAULT_PORT"
   say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
-  run_vault_script init-vault.sh PROJECT_DIR="$ROOT" VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" \
-    APP_VAULT_ADDR="http://vault:8200" DB_HOST=db DB_PORT=5432
+  run_docker_vault_script init-vault.sh
   # The containers read db_password.txt and approle/secret_id (0640) through the group
   # SECRETS_GID that init-vault.sh records in .env; secrets/ itself stays 0700.
   chmod 0700 "$ROOT/secrets"
+  docker_dynamic_credentials
   say "starting the app stack (docker-compose.yaml)"
   FE_MODSECURITY="$([ "$MODSECURITY" = true ] && echo MODSECURITY || echo NO_MODSECURITY)" \
     HTTP_PORT="$HTTP_PORT" compose -f "$ROOT/docker-compose.yaml" up -d --build
   wait_until_ready "$url"
   print_summary "$url" "http://127.0.0.1:$VAULT_PORT" "$ROOT/vault-keys.json" \
     "$ROOT/vault-operator-token" "docker compose logs -f"
+}
+
+# run_docker_vault_script SCRIPT [OPTION...] against the Vault container (more settings: the
+# caller's VAR=value prefix, which reaches the script's environment, never its argv).
+run_docker_vault_script() {
+  local script="$1"
+  shift
+  env -u VAULT_TOKEN VAULT_BIN="$BAO_BIN" PROJECT_DIR="$ROOT" VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" \
+    APP_VAULT_ADDR="http://vault:8200" DB_HOST=db DB_PORT=5432 "$ROOT/vault/scripts/$script" "$@" |
+    sed 's/^/  /' ||
+    die "$script failed (its message is above); fix the cause and re-run ./setup.sh: it resumes where it stopped"
+}
+
+# VAULT_DB_MODE=dynamic in Docker as locally: the db container starts (from the Docker secret,
+# as its superuser `app`), gets the roles of vault/config/postgres-dynamic-roles.sql once, and
+# init-vault.sh points the database secrets engine at it over vault_db_net with an admin
+# password that Vault rotates at once. init-vault.sh records VAULT_DB_MODE=dynamic in .env (the
+# backend's env_file); the backend never sees the Docker secret.
+# shellcheck disable=SC2016  # the psql command line is expanded by the container's shell
+docker_dynamic_credentials() {
+  local token admin_password
+  token="$(head -n1 "$ROOT/vault-operator-token")"
+  if VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" VAULT_TOKEN="$token" "$BAO_BIN" \
+    read database/config/app-postgres >/dev/null 2>&1; then
+    say "dynamic database credentials: configured (kept)"
+    return 0
+  fi
+  say "starting PostgreSQL (docker-compose.yaml: db) for the roles of dynamic credentials"
+  HTTP_PORT="$HTTP_PORT" compose -f "$ROOT/docker-compose.yaml" up -d db
+  wait_for_db_container
+  admin_password="$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+  # Inside the container, as its superuser with the Docker secret's password (read there, never
+  # passed in); the SQL and the admin password go in on stdin, never in argv.
+  {
+    printf '%s\n' "\\set admin_password '$admin_password'"
+    printf '%s\n' "SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'flask_owner') AS fresh \\gset"
+    printf '%s\n' '\if :fresh'
+    cat "$ROOT/vault/config/postgres-dynamic-roles.sql"
+    printf '%s\n' '\else'
+    printf '%s\n' "ALTER ROLE vault_db_admin PASSWORD :'admin_password';"
+    printf '%s\n' '\endif'
+    # Tables a static-mode backend created belong to `app`, the bootstrap superuser (REASSIGN
+    # OWNED cannot move its system objects): hand its tables and sequences to the owner role.
+    cat <<'SQL'
+DO $$DECLARE r record; BEGIN
+  FOR r IN SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+      AND c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+  LOOP EXECUTE format('ALTER TABLE public.%I OWNER TO flask_owner', r.relname); END LOOP;
+END$$;
+SQL
+  } | compose -f "$ROOT/docker-compose.yaml" exec -T db sh -c \
+    'PGPASSWORD="$(cat /run/secrets/db_password)" exec psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -v admin_role=vault_db_admin -v database="$POSTGRES_DB"' >/dev/null ||
+    die "creating the roles of dynamic credentials in the db container failed (output above)"
+  say "roles flask_owner, flask_app and vault_db_admin: ready"
+  DB_ADMIN_PASSWORD="$admin_password" VAULT_DB_MODE=dynamic DB_ADMIN_USER=vault_db_admin \
+    DB_SSLMODE=disable run_docker_vault_script init-vault.sh --database-engine-only
+  unset admin_password
+  say "dynamic database credentials: configured (admin password rotated by Vault)"
+}
+
+wait_for_db_container() {
+  local i
+  for ((i = 0; i < 90; i++)); do
+    compose -f "$ROOT/docker-compose.yaml" exec -T db pg_isready -q -h 127.0.0.1 >/dev/null 2>&1 &&
+      return 0
+    sleep 1
+  done
+  die "the db container did not accept connections within 90 s: see docker compose logs db"
 }
 
 # Docker's proxy accepts connections on the published port before the server inside listens:
@@ -1397,7 +1491,7 @@ wait_for_vault_api() {
     [ "$rc" -ne 0 ] && [ "$rc" -ne 2 ] || return 0
     sleep 1
   done
-  die "the Vault container does not answer at $1: see docker compose -p vault -f docker-compose.vault.yaml logs vault"
+  die "the Vault container does not answer at $1: see docker compose -p $VAULT_STACK -f docker-compose.vault.yaml logs vault"
 }
 
 docker_stop() {
@@ -1454,6 +1548,7 @@ main() {
   NO_APACHE=false
   ASSUME_YES=false
   STOP_WHAT=all
+  PROJECT_NAME="${COMPOSE_PROJECT_NAME:-}"
   HA=false
   AUTO_UNSEAL=false
   TLS_REQUEST=""
@@ -1488,6 +1583,10 @@ main() {
       --restart-app) action=restart_app ;;
       --reset) action=reset ;;
       --yes) ASSUME_YES=true ;;
+      -p | --project-name)
+        PROJECT_NAME="${2:?$1 needs a name}"
+        shift
+        ;;
       -h | --help) usage; exit 0 ;;
       *) die "unknown option '$1' (see --help)" ;;
     esac
@@ -1515,6 +1614,7 @@ main() {
     [ "${TLS_REQUEST:-off}" = off ] ||
       die "--tls/--mtls are for local mode; for the Compose stacks see VAULT_INTEGRATION.md, \"TLS and production checklist\""
     docker_works || die "--docker: no working Docker engine with Compose (docker info, docker compose version and docker-compose all failed)"
+    set_compose_projects
     case "$action" in
       up) docker_up ;;
       stop) docker_stop ;;

@@ -46,18 +46,30 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
-def test_vault_stack_creates_the_network_the_app_joins() -> None:
-    vault_net = load(VAULT)["networks"]["vault_net"]
-    app_net = load(APP)["networks"]["vault_net"]
-    assert vault_net["name"] == "vault_net"
-    assert app_net == {"external": True, "name": "vault_net"}
+def test_vault_stack_creates_the_networks_the_app_joins() -> None:
+    # Engine-wide names from VAULT_STACK (default: the historical vault_net), so two checkouts
+    # with different project names do not share (or fight over) one network.
+    for network in ("vault_net", "vault_db_net"):
+        created = load(VAULT)["networks"][network]
+        assert created["name"] == "${VAULT_STACK:-vault}_" + network.removeprefix("vault_")
+        assert load(APP)["networks"][network] == {"external": True, "name": created["name"]}
+        assert load(VAULT_HA)["networks"][network] == created  # the HA stack stands in for it
+
+
+def test_vault_reaches_only_postgres_over_its_own_internal_network() -> None:
+    assert load(VAULT)["networks"]["vault_db_net"]["internal"] is True
+    assert set(load(VAULT)["services"]["vault"]["networks"]) == {"vault_net", "vault_db_net"}
+    for node in ("vault-1", "vault-2", "vault-3"):
+        assert set(load(VAULT_HA)["services"][node]["networks"]) == {"vault_net", "vault_db_net"}
+    on_it = [n for n, s in load(APP)["services"].items() if "vault_db_net" in s["networks"]]
+    assert on_it == ["db"]
 
 
 def test_db_and_redis_sit_on_an_internal_network_only_the_backend_shares() -> None:
     app = load(APP)
     assert app["networks"]["app_net"]["internal"] is True
     assert app["networks"]["data_net"]["internal"] is True
-    assert app["services"]["db"]["networks"] == ["data_net"]
+    assert app["services"]["db"]["networks"] == ["data_net", "vault_db_net"]
     assert app["services"]["redis"]["networks"] == ["data_net"]
     assert set(app["services"]["backend"]["networks"]) == {"app_net", "data_net", "vault_net"}
     assert set(app["services"]["frontend"]["networks"]) == {"web_net", "app_net"}
@@ -190,7 +202,7 @@ def test_ha_stack_runs_three_raft_nodes_that_retry_join_each_other() -> None:
         assert set(node["networks"]["vault_net"]["aliases"]) == {name, "vault"}
         assert f'leader_api_addr = "http://{name}:8200"' in overlay
         assert "standbyok=true" in " ".join(node["healthcheck"]["test"])
-    assert ha["networks"]["vault_net"]["name"] == "vault_net"
+    assert ha["networks"]["vault_net"] == load(VAULT)["networks"]["vault_net"]
 
 
 @pytest.mark.parametrize(("file", "name", "service"), SERVICES, ids=SERVICE_IDS)
@@ -308,6 +320,16 @@ def test_dockerfile_bakes_in_no_secret(path: Path) -> None:
     for op, arg in instructions(path):
         if op in {"ENV", "ARG"}:
             assert not SECRET_NAME.search(arg), f"{op} {arg}"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.parent.name)
+def test_dockerfile_needs_no_frontend_from_docker_hub(path: Path) -> None:
+    # A `# syntax=` directive makes BuildKit pull its frontend image (docker/dockerfile) from
+    # Docker Hub before building: an offline engine or a mirror-only registry cannot build.
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        assert not re.match(r"#\s*syntax\s*=", line, re.I), line
 
 
 def test_backend_dockerfile_is_multi_stage_and_serves_with_gunicorn() -> None:

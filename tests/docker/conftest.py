@@ -40,10 +40,23 @@ def compose_cmd() -> list[str]:
 
 @dataclass
 class Project:
-    """A copy of the project (tracked files, the worktree's .venv linked) on free ports."""
+    """A copy of the project (tracked files, the worktree's .venv linked) on free ports.
+
+    `name` empty: the default Compose projects (flask-vault-app, vault; networks vault_net,
+    vault_db_net), as the docs give them; else NAME and NAME-vault, as `setup.sh -p NAME`.
+    """
 
     root: Path
     env: dict[str, str] = field(default_factory=dict)
+    name: str = ""
+
+    @property
+    def app_project(self) -> str:
+        return self.name or "flask-vault-app"
+
+    @property
+    def vault_project(self) -> str:
+        return f"{self.name}-vault" if self.name else "vault"
 
     def sh(self, *args: str, timeout: float = 600, check: bool = True) -> str:
         done = subprocess.run(
@@ -56,37 +69,61 @@ class Project:
         return output
 
     def compose(self, project: str, *args: str, check: bool = True) -> str:
+        """Compose on the Vault stack (`project` "vault") or the app stack (anything else)."""
         file = "docker-compose.vault.yaml" if project == "vault" else "docker-compose.yaml"
-        return self.sh(*compose_cmd(), "-p", project, "-f", file, *args, check=check)
+        name = self.vault_project if project == "vault" else self.app_project
+        self.env["VAULT_STACK"] = self.vault_project
+        return self.sh(*compose_cmd(), "-p", name, "-f", file, *args, check=check)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.env['HTTP_PORT']}"
 
     def down(self) -> None:
-        self.compose("flask-vault-app", "down", "-v", "--remove-orphans", check=False)
+        self.compose("app", "down", "-v", "--remove-orphans", check=False)
         self.compose("vault", "down", "-v", "--remove-orphans", check=False)
 
 
-@pytest.fixture
-def project(docker_images: list[str]) -> Iterator[Project]:
+def copy_project(name: str = "") -> Project:
+    """The tracked files copied to a temp dir; `name`: the Compose project name (see Project)."""
     base = Path(tempfile.mkdtemp(prefix="docker-test-"))
     base.chmod(0o755)
     root = base / "project"
     files = subprocess.run(
         ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
     ).stdout.split(b"\0")
-    for name in filter(None, (f.decode() for f in files)):
-        if (ROOT / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, root / name)
+    for tracked in filter(None, (f.decode() for f in files)):
+        if (ROOT / tracked).is_file():
+            (root / tracked).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / tracked, root / tracked)
     (root / ".venv").symlink_to(ROOT / ".venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "COMPOSE_"))}
     env.update(VAULT_PORT=str(free_port()), HTTP_PORT=str(free_port()), READY_TIMEOUT="180")
-    stack = Project(root=root, env=env)
-    stack.down()  # a run killed half-way may have left the fixed-name projects behind
+    stack = Project(root=root, env=env, name=name)
+    stack.down()  # a run killed half-way may have left the same-name projects behind
+    return stack
+
+
+def remove_project(stack: Project) -> None:
+    stack.down()
+    shutil.rmtree(stack.root.parent, ignore_errors=True)
+
+
+@pytest.fixture
+def project(docker_images: list[str]) -> Iterator[Project]:
+    """A checkout with the default project names."""
+    stack = copy_project()
     try:
         yield stack
     finally:
-        stack.down()
-        shutil.rmtree(base, ignore_errors=True)
+        remove_project(stack)
+
+
+@pytest.fixture
+def named_project(docker_images: list[str]) -> Iterator[Project]:
+    """A checkout run as `setup.sh -p fvtest` (projects fvtest and fvtest-vault)."""
+    stack = copy_project("fvtest")
+    try:
+        yield stack
+    finally:
+        remove_project(stack)

@@ -5,19 +5,21 @@ Marked `docker`: excluded from `make test`, run by `make test-docker` (and .ci/r
 
 from __future__ import annotations
 
+import base64
 import json
 import stat
+import subprocess
 import time
 
 import hvac
 import pytest
 import requests
 
-from tests.docker.conftest import Project
+from tests.docker.conftest import Project, copy_project, remove_project
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1200)]
 
-APP = "flask-vault-app"
+APP = "app"  # Project.compose: the app stack, whatever its project name
 
 
 def login(url: str, username: str, password: str) -> requests.Session:
@@ -134,11 +136,132 @@ def check_promises(stack: Project) -> None:
     stack.sh(
         "docker", "exec", app["frontend"]["Id"], "curl", "-fsS", "http://backend:8000/api/health"
     )
-    # PostgreSQL and Redis are unreachable from the front and from the Vault stack.
+    # PostgreSQL and Redis are unreachable from the front; of the data, the Vault stack reaches
+    # PostgreSQL alone, over vault_db_net, which holds Vault and PostgreSQL alone (dynamic
+    # credentials). (Vault and the backend share vault_net.)
     front_id, vault_id = app["frontend"]["Id"], containers(stack, "vault")["vault"]["Id"]
-    for cid, host in ((front_id, "db"), (front_id, "redis"), (vault_id, "db")):
+    for cid, host in (
+        (front_id, "db"), (front_id, "redis"), (vault_id, "redis"), (vault_id, "frontend"),
+    ):  # fmt: skip
         out = stack.sh("docker", "exec", cid, "sh", "-c", f"getent hosts {host}; echo rc=$?")
         assert out.strip().endswith("rc=2"), f"{cid[:12]} resolves {host}: {out}"
+    net = json.loads(stack.sh("docker", "network", "inspect", f"{stack.vault_project}_db_net"))
+    assert net[0]["Internal"] is True
+    assert set(net[0]["Containers"]) == {vault_id, app["db"]["Id"]}
+
+
+def bao(stack: Project, token: str, *args: str, stdin: str = "") -> str:
+    """The project's bao CLI against the stack's Vault (secrets go in on stdin, never argv)."""
+    env = {**stack.env, "VAULT_ADDR": f"http://127.0.0.1:{stack.env['VAULT_PORT']}"}
+    env["VAULT_TOKEN"] = token
+    done = subprocess.run(
+        [str(stack.root / ".venv" / "bin" / "bao"), *args],
+        input=stdin, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, f"bao {args[:3]}: {done.stderr[-1000:]}"
+    return done.stdout
+
+
+def root_token(stack: Project) -> str:
+    """A root token from the unseal keys, as init-vault.sh makes one (the caller revokes it)."""
+    keys = json.loads((stack.root / "vault-keys.json").read_text())
+    operator = (stack.root / "vault-operator-token").read_text().strip()
+    attempt = json.loads(bao(stack, operator, "operator", "generate-root", "-init", "-format=json"))
+    step: dict[str, str] = {}
+    nonce = f"-nonce={attempt['nonce']}"
+    for key in keys["unseal_keys_b64"][: attempt["required"]]:
+        out = bao(
+            stack, operator, "operator", "generate-root", "-format=json", nonce, "-", stdin=key
+        )
+        step = json.loads(out)
+    encoded = step["encoded_token"]
+    raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4))
+    return bytes(a ^ b for a, b in zip(raw, attempt["otp"].encode(), strict=True)).decode()
+
+
+def approle_logins(stack: Project, secret_id_hash: str) -> int:
+    """Successful AppRole logins in Vault's audit log made with the secret ID of that HMAC."""
+    vault_id = containers(stack, "vault")["vault"]["Id"]
+    count = 0
+    for line in stack.sh("docker", "exec", vault_id, "cat", "/vault/logs/audit.log").splitlines():
+        entry = json.loads(line)
+        request = entry.get("request") or {}
+        if (
+            entry.get("type") == "response"
+            and request.get("path") == "auth/approle/login"
+            and (request.get("data") or {}).get("secret_id") == secret_id_hash
+            and not entry.get("error")
+            and (entry.get("auth") or {}).get("client_token")
+        ):
+            count += 1
+    return count
+
+
+def secret_id_rotation_reaches_running_backend(stack: Project, admin_password: str) -> None:
+    """Issue 9: rotate-secret-id.sh, then the backend's token revoked: the running backend
+    (no restart) logs in again with the new secret ID from its file and keeps serving."""
+    backend_before = containers(stack, APP)["backend"]["State"]
+    admin = login(stack.url, "admin", admin_password)
+    stack.sh("vault/scripts/rotate-secret-id.sh")
+    new_secret_id = (stack.root / "secrets" / "approle" / "secret_id").read_text().strip()
+    root = root_token(stack)
+    try:
+        client = hvac.Client(url=stack.env["VAULT_ADDR"], token=root)
+        hashed = client.sys.calculate_hash(path="file", input_to_hash=new_secret_id)
+        hashed = hashed["data"]["hash"]
+        assert approle_logins(stack, hashed) == 0, "the backend logged in before it had to"
+        # Every token AppRole issued (each worker's): the next Vault call is refused.
+        client.sys.revoke_prefix("auth/approle/login")
+        deadline = time.monotonic() + 60
+        while approle_logins(stack, hashed) == 0:
+            assert time.monotonic() < deadline, "the backend never logged in with the new ID"
+            refresh = admin.post(
+                f"{stack.url}/api/admin/vault/refresh", headers=csrf(admin), timeout=20
+            )
+            assert refresh.status_code == 200, refresh.text
+            time.sleep(2)
+    finally:
+        bao(stack, root, "token", "revoke", "-self")
+    # Still the same container, serving sessions, new logins (the database too: revoking the
+    # tokens revoked their database leases) and the live Vault panel.
+    backend_after = containers(stack, APP)["backend"]["State"]
+    assert backend_after["StartedAt"] == backend_before["StartedAt"], "the backend restarted"
+    assert admin.get(f"{stack.url}/api/auth/me", timeout=20).status_code == 200
+    assert requests.get(stack.url + "/api/ready", timeout=20).status_code == 200
+    fresh = wait_login(stack.url, admin_password, limit=60)
+    panel = fresh.get(f"{stack.url}/api/admin/vault/status", timeout=20).json()
+    assert panel["authenticated"] is True, panel
+
+
+def dynamic_database_credentials(stack: Project) -> None:
+    """Issue 11 in Docker: the backend's PostgreSQL logins are Vault's short-lived roles."""
+    app = containers(stack, APP)
+    env = dict(item.split("=", 1) for item in app["backend"]["Config"]["Env"])
+    assert env.get("VAULT_DB_MODE") == "dynamic", "setup.sh runs the backend in dynamic mode"
+    # The Docker secret is the db container's alone: the backend has no such file.
+    absent = stack.sh("docker", "exec", app["backend"]["Id"], "ls", "/run/secrets", check=False)
+    assert "db_password" not in absent
+    # The backend's sessions: those from its address on data_net (Vault's own, as
+    # vault_db_admin, come over vault_db_net).
+    networks = app["backend"]["NetworkSettings"]["Networks"]
+    address = next(n["IPAddress"] for name, n in networks.items() if name.endswith("_data_net"))
+    query = (
+        "SELECT DISTINCT a.usename, r.rolsuper, r.rolvaliduntil IS NOT NULL,"
+        " pg_has_role(a.usename, 'flask_app', 'MEMBER')"
+        " FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename"
+        " WHERE a.datname = current_database() AND a.client_addr = :'address'"
+    )
+    rows = stack.sh(
+        "docker", "exec", app["db"]["Id"], "sh", "-c",
+        # On stdin, so that psql interpolates :'address' (it does not in -c).
+        'echo "$0" | PGPASSWORD="$(cat /run/secrets/db_password)" psql -X -qtA -F, -h 127.0.0.1 '
+        '-U "$POSTGRES_USER" -d "$POSTGRES_DB" -v address="$1"', query, address,
+    ).split()  # fmt: skip
+    assert rows, "the backend holds no database connection"
+    for row in rows:
+        user, superuser, expires, member = row.split(",")
+        assert user.startswith("v-") and user != "app", f"backend connected as {user}"
+        assert (superuser, expires, member) == ("f", "t", "t"), row
 
 
 def seed_commands(stack: Project) -> None:
@@ -156,9 +279,12 @@ def seed_commands(stack: Project) -> None:
     assert "Config" in out, out
 
 
-def test_setup_docker_full_flow(project: Project) -> None:
-    stack = project
-    output = stack.sh("./setup.sh", "--docker", timeout=900)
+def test_setup_docker_full_flow(named_project: Project) -> None:
+    """Under its own project name (setup.sh -p), as a second checkout on the engine would."""
+    stack = named_project
+    output = stack.sh("./setup.sh", "--docker", "-p", stack.name, timeout=900)
+    networks = stack.sh("docker", "network", "ls", "--format", "{{.Name}}").split()
+    assert {"fvtest-vault_net", "fvtest-vault_db_net"} <= set(networks), networks
     assert f"localhost:{stack.env['HTTP_PORT']}" in output
     admin_password = kv(stack, "app/flask")["admin_password"]
     assert admin_password not in output
@@ -181,6 +307,7 @@ def test_setup_docker_full_flow(project: Project) -> None:
     wait_healthy(stack, APP, {"backend", "db", "redis", "frontend"})
     wait_healthy(stack, "vault", {"vault"})
     check_promises(stack)
+    dynamic_database_credentials(stack)
     seed_commands(stack)
 
     # Issue 10.1: rotate, then the documented plain restart (which does not re-read .env).
@@ -247,5 +374,33 @@ def test_manual_start_as_the_docs_give_it(project: Project) -> None:
         assert not mode & stat.S_IROTH, name
     stack.compose(APP, "up", "-d", "--build")
     wait_healthy(stack, APP, {"backend", "db", "redis", "frontend"}, limit=240)
-    admin = login(stack.url, "admin", kv(stack, "app/flask")["admin_password"])
+    admin_password = kv(stack, "app/flask")["admin_password"]
+    admin = login(stack.url, "admin", admin_password)
     assert admin.get(f"{stack.url}/api/auth/me", timeout=20).status_code == 200
+    # Static database mode here (no setup.sh): revoking the backend's tokens leaves its
+    # database login alone, so this shows the secret ID alone. (In dynamic mode a revoked
+    # token also revokes its database lease: see the report of issue 9.)
+    secret_id_rotation_reaches_running_backend(stack, admin_password)
+
+    # Issue 9: a second checkout on the same engine, under its own project name, beside the
+    # default-named one: its own containers, volumes and networks, nothing shared.
+    other = copy_project("fvside")
+    try:
+        other.compose("vault", "up", "-d")
+        other_vault = f"http://127.0.0.1:{other.env['VAULT_PORT']}/v1/sys/seal-status"
+        for _ in range(30):
+            try:
+                if requests.get(other_vault, timeout=3).json()["initialized"] is False:
+                    break
+            except requests.RequestException:
+                time.sleep(1)
+        else:
+            raise AssertionError("the second checkout's Vault did not answer")
+        networks = set(stack.sh("docker", "network", "ls", "--format", "{{.Name}}").split())
+        assert {"vault_net", "vault_db_net", "fvside-vault_net", "fvside-vault_db_net"} <= networks
+        assert admin.get(f"{stack.url}/api/auth/me", timeout=20).status_code == 200
+        assert requests.get(f"{stack.env['VAULT_ADDR']}/v1/sys/seal-status", timeout=5).json()[
+            "initialized"
+        ], "the first checkout's Vault was replaced"
+    finally:
+        remove_project(other)

@@ -115,6 +115,9 @@ CASES = {
         "init-vault.sh", "threshold 9 > shares 5", up, ("--key-threshold", "9")
     ),
     "init-unknown-option": Case("init-vault.sh", "unknown option", up, ("--frobnicate",)),
+    "init-database-engine-only-static": Case(
+        "init-vault.sh", "needs VAULT_DB_MODE=dynamic", up, ("--database-engine-only",)
+    ),
     "unseal-missing-keys": Case("unseal-vault.sh", "not found", sealed_without_keys),
     "unseal-corrupt-keys": Case("unseal-vault.sh", "is corrupt", sealed_with_corrupt_keys),
     "unseal-too-few-keys": Case("unseal-vault.sh", "needs 2", sealed_with_too_few_keys),

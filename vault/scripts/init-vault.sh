@@ -21,6 +21,9 @@ Options (environment variable in brackets):
   --secret-id-ttl DUR      lifetime of AppRole secret IDs, 0 = until rotated [SECRET_ID_TTL, 720h]
   --secret-id-num-uses N   logins per secret ID, 0 = unlimited [SECRET_ID_NUM_USES, 0]
   --cidr LIST              comma-separated CIDRs allowed to log in and use tokens [APPROLE_CIDRS]
+  --database-engine-only   with VAULT_DB_MODE=dynamic on a configured server: only the
+                           database secrets engine step (setup.sh, once the database it
+                           needs runs; skips the steps a first run has just done)
   --kubernetes             also configure auth/kubernetes and its role $ROLE_NAME (below)
   -h, --help               this help
 
@@ -72,6 +75,7 @@ parse_args() {
       --secret-id-ttl) SECRET_ID_TTL="${2:?--secret-id-ttl needs a duration}"; shift 2 ;;
       --secret-id-num-uses) SECRET_ID_NUM_USES="${2:?--secret-id-num-uses needs a number}"; shift 2 ;;
       --cidr) APPROLE_CIDRS="${2:?--cidr needs a CIDR list}"; shift 2 ;;
+      --database-engine-only) DATABASE_ENGINE_ONLY=true; shift ;;
       --kubernetes) KUBERNETES=true; shift ;;
       -h | --help) usage; exit 0 ;;
       *) die "unknown option '$1' (see --help)" ;;
@@ -81,6 +85,9 @@ parse_args() {
     die "key shares and threshold must be positive integers"
   [ "$KEY_THRESHOLD" -le "$KEY_SHARES" ] || die "key threshold $KEY_THRESHOLD > shares $KEY_SHARES"
   [[ "$SECRET_ID_NUM_USES" =~ ^[0-9]+$ ]] || die "secret ID uses must be a number"
+  if [ "$DATABASE_ENGINE_ONLY" = true ] && [ "${VAULT_DB_MODE:-static}" != dynamic ]; then
+    die "--database-engine-only needs VAULT_DB_MODE=dynamic"
+  fi
   [ "$KUBERNETES" = false ] || check_kubernetes_settings
 }
 
@@ -357,6 +364,8 @@ configure_database_engine() {
     creation_statements="CREATE ROLE \"{{name}}\" WITH LOGIN INHERIT PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE ${DB_GROUP_ROLE:-flask_app};" \
     revocation_statements="DROP ROLE IF EXISTS \"{{name}}\";" >/dev/null
   say "database/roles/$ROLE_NAME: written (TTL ${DB_CREDS_TTL:-1h}, max ${DB_CREDS_MAX_TTL:-24h})"
+  # The backend's env_file in Docker (sourced before starting gunicorn locally): dynamic from now on.
+  printf 'VAULT_DB_MODE=dynamic\n' | py env-upsert "$ENV_FILE"
 }
 
 # Operators work with this token day to day (admin-policy, day-2 operations only), kept in its
@@ -398,6 +407,7 @@ ensure_audit() {
 main() {
   FRESH_INIT=false
   REVOKE_ROOT=false
+  DATABASE_ENGINE_ONLY=false
   trap revoke_root_token EXIT
   parse_args "$@"
   pick_cli
@@ -405,6 +415,11 @@ main() {
   init_and_unseal
   use_root_token
   wait_until_active
+  if [ "$DATABASE_ENGINE_ONLY" = true ]; then
+    configure_database_engine
+    say "Vault at $VAULT_ADDR: database secrets engine ready for the Flask backend"
+    return 0
+  fi
   ensure_audit
   enable_kv
   write_policies
