@@ -154,6 +154,10 @@ def init_app(app: Flask) -> None:
     # One limiter per app: the extension keeps its storage and switches on the instance.
     limiter = Limiter(client_address, headers_enabled=True, on_breach=log_breach)
     limiter.init_app(app)
+    # No default or application-wide limits: the extension's check before every request could
+    # only find none (at a cost on every route). The limited views check in their decorator.
+    hooks = app.before_request_funcs.setdefault(None, [])
+    hooks[:] = [hook for hook in hooks if hook != limiter._check_request_limit]
     app.extensions["rate_limiter"] = limiter
     app.extensions["login_limit_fallback"] = FixedWindowRateLimiter(MemoryStorage())
     app.view_functions["auth.login"] = limit_login(app.view_functions["auth.login"])
