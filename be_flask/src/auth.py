@@ -36,7 +36,7 @@ from src import jwt_keys
 from src.database import insert_ignoring_conflict
 from src.errors import error_response
 from src.logging_setup import security_event
-from src.models import RevokedFamily, RevokedToken, User, utcnow
+from src.models import RevokedFamily, RevokedToken, User, public_user, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -200,13 +200,7 @@ class SessionUser:
 
     def to_dict(self) -> dict[str, Any]:
         """The public view of the user, as User.to_dict()."""
-        return {
-            "id": self.id,
-            "username": self.username,
-            "role": self.role,
-            "enabled": self.enabled,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
-        }
+        return public_user(self)
 
 
 _USERS = User.__table__.c
