@@ -42,6 +42,12 @@ def session_in_b(workers: tuple[Flask, Flask], admin: FlaskClient, role: str) ->
     return user["id"], client
 
 
+def assert_refused(client: FlaskClient, path: str, error: str) -> None:
+    refused = client.get(path)
+    assert refused.status_code == 401
+    assert refused.json["error"] == error
+
+
 @pytest.mark.parametrize(
     ("role", "change", "path"),
     [
@@ -59,9 +65,7 @@ def test_a_change_in_worker_a_refuses_the_next_request_in_worker_b(
 ) -> None:
     user_id, client = session_in_b(workers, admin_in_a, role)
     assert patch(admin_in_a, user_id, **change).status_code == 200
-    refused = client.get(path)
-    assert refused.status_code == 401
-    assert refused.json["error"] == ENDED
+    assert_refused(client, path, ENDED)
 
 
 def test_a_logout_in_worker_a_refuses_the_next_request_in_worker_b(
@@ -76,9 +80,8 @@ def test_a_logout_in_worker_a_refuses_the_next_request_in_worker_b(
         same_browser.set_cookie(name, cookie.value, path=path)
     logout = same_browser.post("/api/auth/logout", headers=csrf_headers(client, refresh=True))
     assert logout.status_code == 200
-    refused = client.get("/api/auth/me")  # a copy of the access cookie, still unexpired
-    assert refused.status_code == 401
-    assert refused.json["error"] == REVOKED
+    # The access cookie B still holds is unexpired: only the revocation can refuse it.
+    assert_refused(client, "/api/auth/me", REVOKED)
 
 
 def test_deleting_the_user_in_worker_a_refuses_the_next_request_in_worker_b(
@@ -87,4 +90,4 @@ def test_deleting_the_user_in_worker_a_refuses_the_next_request_in_worker_b(
     user_id, client = session_in_b(workers, admin_in_a, "user")
     deleted = admin_in_a.delete(f"/api/users/{user_id}", headers=csrf_headers(admin_in_a))
     assert deleted.status_code == 204
-    assert client.get("/api/auth/me").status_code == 401
+    assert_refused(client, "/api/auth/me", ENDED)
