@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import re
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any
 
-import jwt as pyjwt
 from flask import Flask, Response, current_app, g, jsonify, request
 from flask_jwt_extended import (
     JWTManager,
@@ -20,17 +23,20 @@ from flask_jwt_extended import (
     jwt_required,
     set_access_cookies,
     set_refresh_cookies,
+    view_decorators,
 )
+from flask_jwt_extended.config import config as jwt_config
 from flask_jwt_extended.exceptions import CSRFError
-from jwt.exceptions import DecodeError
-from sqlalchemy import delete, select
+from flask_jwt_extended.tokens import _decode_jwt
+from jwt.exceptions import DecodeError, ExpiredSignatureError
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from src import jwt_keys
 from src.database import insert_ignoring_conflict
 from src.errors import error_response
 from src.logging_setup import security_event
-from src.models import RevokedFamily, RevokedToken, User, utcnow
+from src.models import RevokedFamily, RevokedToken, User, public_user, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +57,64 @@ class AppJWTManager(JWTManager):
             raise DecodeError("malformed token")
         if csrf_value is not None and not (isinstance(csrf_value, str) and csrf_value.isascii()):
             raise CSRFError("malformed CSRF token")
-        decoded: dict[str, Any] = super()._decode_jwt_from_config(
-            encoded_token, csrf_value, allow_expired
-        )
+        # The library's own version parses the token three times before verifying it (claims
+        # unverified, header, then the real decode), and once more for the header afterwards;
+        # PyJWT's parse checks every character in Python. Our key loader only needs the
+        # header's kid: read it here (the shape is checked above), then decode once.
+        header = _unverified_header(encoded_token)
+        g.jwt_header = (encoded_token, header)
+        kwargs: dict[str, Any] = {
+            "algorithms": jwt_config.decode_algorithms,
+            "audience": jwt_config.decode_audience,
+            "csrf_value": csrf_value,
+            "encoded_token": encoded_token,
+            "identity_claim_key": jwt_config.identity_claim_key,
+            "issuer": jwt_config.decode_issuer,
+            "leeway": jwt_config.leeway,
+            "secret": self._decode_key_callback(header, {}),
+            "verify_aud": jwt_config.decode_audience is not None,
+            "verify_sub": jwt_config.verify_sub,
+        }
+        try:
+            decoded: dict[str, Any] = _decode_jwt(**kwargs, allow_expired=allow_expired)
+        except ExpiredSignatureError as error:
+            # As the library does: its expired-token handler reads the header and claims.
+            error.jwt_header = header  # type: ignore[attr-defined]
+            error.jwt_data = _decode_jwt(**kwargs, allow_expired=True)  # type: ignore[attr-defined]
+            raise
         return decoded
+
+
+def _unverified_header(encoded_token: str) -> dict[str, Any]:
+    """The JOSE header of a token of TOKEN_SHAPE, for choosing the key: not yet trusted.
+
+    The full decode parses it again with PyJWT's checks before anything is accepted.
+    """
+    return _segment(encoded_token, 0)
+
+
+def _segment(encoded_token: str, index: int) -> dict[str, Any]:
+    """The JSON object in a segment of a token of TOKEN_SHAPE (0: header, 1: claims)."""
+    segment = encoded_token.split(".")[index]
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, binascii.Error, RecursionError):
+        raise DecodeError("invalid token segment") from None
+    if not isinstance(decoded, dict):
+        raise DecodeError("invalid token segment")
+    return decoded
+
+
+_library_headers = view_decorators.get_unverified_jwt_headers
+
+
+def _decoded_header(encoded_token: str) -> dict[str, Any]:
+    """The header read by _decode_jwt_from_config for this very token, else PyJWT's parse."""
+    seen: tuple[str, dict[str, Any]] | None = g.get("jwt_header")
+    if seen is not None and seen[0] is encoded_token:
+        return dict(seen[1])
+    headers: dict[str, Any] = _library_headers(encoded_token)
+    return headers
 
 
 def jwt_settings(app: Flask) -> dict[str, Any]:
@@ -83,6 +143,9 @@ def init_app(app: Flask, jwt: JWTManager) -> None:
     for key, value in jwt_settings(app).items():
         app.config.setdefault(key, value)
     jwt.init_app(app)
+    # Flask-JWT-Extended parses the header of the token it has just verified once more, with
+    # PyJWT's per-character check: hand it the header of that same token instead.
+    view_decorators.get_unverified_jwt_headers = _decoded_header
     jwt.encode_key_loader(_signing_key)
     jwt.additional_headers_loader(lambda _identity: {"kid": jwt_keys.signing_key()[0]})
     jwt.decode_key_loader(lambda header, _payload: jwt_keys.verification_key(header))
@@ -121,9 +184,68 @@ def _session() -> Session:
     return db.session()
 
 
-def _load_user(_header: dict[str, Any], payload: dict[str, Any]) -> User | None:
+@dataclass(frozen=True, slots=True)
+class SessionUser:
+    """The user of a request's token, as read with its revocation state (current_user).
+
+    A plain row, not an ORM object: a route that changes a user loads it in its own session.
+    """
+
+    id: int
+    username: str
+    role: str
+    enabled: bool
+    token_version: int
+    created_at: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public view of the user, as User.to_dict()."""
+        return public_user(self)
+
+
+_USERS = User.__table__.c
+# Everything that decides whether a token is still good, in one statement built once (its
+# compiled form is cached): the user's row, and the token's and its family's revocation.
+SESSION_STATE = select(
+    _USERS.id,
+    _USERS.username,
+    _USERS.role,
+    _USERS.enabled,
+    _USERS.token_version,
+    _USERS.created_at,
+    select(RevokedToken.__table__.c.reason)
+    .where(RevokedToken.__table__.c.jti == bindparam("jti"))
+    .scalar_subquery()
+    .label("token_reason"),
+    select(RevokedFamily.__table__.c.reason)
+    .where(RevokedFamily.__table__.c.family == bindparam("family"))
+    .scalar_subquery()
+    .label("family_reason"),
+).where(_USERS.id == bindparam("user_id"))
+
+
+def session_state(payload: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The token's user and revocation reasons, read now: one round trip, no transaction.
+
+    Read on every request, never cached: a revocation, logout, disabled or demoted user
+    (token_version bumped) refuses the very next request, in every worker.
+    """
+    from src.extensions import db
+
+    params = {"user_id": _user_id(payload), "jti": payload["jti"], "family": payload.get("fam", "")}
+    return db.read_one(SESSION_STATE, params)
+
+
+def _session_user(row: tuple[Any, ...]) -> SessionUser:
+    return SessionUser(*row[:6])
+
+
+def _load_user(_header: dict[str, Any], payload: dict[str, Any]) -> SessionUser | None:
     """The token's user, unless disabled or their sessions were ended (token_version bumped)."""
-    user = g.pop("token_user", None) or _session().get(User, _user_id(payload))
+    user: SessionUser | None = g.pop("token_user", None)
+    if user is None:  # no revocation check ran first (the library always runs one)
+        row = session_state(payload)
+        user = None if row is None else _session_user(row)
     if user is None or not user.enabled or user.token_version != payload.get("ver"):
         return None
     g.username = user.username
@@ -139,26 +261,17 @@ def _user_id(payload: dict[str, Any]) -> int:
 
 def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
     """True for a revoked token or family; a rotated refresh token coming back ends the family."""
-    session = _session()
-    # One round trip for the token, its family and its user (kept for _load_user).
-    row = session.execute(
-        select(
-            User,
-            select(RevokedToken.reason).where(RevokedToken.jti == payload["jti"]).scalar_subquery(),
-            select(RevokedFamily.reason)
-            .where(RevokedFamily.family == payload.get("fam", ""))
-            .scalar_subquery(),
-        ).where(User.id == _user_id(payload))
-    ).one_or_none()
+    row = session_state(payload)  # one round trip for the token, its family and its user
     if row is None:
         return False  # no such user: _load_user refuses the token
-    # Keep the user for _load_user: the session's identity map holds it only weakly.
-    g.token_user, token_reason, family_reason = row
+    g.token_user = _session_user(row)  # for _load_user, which runs next
+    token_reason, family_reason = row[6:8]
     if family_reason is not None:
         return True
     if token_reason is None:
         return False
     if payload["type"] == "refresh" and token_reason == "rotated":  # noqa: S105
+        session = _session()
         if rotated_moments_ago(session, payload):
             return False  # a second tab refreshing at the same moment, not a thief
         report_refresh_reuse(session, payload)
@@ -190,7 +303,7 @@ def report_refresh_reuse(session: Session, payload: dict[str, Any]) -> None:
     revoke_family(session, payload, "reuse")
 
 
-def session_response(user: User, family: str | None = None) -> Response:
+def session_response(user: User | SessionUser, family: str | None = None) -> Response:
     """The user and the session's expiry as JSON, with new access and refresh cookies."""
     claims = {"fam": family or uuid.uuid4().hex, "ver": user.token_version, "role": user.role}
     refresh_token = create_refresh_token(user, additional_claims=claims)
@@ -215,8 +328,7 @@ def session_expiry(access_payload: dict[str, Any]) -> dict[str, str | None]:
 
 def _unverified_claims(token: str) -> dict[str, Any]:
     # Only for a token minted a line earlier: its signature is ours by construction.
-    claims: dict[str, Any] = pyjwt.decode(token, options={"verify_signature": False})
-    return claims
+    return _segment(token, 1)
 
 
 def _seconds(setting: str) -> int:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from flask import Flask, current_app, g
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.expression import Select
 
 from src.app_secrets import database_config, vault_client
 from src.logging_setup import secrets_registry
@@ -25,6 +27,12 @@ log = logging.getLogger(__name__)
 NO_DATABASE_ENDPOINTS = frozenset({"health.health", "metrics.metrics"})
 # Connection record key: the credentials generation the connection logged in with.
 GENERATION = "vault_credentials_generation"
+# Connection record key: when the connection last went back to the pool (time.monotonic()).
+CHECKED_IN_AT = "checked_in_at"
+# A pooled connection idle longer than this is pinged before use (a database restart while it
+# sat in the pool would otherwise fail the request). One used within the last second is not:
+# a ping on every checkout cost a round trip (and a BEGIN) on every request.
+PING_IF_IDLE_SECONDS = 1.0
 
 
 class Database:
@@ -33,6 +41,7 @@ class Database:
     def __init__(self) -> None:
         self._engines: dict[int, tuple[int, Engine]] = {}
         self._sessionmakers: dict[int, sessionmaker[Session]] = {}
+        self._compiled: dict[tuple[int, int], str] = {}
         self._lock = threading.Lock()
 
     def init_app(self, app: Flask) -> None:
@@ -53,6 +62,25 @@ class Database:
                     self._engines[key] = entry
                     self._sessionmakers[key] = sessionmaker(entry[1], expire_on_commit=False)
         return entry[1]
+
+    def read_one(self, statement: Select[Any], params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of a read-only statement, now, in one round trip.
+
+        For the check every authenticated request makes. On PostgreSQL it goes straight to the
+        driver on a pooled connection in autocommit: no BEGIN before it, no ROLLBACK after it,
+        no SQLAlchemy result machinery (a third of the CPU of the read), the SQL compiled once
+        per engine, prepared by psycopg after a few uses. Other databases take the usual path.
+        """
+        engine = self.engine()
+        if engine.dialect.name != "postgresql":
+            with engine.connect() as connection:
+                row = connection.execute(statement, params).first()
+            return None if row is None else tuple(row)
+        key = (id(engine), id(statement))
+        sql = self._compiled.get(key)
+        if sql is None:
+            sql = self._compiled[key] = str(statement.compile(dialect=engine.dialect))
+        return _read_one_autocommit(engine, sql, params)
 
     def session(self) -> Session:
         """The session of the current request (or app context), closed at teardown."""
@@ -101,7 +129,6 @@ def _create_engine(app: Flask) -> Engine:
     dynamic = from_vault and vault_client(app).settings.db_mode == "dynamic"
     engine = create_engine(
         url,
-        pool_pre_ping=True,
         pool_size=5,
         max_overflow=5,
         pool_recycle=_lease_recycle_seconds(app) if dynamic else 1800,
@@ -112,7 +139,60 @@ def _create_engine(app: Flask) -> Engine:
         _follow_vault_credentials(engine, app)
     if dynamic:
         _retire_old_credentials(engine, app)
+    _ping_idle_connections(engine)  # after the retirement check: no ping of a doomed connection
     return engine
+
+
+def _read_one_autocommit(engine: Engine, sql: str, params: dict[str, Any]) -> Any:
+    """Run one read on a pooled psycopg connection in autocommit; errors as SQLAlchemy's."""
+    connection = engine.raw_connection()  # checkout events run: idle ping, retired credentials
+    driver: Any = connection.driver_connection
+    try:
+        driver.autocommit = True
+        try:
+            return driver.execute(sql, params).fetchone()
+        finally:
+            driver.autocommit = False  # the next user of this connection expects transactions
+    except engine.dialect.loaded_dbapi.Error as error:
+        disconnected = engine.dialect.is_disconnect(error, driver, None)
+        if disconnected:
+            connection.invalidate(error)  # not back into the pool
+        # As SQLAlchemy would raise it: OperationalError answers 503 (src/errors.py).
+        raise DBAPIError.instance(
+            sql,
+            params,
+            error,
+            engine.dialect.loaded_dbapi.Error,
+            hide_parameters=True,
+            connection_invalidated=disconnected,
+            dialect=engine.dialect,
+        ) from error
+    finally:
+        connection.close()
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """pool_pre_ping, but only for connections idle longer than PING_IF_IDLE_SECONDS."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi: Any, record: Any) -> None:
+        if record is not None:
+            record.info[CHECKED_IN_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in_at = record.info.get(CHECKED_IN_AT)
+        if checked_in_at is None or time.monotonic() - checked_in_at < PING_IF_IDLE_SECONDS:
+            return  # new, or used a moment ago
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+            dbapi_connection.rollback()
+        except Exception as error:
+            raise DisconnectionError("pooled connection is dead") from error  # the pool reconnects
 
 
 def _lease_recycle_seconds(app: Flask) -> int:

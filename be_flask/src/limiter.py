@@ -81,10 +81,11 @@ def limit_login(view: Callable[..., Any]) -> Callable[..., Any]:
     def limited(*args: Any, **kwargs: Any) -> Any:
         if not current_app.config["RATELIMIT_ENABLED"]:
             return view(*args, **kwargs)
-        taken = _take_login_budget()
+        strategy = _login_strategy()  # asked once: a storage check is a round trip
+        taken = _take_login_budget(strategy)
         response = current_app.make_response(view(*args, **kwargs))  # a failure raises: kept
         if response.status_code == 200:
-            _give_back(taken)  # successful logins do not use up the budget
+            _give_back(strategy, taken)  # successful logins do not use up the budget
         return response
 
     return limited
@@ -95,25 +96,28 @@ def _login_budgets() -> list[tuple[RateLimitItem, str]]:
     return [(item, key) for item in parse_many(current_app.config["LOGIN_LIMITS"]) for key in keys]
 
 
-def _take_login_budget() -> list[tuple[RateLimitItem, str]]:
+def _take_login_budget(strategy: RateLimiter) -> list[tuple[RateLimitItem, str]]:
     """Count this attempt in every budget; 429 (nothing kept) when one is used up."""
-    strategy, prefix = _login_strategy(), current_app.config["RATELIMIT_KEY_PREFIX"]
+    prefix = current_app.config["RATELIMIT_KEY_PREFIX"]
     taken: list[tuple[RateLimitItem, str]] = []
     for item, key in _login_budgets():
         allowed = strategy.hit(item, prefix, "login", key)
         taken.append((item, key))
         if not allowed:
-            _give_back(taken)
+            _give_back(strategy, taken)
             security_event("rate limited", limit=str(item), key=key)
             reset_at = strategy.get_window_stats(item, prefix, "login", key).reset_time
             raise TooManyRequests(str(item), retry_after=max(1, math.ceil(reset_at - time.time())))
     return taken
 
 
-def _give_back(taken: list[tuple[RateLimitItem, str]]) -> None:
-    strategy, prefix = _login_strategy(), current_app.config["RATELIMIT_KEY_PREFIX"]
-    for item, key in taken:
-        strategy.hit(item, prefix, "login", key, cost=-1)
+def _give_back(strategy: RateLimiter, taken: list[tuple[RateLimitItem, str]]) -> None:
+    prefix = current_app.config["RATELIMIT_KEY_PREFIX"]
+    try:
+        for item, key in taken:
+            strategy.hit(item, prefix, "login", key, cost=-1)
+    except Exception:  # storage gone since the attempt was counted: the unit stays used
+        log.warning("rate limit storage down: login budget not given back")
 
 
 def _login_strategy() -> RateLimiter:
@@ -157,6 +161,10 @@ def init_app(app: Flask) -> None:
     # One limiter per app: the extension keeps its storage and switches on the instance.
     limiter = Limiter(client_address, headers_enabled=True, on_breach=log_breach)
     limiter.init_app(app)
+    # No default or application-wide limits: the extension's check before every request could
+    # only find none (at a cost on every route). The limited views check in their decorator.
+    hooks = app.before_request_funcs.setdefault(None, [])
+    hooks[:] = [hook for hook in hooks if hook != limiter._check_request_limit]
     app.extensions["rate_limiter"] = limiter
     app.extensions["login_limit_fallback"] = FixedWindowRateLimiter(MemoryStorage())
     app.view_functions["auth.login"] = limit_login(app.view_functions["auth.login"])

@@ -13,6 +13,8 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
+# g attribute: time.perf_counter() at the start of the request (the log line and metrics).
+REQUEST_STARTED = "request_started"
 SECURITY = logging.getLogger("security")
 REQUESTS = logging.getLogger("requests")
 
@@ -31,6 +33,10 @@ _PATTERNS = (
     re.compile(r"(://[^:/\s]+:)[^@\s]+(@)"),
 )
 _RECORD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Strings found clean lately ("GET", "/api/auth/me", a username, an address): each request's
+# log line repeats them, and every scan for secrets costs microseconds. Emptied whenever a new
+# secret is remembered, and when full.
+_CLEAN_MEMO_SIZE = 4096
 
 
 class SecretRegistry:
@@ -39,6 +45,7 @@ class SecretRegistry:
     def __init__(self) -> None:
         self._values: frozenset[str] = frozenset()
         self._lock = threading.Lock()
+        self._clean: dict[str, None] = {}
 
     def remember(self, values: Iterable[Any]) -> None:
         """Add secret values (short or non-string ones are ignored: they would redact noise)."""
@@ -47,13 +54,22 @@ class SecretRegistry:
             return  # the hot path: nothing new, no lock
         with self._lock:
             self._values = self._values | new
+            self._clean = {}  # what was clean may hold the new secret
 
     def redact(self, text: str) -> str:
+        clean = self._clean
+        if text in clean:
+            return text
+        original = text
         for value in self._values:
             if value in text:
                 text = text.replace(value, _REDACTED)
         for pattern in _PATTERNS:
             text = pattern.sub(_redact_match, text)
+        if text == original and len(text) <= 256:
+            if len(clean) >= _CLEAN_MEMO_SIZE:
+                clean.clear()
+            clean[text] = None
         return text
 
 
@@ -146,11 +162,11 @@ def init_app(app: Flask) -> None:
 
 
 def _start_timer() -> None:
-    g.request_started = time.perf_counter()
+    setattr(g, REQUEST_STARTED, time.perf_counter())
 
 
 def _log_request(response: Response) -> Response:
-    duration = time.perf_counter() - g.get("request_started", time.perf_counter())
+    duration = time.perf_counter() - g.get(REQUEST_STARTED, time.perf_counter())
     REQUESTS.info(
         "request",
         extra={

@@ -18,6 +18,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from src.app_secrets import secrets_source, vault_client
+from src.logging_setup import REQUEST_STARTED
 
 REQUESTS = Counter(
     "http_requests_total", "HTTP requests answered", ["method", "endpoint", "status"]
@@ -42,20 +43,16 @@ bp = Blueprint("metrics", __name__)
 
 
 def init_app(app: Flask) -> None:
-    """Time every request and serve /metrics."""
-    app.before_request(_start)
+    """Time every request and serve /metrics (call after logging_setup.init_app)."""
+    # The start time is logging_setup's (one hook fewer on every request).
     app.after_request(_count)
     app.register_blueprint(bp)
-
-
-def _start() -> None:
-    g.metrics_started = time.perf_counter()
 
 
 def _count(response: Response) -> Response:
     endpoint = request.url_rule.rule if request.url_rule else "unmatched"
     REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
-    started = g.get("metrics_started")
+    started = g.get(REQUEST_STARTED)
     if started is not None:
         LATENCY.labels(endpoint).observe(time.perf_counter() - started)
     return response

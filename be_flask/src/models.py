@@ -36,13 +36,18 @@ class User(Base):
 
     def to_dict(self) -> dict[str, Any]:
         """The public view of a user (never the password hash)."""
-        return {
-            "id": self.id,
-            "username": self.username,
-            "role": self.role,
-            "enabled": self.enabled,
-            "created_at": self.created_at.isoformat() if self.created_at else None,
-        }
+        return public_user(self)
+
+
+def public_user(user: Any) -> dict[str, Any]:
+    """The public view of a user row, ORM or not (never the password hash)."""
+    return {
+        "id": user.id,
+        "username": user.username,
+        "role": user.role,
+        "enabled": user.enabled,
+        "created_at": user.created_at.isoformat() if user.created_at else None,
+    }
 
 
 class RevokedToken(Base):
