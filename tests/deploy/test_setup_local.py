@@ -269,6 +269,24 @@ def test_setup_help_and_bad_option() -> None:
     assert "unknown option '--bogus'" in bad.stderr
 
 
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (["--replicas", "0"], "--replicas takes a whole number from 1 to 16, not '0'"),
+        (["--replicas", "three"], "--replicas takes a whole number from 1 to 16, not 'three'"),
+        (["--replicas", "17"], "--replicas takes a whole number from 1 to 16, not '17'"),
+        (["--replicas"], "--replicas needs a number (see --help)"),
+    ],
+)
+def test_setup_refuses_a_bad_replica_count(args: list[str], error: str, tmp_path: Path) -> None:
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data")}
+    bad = subprocess.run(
+        [str(SETUP), "--local", *args], env=env, capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 1 and bad.stderr == f"setup.sh: error: {error}\n"
+    assert not (tmp_path / "data").exists()  # refused before anything was written
+
+
 def test_setup_sh_is_shellcheck_clean() -> None:
     if shutil.which("shellcheck") is None:
         missing_server("shellcheck not installed (apt-get install shellcheck)")
