@@ -1001,7 +1001,7 @@ local_status() {
   say "operator token: $(operator_token_state)"
   say "secret ID:  $(secret_id_state)"
   say "postgres:   $pg"
-  say "backend:    $(cat "$DATA_DIR/replicas" 2>/dev/null || echo 1) replica(s) behind the front"
+  say "backend:    $(cat "$DATA_DIR/replicas" 2>/dev/null || echo 1) replica(s)"
   replicas_state
   say "apache:     $(component_state "$RUN_DIR/apache.pid" apache2)"
   if alive "$RUN_DIR/redis.pid" redis-server; then

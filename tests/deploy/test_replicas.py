@@ -120,7 +120,7 @@ def worker_pids(master: int) -> set[int]:
 
 def test_status_lists_every_replica_and_the_front_balances_over_them(stack: LocalStack) -> None:
     status = stack.run("--status").stdout
-    assert f"backend:    {REPLICAS} replica(s) behind the front" in status
+    assert f"backend:    {REPLICAS} replica(s)\n" in status
     for index in range(1, REPLICAS + 1):
         where = rf"\S+/backend-{index}\.sock, /api/health HTTP 200"
         line = rf"^backend-{index}:  running \(pid \d+\), {where}$"
@@ -266,7 +266,7 @@ def wait_for_line(log: Path, offset: int, text: str, limit: float = 10) -> bool:
 
 @pytest.mark.timeout(240)
 def test_a_replica_killed_under_load_costs_no_request(stack: LocalStack) -> None:
-    """4 clients for ~20 s through Apache; replica 2 killed (SIGKILL, a crash) after 4 s, then
+    """4 clients for ~20 s through Apache; replica 2 killed (SIGKILL, a crash) after 3 s, then
     brought back by re-running ./setup.sh: no GET fails, the front marks the member down and
     sends it traffic again once it is back."""
     user = login(stack.url, "admin", stack.admin_password())
@@ -277,8 +277,7 @@ def test_a_replica_killed_under_load_costs_no_request(stack: LocalStack) -> None
     for client in clients:
         client.start()
     try:
-        time.sleep(4)
-        killed_at = time.monotonic()
+        time.sleep(3)
         os.killpg(replica_pid(stack, 2), signal.SIGKILL)  # master and workers at once
         # The requests it had in flight broke (and were resent, see Load.get); it is out of the
         # balancer at once, and said so when Apache next tries it (its retry period, 5 s).
@@ -297,7 +296,7 @@ def test_a_replica_killed_under_load_costs_no_request(stack: LocalStack) -> None
             time.sleep(0.5)
             served = replica_requests(stack, 2)
         assert served >= 20, f"replica 2 answered {served} requests after its restart"
-        time.sleep(max(0.0, killed_at + 16 - time.monotonic()))  # a while with all three again
+        time.sleep(2)  # a while with all three again
     finally:
         load.stop.set()
         for client in clients:
