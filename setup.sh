@@ -767,7 +767,7 @@ wait_for_backend() {
     unix:*) wait_for_socket "${bind#unix:}" "$(replica_log "$index")" ;;
     *) wait_for_port "${bind##*:}" "the backend" ;;
   esac
-  say "starting backend replica $index: ok"
+  say "backend replica $index: ok"
 }
 
 # The balancer's members, one per replica (fe_apache/balancer-members.sh). A running Apache

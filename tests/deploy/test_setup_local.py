@@ -623,7 +623,7 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
     home, temp = Path(local_stack.env["HOME"]), Path(local_stack.env["TMPDIR"])
     assert sorted(home.iterdir()) == []
     assert [path for path in temp.iterdir() if path.is_dir()] == []  # (the README's cookie jar)
-    assert not (local_stack.data_dir / "run" / "metrics").exists()
+    assert not list((local_stack.data_dir / "run").glob("metrics*"))  # metrics-1, ... per replica
 
     # Keys file gone while Vault's data says "initialized": a clear stop, and the way out.
     keys = local_stack.data_dir / "vault-keys.json"
