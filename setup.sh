@@ -624,6 +624,7 @@ choose_replicas() {
   fi
   REPLICAS="${REPLICAS:-1}"
   valid_replicas "$REPLICAS" || die "--replicas takes a whole number from 1 to 16, not '$REPLICAS'"
+  mkdir -p "$DATA_DIR"
   printf '%s\n' "$REPLICAS" >"$DATA_DIR/replicas"
 }
 
