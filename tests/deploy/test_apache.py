@@ -334,39 +334,36 @@ def named_backend(name: str, health: int) -> ThreadingHTTPServer:
     return server  # type: ignore[no-any-return]
 
 
+def members(apache: Apache, count: int) -> Counter[str]:
+    """Which member answered each of `count` GETs on one kept-alive connection."""
+    session = requests.Session()
+    return Counter(
+        session.get(f"{apache.url}/api/x", timeout=5).json()["member"] for _ in range(count)
+    )
+
+
 def test_balancer_spreads_over_members_and_health_check_takes_one_out() -> None:
     """Two TCP members: both serve until one's /api/health fails, then only the other does."""
-    require_apache()
     first, second = named_backend("first", 200), named_backend("second", 200)
     urls = [f"http://127.0.0.1:{s.server_address[1]}" for s in (first, second)]
-    apache = Apache(run_dir=writable_run_dir(), backend_url=urls[0], more_backends=urls[1:])
-    apache.start()
     try:
-
-        def members(count: int) -> Counter[str]:
-            session = requests.Session()
-            return Counter(
-                session.get(f"{apache.url}/api/x", timeout=5).json()["member"] for _ in range(count)
-            )
-
-        assert set(members(6)) == {"first", "second"}  # round robin, no stickiness
-        second.health = 503  # type: ignore[attr-defined]
-        deadline = time.monotonic() + 10  # hcinterval 2 s, hcfails 2
-        while "DISABLING" not in apache.log() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert re.search(r"Health check DISABLING http://127\.0\.0\.1:\d+", apache.log())
-        assert members(6) == Counter({"first": 6})
-        second.health = 200  # type: ignore[attr-defined]
-        deadline = time.monotonic() + 10
-        while "ENABLING" not in apache.log() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert set(members(6)) == {"first", "second"}
+        for apache in running_apache(urls[0], more_backends=tuple(urls[1:])):
+            assert set(members(apache, 6)) == {"first", "second"}  # round robin, no stickiness
+            second.health = 503  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 10  # hcinterval 2 s, hcfails 2
+            while "DISABLING" not in apache.log() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert re.search(r"Health check DISABLING http://127\.0\.0\.1:\d+", apache.log())
+            assert members(apache, 6) == Counter({"first": 6})
+            second.health = 200  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 10
+            while "ENABLING" not in apache.log() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert set(members(apache, 6)) == {"first", "second"}
     finally:
-        apache.stop()
         for server in (first, second):
             server.shutdown()
             server.server_close()
-        shutil.rmtree(apache.run_dir, ignore_errors=True)
 
 
 @pytest.mark.parametrize(

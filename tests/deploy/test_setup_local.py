@@ -381,7 +381,7 @@ def wait_for_vault_state(
 ) -> None:
     """Until every gunicorn worker has answered the admin Vault status in the wanted state
     (requests go out four at a time, so that more than one worker takes them)."""
-    workers = backend_pids(stack) - {int((stack.data_dir / "run" / "backend.pid").read_text())}
+    workers = backend_pids(stack) - {int((stack.data_dir / "run" / "backend-1.pid").read_text())}
     url, deadline, good, status = stack.url, time.monotonic() + 45, set(), {}
 
     def status_of(_: int) -> dict[str, Any]:
@@ -408,7 +408,7 @@ def vault_sealed(stack: LocalStack) -> bool:
 
 def backend_pids(stack: LocalStack) -> set[int]:
     """The gunicorn master (its pid file) and its workers."""
-    master = int((stack.data_dir / "run" / "backend.pid").read_text().strip())
+    master = int((stack.data_dir / "run" / "backend-1.pid").read_text().strip())
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     return {master, *map(int, children)}
 
@@ -474,10 +474,10 @@ def stack_secret_values(stack: LocalStack) -> set[str]:
 
 
 def assert_no_secret_in_stack_logs(stack: LocalStack, secrets: set[str], *outputs: str) -> None:
-    """backend.log (gunicorn and the app), the front's and Vault's logs, setup.sh's output."""
+    """backend-1.log (gunicorn and the app), the front's and Vault's logs, setup.sh's output."""
     logs = {p.name: p.read_text(errors="replace") for p in (stack.data_dir / "logs").rglob("*")
             if p.is_file()}  # fmt: skip
-    assert "backend.log" in logs, sorted(logs)
+    assert "backend-1.log" in logs, sorted(logs)
     logs.update({f"setup.sh output {n}": text for n, text in enumerate(outputs)})
     leaks = [
         f"{name}: line {number}"
@@ -615,7 +615,7 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
     type_password_as_username(local_stack, local_stack.admin_password())
     secrets_seen |= stack_secret_values(local_stack)
     assert_no_secret_in_stack_logs(local_stack, secrets_seen, output, again)
-    backend_log = (local_stack.data_dir / "logs" / "backend.log").read_text()
+    backend_log = (local_stack.data_dir / "logs" / "backend-1.log").read_text()
     assert '"message": "login failed"' in backend_log and '"user": "[REDACTED]"' in backend_log
 
     # Stopped, nothing is left outside the data dir (no ~/.gunicorn/, no temporary dirs).
@@ -713,7 +713,7 @@ def kv_versions(stack: LocalStack) -> dict[str, int]:
 
 def backend_redis_url(stack: LocalStack) -> str:
     """The REDIS_URL the running backend was given (its environment, as root may read it)."""
-    pid = (stack.data_dir / "run" / "backend.pid").read_text().strip()
+    pid = (stack.data_dir / "run" / "backend-1.pid").read_text().strip()
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     urls = [item.split(b"=", 1)[1].decode() for item in environ if item.startswith(b"REDIS_URL=")]
     assert urls and urls[0], "the backend has no Redis: the limits are per process"

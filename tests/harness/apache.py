@@ -110,10 +110,15 @@ def writable_run_dir() -> Path:
     return run_dir
 
 
-def running_apache(backend_url: str, modsecurity: bool = False) -> Iterator[Apache]:
-    """A started front for `backend_url`; stopped and its run dir removed afterwards."""
+def running_apache(
+    backend_url: str, modsecurity: bool = False, more_backends: tuple[str, ...] = ()
+) -> Iterator[Apache]:
+    """A started front for `backend_url` (and any more balancer members); stopped and its
+    run dir removed afterwards."""
     require_apache(modsecurity)
-    apache = Apache(run_dir=writable_run_dir(), backend_url=backend_url)
+    apache = Apache(
+        run_dir=writable_run_dir(), backend_url=backend_url, more_backends=list(more_backends)
+    )
     apache.modsecurity = modsecurity
     apache.start()
     try:
