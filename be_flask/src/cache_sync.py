@@ -65,8 +65,18 @@ def check_generation() -> None:
     except (SQLAlchemyError, VaultUnavailableError):
         # e.g. the database lease ended while Vault is down: /api/ready says so, not this.
         log.warning("cache generation check failed: database unreachable")
+        _end_failed_transaction()
     finally:
         state.lock.release()
+
+
+def _end_failed_transaction() -> None:
+    """Roll the failed read back: else the request's next query fails with
+    InFailedSqlTransaction (a 500) instead of getting its own chance."""
+    try:
+        db.session().rollback()
+    except (SQLAlchemyError, VaultUnavailableError):
+        log.warning("cache generation check: rollback failed", exc_info=True)
 
 
 def _read_generation() -> int:

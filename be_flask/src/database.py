@@ -6,7 +6,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+import weakref
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, g
 from sqlalchemy import Engine, create_engine, event
@@ -21,6 +22,9 @@ from src.app_secrets import database_config, vault_client
 from src.logging_setup import secrets_registry
 from src.vault.database import RENEW_AT
 
+if TYPE_CHECKING:
+    from src.vault.database import DatabaseCredentials
+
 log = logging.getLogger(__name__)
 
 # Liveness and scraping must answer even while the database is down.
@@ -33,6 +37,13 @@ CHECKED_IN_AT = "checked_in_at"
 # sat in the pool would otherwise fail the request). One used within the last second is not:
 # a ping on every checkout cost a round trip (and a BEGIN) on every request.
 PING_IF_IDLE_SECONDS = 1.0
+# PostgreSQL refusing a login or its privileges: invalid password, invalid authorization,
+# insufficient privilege. In dynamic mode it means the lease's role was dropped (revoked).
+REFUSED_SQLSTATES = frozenset({"28P01", "28000", "42501"})
+# A failed connection attempt carries no SQLSTATE in psycopg: libpq's message says it.
+REFUSED_AT_LOGIN = ("authentication failed", "is not permitted to log in", "permission denied")
+# The dynamic credentials of each engine, told when PostgreSQL refuses them.
+_CREDENTIALS: weakref.WeakKeyDictionary[Engine, DatabaseCredentials] = weakref.WeakKeyDictionary()
 
 
 class Database:
@@ -154,6 +165,7 @@ def _read_one_autocommit(engine: Engine, sql: str, params: dict[str, Any]) -> An
         finally:
             driver.autocommit = False  # the next user of this connection expects transactions
     except engine.dialect.loaded_dbapi.Error as error:
+        _tell_if_refused(engine, connection.info.get(GENERATION), error)
         disconnected = engine.dialect.is_disconnect(error, driver, None)
         if disconnected:
             connection.invalidate(error)  # not back into the pool
@@ -201,9 +213,32 @@ def _lease_recycle_seconds(app: Flask) -> int:
     return max(1, int(lease.ttl * RENEW_AT))
 
 
+def credentials_refused(error: BaseException | None) -> bool:
+    """Did PostgreSQL refuse the login or its privileges (not: the database is down)?"""
+    sqlstate = getattr(error, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate in REFUSED_SQLSTATES
+    return error is not None and any(words in str(error) for words in REFUSED_AT_LOGIN)
+
+
+def _tell_if_refused(engine: Engine, generation: int | None, error: BaseException) -> None:
+    """A refused dynamic login: its lease is gone, new credentials are fetched (at most once)."""
+    credentials = _CREDENTIALS.get(engine)
+    if credentials is not None and generation is not None and credentials_refused(error):
+        credentials.refused(generation, type(error).__name__)
+
+
 def _retire_old_credentials(engine: Engine, app: Flask) -> None:
     """Connections of replaced credentials are closed at checkout (never mid-query)."""
-    credentials = vault_client(app).database
+    credentials = _CREDENTIALS[engine] = vault_client(app).database
+
+    @event.listens_for(engine, "handle_error")
+    def _refused(context: Any) -> None:
+        # Queries on a pooled connection whose role was dropped: "permission denied for table".
+        # (A failed connection attempt is told by do_connect, which knows its generation.)
+        if context.connection is not None and not context.connection.invalidated:
+            generation = context.connection.info.get(GENERATION)
+            _tell_if_refused(engine, generation, context.original_exception)
 
     @event.listens_for(engine, "checkout")
     def _check_generation(_dbapi: Any, record: Any, _proxy: Any) -> None:
@@ -238,12 +273,9 @@ def _follow_vault_credentials(engine: Engine, app: Flask) -> None:
 
     @event.listens_for(engine, "do_connect")
     def _connect_with_current_credentials(
-        _dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]
-    ) -> None:
+        dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]
+    ) -> Any:
         config = database_config(app)
-        if "generation" in config:  # dynamic mode: count this login's connections
-            _record.info[GENERATION] = config["generation"]
-            vault_client(app).database.opened(config["generation"])
         cparams.update(
             user=config["username"],
             password=config["password"],
@@ -251,6 +283,18 @@ def _follow_vault_credentials(engine: Engine, app: Flask) -> None:
             port=int(config["port"]),
             dbname=config["database"],
         )
+        generation = config.get("generation")
+        if generation is None:
+            return None  # static credentials: SQLAlchemy connects
+        # Dynamic mode: count this login's connections, and tell a refused login.
+        try:
+            connection = dialect.connect(*cargs, **cparams)
+        except dialect.loaded_dbapi.Error as error:
+            _tell_if_refused(engine, generation, error)
+            raise
+        record.info[GENERATION] = generation
+        vault_client(app).database.opened(generation)
+        return connection
 
 
 def insert_ignoring_conflict(

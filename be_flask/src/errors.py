@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from src.database import credentials_refused
 from src.vault_client import VaultClientError
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,15 @@ def _api_error(error: ApiError) -> tuple[Response, int]:
     return error_response(error.status, error.message)
 
 
-def _database_unavailable(_error: OperationalError) -> tuple[Response, int]:
-    log.warning("database unavailable", extra={"error_type": "OperationalError"})
-    return error_response(503, "database unavailable, try again shortly")
+def _database_error(error: DBAPIError) -> tuple[Response, int]:
+    if credentials_refused(error.orig):
+        # Dynamic credentials revoked under us: new ones are being fetched (src/database.py).
+        log.warning("database refused the credentials", extra={"error_type": type(error).__name__})
+        return error_response(503, "database refused the credentials, try again shortly")
+    if isinstance(error, OperationalError):
+        log.warning("database unavailable", extra={"error_type": "OperationalError"})
+        return error_response(503, "database unavailable, try again shortly")
+    return _unexpected_error(error)
 
 
 def _secrets_unavailable(_error: VaultClientError) -> tuple[Response, int]:
@@ -60,6 +67,6 @@ def init_app(app: Flask) -> None:
     """Register the JSON error handlers."""
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(OperationalError, _database_unavailable)
+    app.register_error_handler(DBAPIError, _database_error)
     app.register_error_handler(VaultClientError, _secrets_unavailable)
     app.register_error_handler(Exception, _unexpected_error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -77,3 +78,32 @@ def test_the_app_runs_on_short_lived_logins(app_dynamic: Flask, dynamic: Dynamic
         ).fetchall()
     assert owners == [("flask_owner",)]  # never a short-lived login
     assert groups == [("flask_app",)]
+
+
+# 0: every request first reads the cache generation (src/cache_sync.py), which meets the
+# refusal first; 60: only the first does, the route's own query meets it.
+@pytest.mark.parametrize("check_seconds", [0.0, 60.0], ids=["cache-check-first", "route-first"])
+def test_revoked_token_and_its_lease_recover_without_a_500(
+    dynamic: DynamicSite, app_log_dir: Any, check_seconds: float
+) -> None:
+    """Revoking the app's token from outside revokes its database lease (a child lease):
+    PostgreSQL then refuses the login role. Requests may answer 503 meanwhile, never 500,
+    and the app logs in again, fetches new credentials and serves within seconds."""
+    from src.extensions import db
+
+    app = dynamic_app(dynamic, app_log_dir, CACHE_GENERATION_CHECK_SECONDS=check_seconds)
+    password = read_secret(dynamic.server, "app/flask")["user_password"]
+    try:
+        assert login(app.test_client(), "user", password).status_code == 200
+        dynamic.server.client(dynamic.server.root_token).sys.revoke_prefix("auth/approle/login")
+        statuses: list[tuple[int, str]] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and [s for s, _ in statuses[-3:]] != [200] * 3:
+            response = login(app.test_client(), "user", password)
+            statuses.append((response.status_code, (response.get_json() or {}).get("error", "")))
+            time.sleep(0.2)
+    finally:
+        db.dispose(app)
+    assert all(status != 500 for status, _ in statuses), statuses
+    assert all(reason for status, reason in statuses if status == 503), statuses
+    assert [s for s, _ in statuses[-3:]] == [200] * 3, statuses

@@ -209,3 +209,21 @@ def test_status_says_why_without_approle_credentials() -> None:
     assert status["source"] == "fallback" and not status["available"]
     assert status["last_error"] == "AppRole credentials not configured"
     assert status["requests_sent"] == 0, "nothing to log in with: Vault is never asked"
+
+
+def test_postgres_refusals_replace_a_lease_at_most_every_two_seconds() -> None:
+    """A grant missing from flask_app refuses every lease: no new lease per request."""
+    from src.vault.database import DatabaseCredentials, DatabaseCredentialsLease
+
+    credentials = DatabaseCredentials(VaultClient(VaultSettings()))
+    now = time.monotonic()
+    first = DatabaseCredentialsLease("l1", "v-1", "p", 1, 10.0, now, True, None, act_at=now + 6)
+    credentials.lease = first
+    credentials.refused(0, "42501")  # an older generation's connection: already replaced
+    assert credentials.lease is first
+    credentials.refused(1, "42501")
+    assert credentials.lease.refetch and credentials.lease.act_at <= time.monotonic()
+    second = DatabaseCredentialsLease("l2", "v-2", "p", 2, 10.0, now, True, None, act_at=now + 6)
+    credentials.lease = second
+    credentials.refused(2, "42501")  # refused again at once: wait for the next window
+    assert credentials.lease is second

@@ -223,18 +223,12 @@ class VaultClient:
 
     def _fetch(self, path: str) -> SecretVersion:
         """Read from Vault; on 403 with a revoked token, log in again once and retry."""
-        state = self.tokens.current()
         try:
-            return read_secret_version(self.adapter, self.settings.kv_mount, path)
+            return self.tokens.call(
+                lambda: read_secret_version(self.adapter, self.settings.kv_mount, path)
+            )
         except hvac.exceptions.InvalidPath:
             raise SecretNotFoundError(f"{self.settings.kv_mount}/{path} not found") from None
-        except hvac.exceptions.Forbidden:
-            if self.tokens.still_valid(state):
-                raise PermissionDeniedError(f"permission denied on {path}") from None
-            self.tokens.token_rejected(state.generation)
-        self.tokens.current()
-        try:
-            return read_secret_version(self.adapter, self.settings.kv_mount, path)
         except hvac.exceptions.Forbidden:
             raise PermissionDeniedError(f"permission denied on {path}") from None
 

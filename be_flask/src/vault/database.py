@@ -5,8 +5,11 @@ due. At 2/3 of the lease the lease is renewed; when renewal is refused, capped b
 or the token that owns the lease was replaced by a re-login (revoking a token revokes its
 child leases), new credentials are fetched and get a new generation. Connections of an
 older generation are retired at checkout, never mid-query, and the old lease is revoked
-once its last connection closed. While Vault is down the current lease serves until it
-ends; then VaultUnavailableError (readiness says 503) until Vault answers again.
+once its last connection closed. When PostgreSQL refuses a lease's login (its role was dropped:
+the lease was revoked, e.g. with the token that owned it) the lease is marked stale and new
+credentials are fetched, after a new login if Vault says the token is gone. While Vault is
+down the current lease serves until it ends; then VaultUnavailableError (readiness says 503)
+until Vault answers again.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ log = logging.getLogger(__name__)
 
 RENEW_AT = 2 / 3  # of the lease duration
 RETRY_SECONDS = 1.0  # after a failed renewal or fetch while the lease still serves
+# At most one fetch per this many seconds for PostgreSQL's refusals: a grant missing from the
+# group role refuses every lease, and must not turn each request into a new lease.
+REFUSED_REFETCH_SECONDS = 2.0
 # Vault answered but gives no credentials (engine not configured, policy): fail closed too.
 REFUSALS = (hvac.exceptions.InvalidPath, hvac.exceptions.Forbidden)
 
@@ -66,6 +72,7 @@ class DatabaseCredentials:
         self._open: Counter[int] = Counter()
         self._retired: dict[int, DatabaseCredentialsLease] = {}
         self.created = self.renewed = self.revoked = 0
+        self._refused_at = -REFUSED_REFETCH_SECONDS
 
     def current(self) -> DatabaseCredentialsLease:
         """A lease usable now; renews or fetches first when due (one thread does it)."""
@@ -94,6 +101,26 @@ class DatabaseCredentials:
                 return
             del self._retired[generation]
         self._revoke_later(retired)
+
+    def refused(self, generation: int, reason: str) -> None:
+        """PostgreSQL refused the login of this generation: fetch new credentials at once.
+
+        The connections already open finish what they do; they are retired at their next
+        checkout, when the generation has moved on.
+        """
+        with self._lock:
+            lease = self.lease
+            now = time.monotonic()
+            if lease is None or lease.generation != generation:
+                return  # replaced already
+            if lease.refetch and now >= lease.act_at:
+                return  # being replaced
+            if now - self._refused_at < REFUSED_REFETCH_SECONDS:
+                return
+            self._refused_at = now
+            self.last_error = f"PostgreSQL refused lease {lease.lease_id} ({reason})"
+            log.warning("database credentials: %s, fetching new", self.last_error)
+            self.lease = replace(lease, act_at=now, refetch=True)
 
     def status(self) -> dict[str, Any]:
         """Lease state for the admin status page (never the password)."""
@@ -158,7 +185,8 @@ class DatabaseCredentials:
 
     def _fetch(self, previous: DatabaseCredentialsLease | None) -> DatabaseCredentialsLease:
         log.info("fetching database credentials from %s", self.path)
-        response = self.client.adapter.get(f"/v1/{self.path}")
+        # The token may be gone with the lease (revoked from outside): log in again then.
+        response = self.client.tokens.call(lambda: self.client.adapter.get(f"/v1/{self.path}"))
         now = time.monotonic()
         ttl = float(response["lease_duration"])
         self._generation += 1

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import hvac.exceptions
 
@@ -26,6 +26,8 @@ from .approle import LoginResult, login_result
 from .transport.ha import HAAdapter
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_RENEW_MARGIN = 300.0  # seconds: renew at least this long before expiry (if TTL allows)
 
@@ -103,6 +105,19 @@ class TokenManager:
         except hvac.exceptions.Forbidden:
             return False
         return True
+
+    def call(self, request: Callable[[], T]) -> T:
+        """request() with a valid token; once more after a new login if Vault says 403 because
+        the token was revoked from outside (a 403 to a live token is the policy's: raised)."""
+        state = self.current()
+        try:
+            return request()
+        except hvac.exceptions.Forbidden:
+            if self.still_valid(state):
+                raise
+            self.token_rejected(state.generation)
+        self.current()
+        return request()
 
     def token_rejected(self, generation: int) -> None:
         """Vault said 403 to this token (revoked from outside): forget it so we log in again."""
