@@ -259,7 +259,7 @@ def test_backend_reads_vault_tls_settings_from_the_environment_mutual_tls(
     }
     answer = backend_over_mtls(tls_bao, **ca, **pair)
     assert answer["source"] == "vault", answer
-    assert answer["keys"] == ["admin_password", "jwt_secret", "user_password"]
+    assert answer["keys"] == ["admin_password", "jwt_secret", "redis_password", "user_password"]
     assert answer["address"] == f"https://127.0.0.1:{tls_bao.mtls_port}"
 
     # Each is needed: without the client pair the mTLS listener refuses the backend; without
