@@ -962,11 +962,14 @@ apache_binary() {
 # (TRUSTED_PROXIES=1) nor read /metrics, which Apache does not proxy.
 backend_socket_dir() {
   local dir="$RUN_DIR/backend"
-  mkdir -p "$dir"
-  chmod 0700 "$dir"
+  # One chmod to the final mode: a re-run while replicas serve must never close the
+  # directory to Apache, not even for a moment (it would answer 503).
+  [ -d "$dir" ] || mkdir -m 0700 "$dir"
   if [ "$(id -u)" -eq 0 ] && id www-data >/dev/null 2>&1; then
     chgrp www-data "$dir"
     chmod 0750 "$dir"
+  else
+    chmod 0700 "$dir"
   fi
 }
 
@@ -1158,11 +1161,12 @@ write_balancer_members() {
 # read the UI; when the checkout is private to root, serve a copy from the run dir.
 # Writable for Apache's workers only (group www-data), never for every local user.
 apache_run_dir() {
-  mkdir -p "$RUN_DIR/apache"
-  chmod 0700 "$RUN_DIR/apache"
+  [ -d "$RUN_DIR/apache" ] || mkdir -m 0700 "$RUN_DIR/apache"
   if [ "$(id -u)" -eq 0 ] && id www-data >/dev/null 2>&1; then
     chgrp www-data "$RUN_DIR/apache"
     chmod 0770 "$RUN_DIR/apache"
+  else
+    chmod 0700 "$RUN_DIR/apache"
   fi
 }
 
@@ -1256,8 +1260,12 @@ local_up() {
   local apache="" url="http://127.0.0.1:$HTTP_PORT"
   set_local_paths
   mkdir -p "$RUN_DIR" "$LOG_DIR"
-  chmod 700 "$DATA_DIR"
-  [ "$(id -u)" -ne 0 ] || chmod 711 "$DATA_DIR" # postgres and www-data pass through
+  # Straight to the final mode (a running front must keep passing through on a re-run).
+  if [ "$(id -u)" -eq 0 ]; then
+    chmod 711 "$DATA_DIR" # postgres and www-data pass through
+  else
+    chmod 700 "$DATA_DIR"
+  fi
   remember_mode local
   choose_replicas
   find_python_env

@@ -204,12 +204,14 @@ def test_renewal_and_relogin_are_the_approle_code_path(
     root = cluster.bao.client("root")
     root.write_data(
         "auth/kubernetes/role/flask-app",
-        data={"token_ttl": "2s", "token_max_ttl": "4s"},
+        # Short enough for renewals and a re-login at max TTL within the loop, long enough
+        # that a busy 2-core machine still renews before expiry.
+        data={"token_ttl": "3s", "token_max_ttl": "6s"},
     )
     try:
         client = cluster.client(secret_watch, cluster.token_file(), cache_ttl=0.3)
         mark = len(cluster.bao.audit_entries())
-        deadline = time.monotonic() + 6
+        deadline = time.monotonic() + 8
         while time.monotonic() < deadline:
             client.get_app_secrets()
             assert client.source == "vault"

@@ -227,19 +227,21 @@ class Load:
 
     def get(self, session: requests.Session, path: str) -> str:
         try:
-            status = session.get(self.url + path, timeout=10).status_code
+            answer = session.get(self.url + path, timeout=10)
+            status, said = answer.status_code, answer.text[:160]
         except requests.ConnectionError:
             # Apache closes a kept-alive client connection without an answer when the replica
             # died with the request in flight: the signal for a client to send an idempotent
             # request again, which browsers do by themselves. So does this client, once.
             self.outcomes["resent after the front closed the connection"] += 1
             try:
-                status = session.get(self.url + path, timeout=10).status_code
+                answer = session.get(self.url + path, timeout=10)
+                status, said = answer.status_code, answer.text[:160]
             except requests.RequestException as error:
                 self.failures.append(f"{path}: {error!r}")
                 return "failed"
         if status != 200:
-            self.failures.append(f"{path}: HTTP {status}")
+            self.failures.append(f"{path}: HTTP {status} {said!r} at {time.strftime('%T')}")
             return "failed"
         return "ok"
 
