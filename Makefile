@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck test test-docker check bench clean
+.PHONY: install lint typecheck test test-docker test-topology check bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,11 @@ test: install lint typecheck
 # starts dockerd if none answers, builds stand-in images for unpullable official ones).
 test-docker: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -m docker tests/docker $(PYTEST_ARGS)
+
+# Multi-node Vault (Raft HA, transit auto-unseal) and backend replicas behind Apache, under
+# load: a few minutes of their own, so kept out of `make test`; .ci/run runs both.
+test-topology: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -m topology tests $(PYTEST_ARGS)
 
 bench: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m bench

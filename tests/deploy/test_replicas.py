@@ -28,7 +28,9 @@ import requests
 
 from tests.deploy.test_setup_local import LocalStack, login, new_local_stack
 
-pytestmark = [pytest.mark.slow]
+# Production topology (issues 13, 14): run by `make test-topology`, which CI runs too,
+# so that `make test` stays within its time budget.
+pytestmark = [pytest.mark.topology, pytest.mark.slow]
 
 REPLICAS = 3
 # One client address per simulated browser, so that no test spends another's login budget.
