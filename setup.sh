@@ -961,13 +961,18 @@ apache_binary() {
 # ours) may enter: a local process cannot reach it to forge the X-Forwarded-For it trusts
 # (TRUSTED_PROXIES=1) nor read /metrics, which Apache does not proxy.
 backend_socket_dir() {
-  local dir="$RUN_DIR/backend"
-  # One chmod to the final mode: a re-run while replicas serve must never close the
-  # directory to Apache, not even for a moment (it would answer 503).
+  shared_with_apache "$RUN_DIR/backend" 0750
+}
+
+# DIR private to us, and opened to Apache's workers (group www-data, MODE) when we run as
+# root. One chmod to the final mode: a re-run while replicas serve must never close the
+# directory to Apache, not even for a moment (it would answer 503).
+shared_with_apache() {
+  local dir="$1" mode="$2"
   [ -d "$dir" ] || mkdir -m 0700 "$dir"
   if [ "$(id -u)" -eq 0 ] && id www-data >/dev/null 2>&1; then
     chgrp www-data "$dir"
-    chmod 0750 "$dir"
+    chmod "$mode" "$dir"
   else
     chmod 0700 "$dir"
   fi
@@ -1161,13 +1166,7 @@ write_balancer_members() {
 # read the UI; when the checkout is private to root, serve a copy from the run dir.
 # Writable for Apache's workers only (group www-data), never for every local user.
 apache_run_dir() {
-  [ -d "$RUN_DIR/apache" ] || mkdir -m 0700 "$RUN_DIR/apache"
-  if [ "$(id -u)" -eq 0 ] && id www-data >/dev/null 2>&1; then
-    chgrp www-data "$RUN_DIR/apache"
-    chmod 0770 "$RUN_DIR/apache"
-  else
-    chmod 0700 "$RUN_DIR/apache"
-  fi
+  shared_with_apache "$RUN_DIR/apache" 0770
 }
 
 start_apache() {

@@ -14,7 +14,7 @@ import requests
 
 from tests.be_flask.test_gunicorn import session_for
 from tests.be_flask.test_rotation_under_load import hammer, refresh_everywhere
-from tests.harness.app import Gunicorn, gunicorn_env, put_secret, read_secret
+from tests.harness.app import Gunicorn, gunicorn_env, publish_database, put_secret, read_secret
 from tests.harness.openbao import OpenBao
 from tests.harness.openbao_cluster import Cluster, running_cluster
 
@@ -36,18 +36,7 @@ def cluster() -> Iterator[Cluster]:
 @pytest.fixture
 def backend(cluster: Cluster, postgres: Any, start_gunicorn: Any) -> Iterator[Gunicorn]:
     """gunicorn with every node in VAULT_ADDR and a 1 s cache, so Vault is read all along."""
-    database, username, password = postgres.create_app_database("ha")
-    put_secret(
-        cluster.nodes[0],
-        "database/postgres",
-        {
-            "host": postgres.host,
-            "port": str(postgres.port),
-            "database": database,
-            "username": username,
-            "password": password,
-        },
-    )
+    publish_database(cluster.nodes[0], postgres, "ha")
     env = gunicorn_env(
         cluster.nodes[0],
         VAULT_ADDR=cluster.addresses,

@@ -82,6 +82,23 @@ def put_secret(openbao: Any, path: str, data: dict[str, Any]) -> None:
     )
 
 
+def publish_database(openbao: Any, postgres: Any, name: str) -> tuple[str, str, str]:
+    """A fresh database and login role on `postgres`, published at secret/database/postgres."""
+    database, username, password = postgres.create_app_database(name)
+    put_secret(
+        openbao,
+        "database/postgres",
+        {
+            "host": postgres.host,
+            "port": str(postgres.port),
+            "database": database,
+            "username": username,
+            "password": password,
+        },
+    )
+    return database, username, password
+
+
 def read_secret(openbao: Any, path: str) -> dict[str, Any]:
     response = openbao.client(openbao.root_token).secrets.kv.v2.read_secret_version(
         path=path, mount_point="secret", raise_on_deleted_version=True
@@ -136,19 +153,8 @@ def backend_openbao() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def app_database(backend_openbao: Any, postgres: Any) -> AppDatabase:
     """A fresh database and role, published in Vault at secret/database/postgres."""
-    database, username, password = postgres.create_app_database("flask")
+    database, username, password = publish_database(backend_openbao, postgres, "flask")
     remember_secrets(postgres.superuser_password)
-    put_secret(
-        backend_openbao,
-        "database/postgres",
-        {
-            "host": postgres.host,
-            "port": str(postgres.port),
-            "database": database,
-            "username": username,
-            "password": password,
-        },
-    )
     url = postgres.url(username, password, database)
     return AppDatabase(postgres.host, postgres.port, database, username, password, url)
 
