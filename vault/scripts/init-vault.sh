@@ -46,8 +46,9 @@ client's), K8S_SERVICE_ACCOUNT (default flask-backend) and K8S_NAMESPACE (defaul
 that the role is bound to, K8S_AUDIENCE (the audience the pod's projected token must carry,
 e.g. vault as in deploy/kubernetes/; unset: any token Kubernetes accepts).
 
-Writes, all mode 0600, never printed: vault-keys.json (unseal keys; with auto-unseal, seal
-"transit", recovery keys instead; operator init's root token, revoked at the end of the run), vault-operator-token (the operator token),
+Writes, all mode 0600, never printed: vault-keys.json (unseal keys, or recovery keys with
+auto-unseal; operator init's root token, revoked at the end of the run), vault-operator-token
+(the operator token),
 .env (VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID, SECRETS_GID; other lines kept),
 secrets/db_password.txt, secrets/redis_password.txt and secrets/approle/secret_id (0640,
 group SECRETS_GID).
