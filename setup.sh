@@ -614,6 +614,28 @@ wait_for_active_node() {
   say "!!! no Vault node became active within 30 s (./setup.sh --status shows each node)"
 }
 
+# Autopilot makes a joined node a voter only once it has been healthy a while (10 s by
+# default); until then losing the leader leaves no quorum to elect another. Said, not fatal.
+wait_for_voters() {
+  local i voters=""
+  [ "$HA" = true ] || return 0
+  for ((i = 0; i < 120; i++)); do
+    voters="$(raft_voters)"
+    [ "$voters" != 3 ] || { say "Raft: 3 voters"; return 0; }
+    sleep 0.5
+  done
+  say "!!! Raft: ${voters:-?} of 3 nodes vote after 60 s: the cluster cannot lose its leader yet (./setup.sh --status)"
+}
+
+# How many Raft peers vote (empty when Vault does not say), asking node 1 or the node at $1.
+raft_voters() {
+  VAULT_ADDR="${1:-$LOCAL_VAULT_ADDR}" VAULT_TOKEN="$(head -n1 "$OPERATOR_TOKEN_FILE" 2>/dev/null)" \
+    "$BAO_BIN" operator raft list-peers -format=json 2>/dev/null | python3 -c '
+import json, sys
+print(sum(bool(s.get("voter")) for s in json.load(sys.stdin)["data"]["config"]["servers"]))' \
+    2>/dev/null || true
+}
+
 # init-vault.sh's way to a root token when the operator token is dead: the private socket of
 # the active node. A standby's forwards generate-root to it (checked on OpenBao 2.7), but a
 # restarted node 1 may be sealed or not yet know the leader.
@@ -632,13 +654,18 @@ stop_vault_nodes() {
   stop_pidfiles "${args[@]}" "$RUN_DIR/vault.pid" server "Vault server"
 }
 
-# One line per node: pid, seal type, sealed or not, leader or standby.
+# One line per node: pid, seal type, sealed or not, leader or standby; then how many vote.
 vault_nodes_status() {
-  local n
+  local n role up=""
   for ((n = 1; n <= $(node_count); n++)); do
     node_vars "$n"
-    say "  vault-$n:  $(component_state "$NODE_PID" server) at $NODE_ADDR, $(node_role "$NODE_ADDR")"
+    role="$(node_role "$NODE_ADDR")"
+    [ -n "$up" ] || [[ "$role" != *", unsealed"* ]] || up="$NODE_ADDR"
+    say "  vault-$n:  $(component_state "$NODE_PID" server) at $NODE_ADDR, $role"
   done
+  if [ "$HA" = true ]; then
+    say "  raft:     $(raft_voters "$up" | grep . || echo unknown) of 3 nodes vote (operator raft list-peers)"
+  fi
   if [ "$AUTO_UNSEAL" = true ]; then
     say "  unsealer: $(component_state "$RUN_DIR/unsealer.pid" server) at $(unsealer_addr), $(node_role "$(unsealer_addr)")"
   fi
@@ -1373,6 +1400,7 @@ local_up() {
   fi
   printf '%s\n' "$url" >"$RUN_DIR/front-url"
   wait_until_ready "$url"
+  wait_for_voters
   print_summary "$url" "$LOCAL_VAULT_ADDR" "$KEYS_FILE" "$OPERATOR_TOKEN_FILE" "$LOG_DIR"
 }
 

@@ -143,6 +143,10 @@ def test_setup_ha_tls_auto_unseal_survives_a_killed_leader(local_stack: LocalSta
         in output
     )
     assert "Unseal keys:" not in output
+    # setup.sh waits until autopilot lets the joined nodes vote: only then can the two
+    # survivors of a lost leader elect a new one.
+    assert "\nRaft: 3 voters\n" in output
+    assert "  raft:     3 of 3 nodes vote" in stack.run("--status").stdout
 
     env_file = (stack.data_dir / ".env").read_text()
     assert f"VAULT_ADDR={','.join(node_addresses(stack, 'https'))}\n" in env_file
@@ -167,7 +171,7 @@ def test_setup_ha_tls_auto_unseal_survives_a_killed_leader(local_stack: LocalSta
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 @pytest.mark.needs(apache=False, postgres=False)
 def test_setup_ha_rerun_after_every_node_stopped_and_the_operator_token_dead(
     local_stack: LocalStack,  # noqa: F811
@@ -179,6 +183,7 @@ def test_setup_ha_rerun_after_every_node_stopped_and_the_operator_token_dead(
     use_ha_ports(stack)
     output = stack.up("--ha", "--no-apache", "--sqlite")
     assert f"Unseal keys: {stack.data_dir / 'vault-keys.json'}" in output
+    assert "\nRaft: 3 voters\n" in output
     assert_whole_cluster(node_states(stack), "shamir")
 
     done = stack.run("--stop", "vault")
