@@ -308,7 +308,7 @@ vault_status_field() {
 # A data dir that was initialized but whose keys file is gone can never be unsealed again.
 check_half_initialized() {
   if [ "$(vault_status_field initialized)" = "true" ] && [ ! -s "$KEYS_FILE" ]; then
-    die "Vault in $VAULT_DIR is initialized but $KEYS_FILE (unseal keys) is missing: restore it, or start over with ./setup.sh --reset (deletes all local data)"
+    die "Vault in $VAULT_DIR is initialized but $KEYS_FILE (unseal or recovery keys) is missing: restore it, or start over with ./setup.sh --reset (deletes all local data)"
   fi
 }
 
@@ -331,7 +331,8 @@ run_vault_script() {
 run_local_vault_script() {
   run_vault_script "$1" PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$LOCAL_VAULT_ADDR" \
     APP_VAULT_ADDR="$(app_vault_addr)" VAULT_KEYS_FILE="$KEYS_FILE" ENV_FILE="$ENV_FILE" \
-    VAULT_OPERATOR_TOKEN_FILE="$OPERATOR_TOKEN_FILE" VAULT_GENERATE_ROOT_SOCKET="$VAULT_SOCKET" \
+    VAULT_OPERATOR_TOKEN_FILE="$OPERATOR_TOKEN_FILE" \
+    VAULT_GENERATE_ROOT_SOCKET="$(generate_root_socket)" \
     AUDIT_FILE_PATH="$AUDIT_LOG" DB_HOST=127.0.0.1 DB_PORT="$PG_PORT"
 }
 
@@ -341,6 +342,7 @@ run_local_vault_script() {
 init_vault() {
   local digest
   check_half_initialized
+  unseal_ha_cluster
   digest="$(vault_config_digest)"
   if [ -s "$KEYS_FILE" ] && [ -s "$OPERATOR_TOKEN_FILE" ] && [ -s "$ENV_FILE" ] &&
     [ -s "$DATA_DIR/secrets/db_password.txt" ] && [ -s "$DATA_DIR/secrets/redis_password.txt" ] &&
@@ -565,9 +567,81 @@ join_ha_nodes() {
       sleep 0.5
     done
     say "vault-$n: joining the cluster and unsealing (vault/scripts/unseal-vault.sh)"
-    run_vault_script unseal-vault.sh PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$NODE_ADDR" \
-      VAULT_KEYS_FILE="$KEYS_FILE"
+    unseal_node
   done
+}
+
+# unseal-vault.sh for the node node_vars chose (nothing to do when it is unsealed). With
+# auto-unseal it only waits: a joining node retries its join every few seconds before it can
+# unseal itself, well past the script's default 10 s on a busy machine.
+unseal_node() {
+  run_vault_script unseal-vault.sh PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$NODE_ADDR" \
+    VAULT_KEYS_FILE="$KEYS_FILE" AUTO_UNSEAL_WAIT=120
+}
+
+# A re-run of a cluster that was set up: every node unsealed before anything talks to it. After
+# a restart node 1 alone unsealed is one vote of three: no leader, so no write and no
+# generate-root (HTTP 500 "active cluster node not found") until the other two are unsealed.
+unseal_ha_cluster() {
+  local n
+  ACTIVE_NODE=""
+  [ "$HA" = true ] && [ -s "$KEYS_FILE" ] || return 0
+  for ((n = 1; n <= 3; n++)); do
+    node_vars "$n"
+    if [ "$(vault_status_field sealed "$NODE_ADDR")" = true ] &&
+      [ "$(vault_status_field initialized "$NODE_ADDR")" = true ]; then
+      say "vault-$n: unsealing (vault/scripts/unseal-vault.sh)"
+      unseal_node
+    fi
+  done
+  wait_for_active_node
+}
+
+# The node Raft elected (ACTIVE_NODE), waiting up to 30 s for the election.
+wait_for_active_node() {
+  local n i
+  for ((i = 0; i < 60; i++)); do
+    for ((n = 1; n <= 3; n++)); do
+      node_vars "$n"
+      if [ "$(vault_status_field is_self "$NODE_ADDR")" = true ]; then
+        ACTIVE_NODE="$n"
+        say "Vault cluster: vault-$n is the active node"
+        return 0
+      fi
+    done
+    sleep 0.5
+  done
+  say "!!! no Vault node became active within 30 s (./setup.sh --status shows each node)"
+}
+
+# Autopilot makes a joined node a voter only once it has been healthy a while (10 s by
+# default); until then losing the leader leaves no quorum to elect another. Said, not fatal.
+wait_for_voters() {
+  local i voters=""
+  [ "$HA" = true ] || return 0
+  for ((i = 0; i < 120; i++)); do
+    voters="$(raft_voters)"
+    [ "$voters" != 3 ] || { say "Raft: 3 voters"; return 0; }
+    sleep 0.5
+  done
+  say "!!! Raft: ${voters:-?} of 3 nodes vote after 60 s: the cluster cannot lose its leader yet (./setup.sh --status)"
+}
+
+# How many Raft peers vote (empty when Vault does not say), asking node 1 or the node at $1.
+raft_voters() {
+  VAULT_ADDR="${1:-$LOCAL_VAULT_ADDR}" VAULT_TOKEN="$(head -n1 "$OPERATOR_TOKEN_FILE" 2>/dev/null)" \
+    "$BAO_BIN" operator raft list-peers -format=json 2>/dev/null | python3 -c '
+import json, sys
+print(sum(bool(s.get("voter")) for s in json.load(sys.stdin)["data"]["config"]["servers"]))' \
+    2>/dev/null || true
+}
+
+# init-vault.sh's way to a root token when the operator token is dead: the private socket of
+# the active node. A standby's forwards generate-root to it (checked on OpenBao 2.7), but a
+# restarted node 1 may be sealed or not yet know the leader.
+generate_root_socket() {
+  node_vars "${ACTIVE_NODE:-1}"
+  printf '%s\n' "$NODE_SOCKET_DIR/vault.sock"
 }
 
 # Main nodes first (the app serves from its cache meanwhile), the unsealer last.
@@ -580,13 +654,18 @@ stop_vault_nodes() {
   stop_pidfiles "${args[@]}" "$RUN_DIR/vault.pid" server "Vault server"
 }
 
-# One line per node: pid, seal type, sealed or not, leader or standby.
+# One line per node: pid, seal type, sealed or not, leader or standby; then how many vote.
 vault_nodes_status() {
-  local n
+  local n role up=""
   for ((n = 1; n <= $(node_count); n++)); do
     node_vars "$n"
-    say "  vault-$n:  $(component_state "$NODE_PID" server) at $NODE_ADDR, $(node_role "$NODE_ADDR")"
+    role="$(node_role "$NODE_ADDR")"
+    [ -n "$up" ] || [[ "$role" != *", unsealed"* ]] || up="$NODE_ADDR"
+    say "  vault-$n:  $(component_state "$NODE_PID" server) at $NODE_ADDR, $role"
   done
+  if [ "$HA" = true ]; then
+    say "  raft:     $(raft_voters "$up" | grep . || echo unknown) of 3 nodes vote (operator raft list-peers)"
+  fi
   if [ "$AUTO_UNSEAL" = true ]; then
     say "  unsealer: $(component_state "$RUN_DIR/unsealer.pid" server) at $(unsealer_addr), $(node_role "$(unsealer_addr)")"
   fi
@@ -1230,6 +1309,16 @@ wait_until_ready() {
   die "the app was not ready within ${READY_TIMEOUT}s: see $LOG_DIR, fix, and re-run ./setup.sh"
 }
 
+# What vault-keys.json holds: with auto-unseal the nodes unseal themselves and operator init
+# hands out recovery keys, which generate a root token but never unseal.
+keys_kind() {
+  if [ "$AUTO_UNSEAL" = true ]; then
+    printf 'Recovery keys (auto-unseal: they generate a root token, they do not unseal)'
+  else
+    printf 'Unseal keys'
+  fi
+}
+
 # print_summary URL VAULT_ADDR KEYS_FILE TOKEN_FILE LOGS: where to go, where the password is.
 print_summary() {
   local url="$1" vault_addr="$2" keys_file="$3" token_file="$4" logs="$5" tls_exports="" ca=""
@@ -1249,7 +1338,7 @@ Ready: $url$ca
     export VAULT_ADDR=$vault_addr
 $tls_exports    export VAULT_TOKEN="\$(cat $token_file)"    # the operator token
     $BAO_BIN kv get -mount=secret -field=admin_password app/flask
-  Unseal keys: $keys_file; operator token: $token_file (both mode 0600;
+  $(keys_kind): $keys_file; operator token: $token_file (both mode 0600;
   keep the keys somewhere safe, apart from the token; the root token is revoked).
   Logs: $logs     Stop: ./setup.sh --stop     State: ./setup.sh --status
 EOF
@@ -1311,6 +1400,7 @@ local_up() {
   fi
   printf '%s\n' "$url" >"$RUN_DIR/front-url"
   wait_until_ready "$url"
+  wait_for_voters
   print_summary "$url" "$LOCAL_VAULT_ADDR" "$KEYS_FILE" "$OPERATOR_TOKEN_FILE" "$LOG_DIR"
 }
 
@@ -1440,6 +1530,7 @@ local_reset() {
 local_backup() {
   local target
   set_local_paths
+  load_topology
   find_python_env
   find_postgres
   [ "$(vault_status_field sealed)" = false ] ||
@@ -1461,7 +1552,11 @@ local_backup() {
   say "Vault: Raft snapshot in $target/vault.snap"
   say "  restore: $(local_vault_env) vault/scripts/snapshot.sh restore $target/vault.snap"
   say "  then:    $(local_vault_env) vault/scripts/unseal-vault.sh"
-  say "  it opens only with the unseal keys of $KEYS_FILE: keep a copy of them apart from the backups"
+  if [ "$AUTO_UNSEAL" = true ]; then
+    say "  it opens only with this cluster's seal, the unsealer's transit key: snapshot the unsealer too (VAULT_INTEGRATION.md, runbook \"A lost unsealer\")"
+  else
+    say "  it opens only with the unseal keys of $KEYS_FILE: keep a copy of them apart from the backups"
+  fi
   say "backup written to $target"
 }
 

@@ -46,6 +46,7 @@ class LocalStack:
         return subprocess.run(
             [str(self.setup), *args],
             env=self.env,
+            stdin=subprocess.DEVNULL,  # nobody at a terminal: setup.sh must not wait for input
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -34,6 +34,10 @@ def test_recovery_keys_and_a_seal_token_that_only_encrypts_and_decrypts(cluster:
     # Where the unseal keys went: recovery keys now (generate-root takes them, unsealing not).
     assert "unseal_keys_b64" not in keys and len(keys["recovery_keys_b64"]) == 1
     assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    # A re-run makes its root token from them, and says which keys it used.
+    rerun = cluster.nodes[0].run_script("init-vault.sh")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "root token for this run: generated from the recovery keys" in rerun.stdout
     unsealer = cluster.unsealer
     assert unsealer is not None
     for name in ("vault-unsealer-keys.json", "vault-unsealer-token"):

@@ -65,3 +65,8 @@ def test_operator_token_still_runs_day_two_operations(openbao: OpenBao) -> None:
     assert client.adapter.get("/v1/sys/health")["sealed"] is False
     info = client.auth.token.lookup_self()["data"]
     assert info["policies"] == ["admin-policy"]
+    # Raft peers: listed (setup.sh --ha waits for three voters with it), never removed.
+    servers = client.sys.read_raft_config()["data"]["config"]["servers"]
+    assert [server["voter"] for server in servers] == [True]
+    with pytest.raises(hvac.exceptions.Forbidden):
+        client.sys.remove_raft_node(servers[0]["node_id"])

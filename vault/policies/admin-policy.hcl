@@ -106,6 +106,12 @@ path "sys/storage/raft/snapshot" {
   capabilities = ["read"]
 }
 
+# The Raft peers and which of them vote (`operator raft list-peers`; setup.sh --ha waits for
+# three voters). Read only: removing a peer stays with a root token.
+path "sys/storage/raft/configuration" {
+  capabilities = ["read"]
+}
+
 path "sys/capabilities-self" {
   capabilities = ["update"]
 }

@@ -46,13 +46,14 @@ client's), K8S_SERVICE_ACCOUNT (default flask-backend) and K8S_NAMESPACE (defaul
 that the role is bound to, K8S_AUDIENCE (the audience the pod's projected token must carry,
 e.g. vault as in deploy/kubernetes/; unset: any token Kubernetes accepts).
 
-Writes, all mode 0600, never printed: vault-keys.json (unseal keys; operator init's root
-token, revoked at the end of the run), vault-operator-token (the operator token),
+Writes, all mode 0600, never printed: vault-keys.json (unseal keys, or recovery keys with
+auto-unseal; operator init's root token, revoked at the end of the run), vault-operator-token
+(the operator token),
 .env (VAULT_ADDR, VAULT_ROLE_ID, VAULT_SECRET_ID, SECRETS_GID; other lines kept),
 secrets/db_password.txt, secrets/redis_password.txt and secrets/approle/secret_id (0640,
 group SECRETS_GID).
-Without VAULT_TOKEN a re-run generates a root token from the unseal keys (operator
-generate-root) for its own use and revokes it when done; no root token outlives a run.
+Without VAULT_TOKEN a re-run generates a root token from the unseal (or recovery) keys
+(operator generate-root) for its own use and revokes it when done; no root token outlives a run.
 EOF
 }
 
@@ -140,11 +141,20 @@ use_root_token() {
     VAULT_TOKEN="$(py keys-field "$KEYS_FILE" root_token)"
   else
     VAULT_TOKEN="$(generate_root_token)"
-    say "root token for this run: generated from the unseal keys (revoked when done)"
+    say "root token for this run: generated from the $(keys_kind) (revoked when done)"
   fi
   [ -n "$VAULT_TOKEN" ] || die "no root token for the bootstrap: set VAULT_TOKEN"
   export VAULT_TOKEN
   REVOKE_ROOT=true
+}
+
+# What KEYS_FILE holds: unseal keys, or recovery keys when the server unseals itself (auto-unseal).
+keys_kind() {
+  if [ "$(status_field "$(seal_status)" type)" = shamir ]; then
+    printf 'unseal keys'
+  else
+    printf 'recovery keys'
+  fi
 }
 
 # `operator generate-root` with the threshold unseal keys; prints the decoded token (caller
