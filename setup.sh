@@ -1064,6 +1064,7 @@ shared_with_apache() {
 replica_pidfile() { printf '%s\n' "$RUN_DIR/backend-$1.pid"; }
 replica_socket() { printf '%s\n' "$RUN_DIR/backend/backend-$1.sock"; }
 replica_log() { printf '%s\n' "$LOG_DIR/backend-$1.log"; }
+replica_bindfile() { printf '%s\n' "$RUN_DIR/backend-$1.bind"; }
 
 # --replicas N, else the count this data dir last ran with, else 1.
 choose_replicas() {
@@ -1166,8 +1167,12 @@ launch_backend() {
   pidfile="$(replica_pidfile "$index")"
   log="$(replica_log "$index")"
   if alive "$pidfile" "gunicorn"; then
-    say "backend replica $index: already running on $bind"
-    return 0
+    if [ "$(cat "$(replica_bindfile "$index")" 2>/dev/null)" = "$bind" ]; then
+      say "backend replica $index: already running on $bind"
+      return 0
+    fi
+    # Apache added or dropped since it started (--no-apache): it listens elsewhere now.
+    stop_pidfiles "$pidfile" gunicorn "backend replica $index (moving to $bind)"
   fi
   case "$bind" in
     unix:*)
@@ -1210,6 +1215,7 @@ launch_backend() {
       "$VENV/bin/gunicorn" --bind "$bind" --pythonpath "$ROOT/fe_apache" \
       "$app_spec"
   )
+  printf '%s\n' "$bind" >"$(replica_bindfile "$index")"
 }
 
 wait_for_backend() {
@@ -1394,6 +1400,8 @@ local_up() {
     # (fe_apache/ui_wsgi.py); no client-sent X-Forwarded-For is trusted.
     TRUSTED_PROXIES=0
     say "no Apache front (apache2 not installed, or --no-apache): gunicorn serves the UI and /api on $HTTP_PORT"
+    # A front from an earlier run holds HTTP_PORT, which gunicorn takes now.
+    stop_pidfiles "$RUN_DIR/apache.pid" apache2 "Apache front"
     [ "$TLS_MODE" = off ] || say "!!! users reach the app over plain HTTP (TLS for users needs the Apache front); Vault is on TLS"
     stop_replicas_above 1
     start_backend 1 "127.0.0.1:$HTTP_PORT" "ui_wsgi:create_app_with_ui()"

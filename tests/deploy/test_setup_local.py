@@ -692,6 +692,18 @@ def test_setup_local_on_a_bare_machine_sqlite_and_no_apache(local_stack: LocalSt
     assert "SQLite at" in local_stack.run("--status").stdout
     login(local_stack.url, "frank", "frank-correct-horse-42")
 
+    # Apache installed and --no-apache dropped: the running gunicorn moves behind the front
+    # (it listened on HTTP_PORT, the front takes that port) instead of setup.sh waiting for
+    # a socket that gunicorn never opens.
+    if shutil.which("apache2") or Path("/usr/sbin/apache2").exists():
+        fronted = local_stack.up()
+        assert "starting Apache front" in fronted, fronted
+        login(local_stack.url, "frank", "frank-correct-horse-42")
+        # And back: the front stops, gunicorn serves HTTP_PORT (and the UI) itself again.
+        bare = local_stack.up("--no-apache")
+        assert "stopping Apache front" in bare, bare
+        assert "gunicorn" in requests.get(local_stack.url + "/", timeout=10).headers["Server"]
+
 
 def copy_of_the_project(dest: Path) -> Path:
     """The project's files (tracked and new, not ignored ones: no .venv, no .data) in dest."""
