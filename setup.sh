@@ -1541,6 +1541,12 @@ local_backup() {
   load_topology
   find_python_env
   find_postgres
+  if [ "$HA" = true ]; then
+    # Node 1 may be the node that is down: the snapshot comes from whichever node leads.
+    wait_for_active_node
+    node_vars "${ACTIVE_NODE:-1}"
+    LOCAL_VAULT_ADDR="$NODE_ADDR"
+  fi
   [ "$(vault_status_field sealed)" = false ] ||
     die "Vault at $LOCAL_VAULT_ADDR is not running and unsealed: run ./setup.sh first"
   target="$(backup_target "${BACKUP_DIR:-$DATA_DIR/backups}")"
