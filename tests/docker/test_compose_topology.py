@@ -241,3 +241,64 @@ def test_setup_docker_ha_tls_survives_the_leader_killed_under_load(ha_project: P
         assert time.monotonic() < deadline, json.dumps(answer)
         time.sleep(1)
     assert Path(stack.root / ".env").read_text().count("BACKEND_VAULT_ADDR=https://") == 1
+
+
+@pytest.fixture
+def tls_project(docker_images: list[str]) -> Iterator[Project]:
+    stack = copy_project("fvtls")
+    try:
+        yield stack
+    finally:
+        stack.compose("app", "down", "-v", "--remove-orphans", check=False)
+        stack.sh(
+            "docker-compose", "-p", stack.vault_project, "-f", "docker-compose.vault.yaml",
+            "-f", "docker-compose.vault-tls.yaml", "down", "-v", "--remove-orphans", check=False,
+        )  # fmt: skip
+        remove_project(stack)
+
+
+def test_setup_docker_tls_single_node(tls_project: Project) -> None:
+    """`./setup.sh --docker --tls`: one node on TLS, remembered; the host's scripts find the CA."""
+    stack = tls_project
+    for option, message in (("--mtls", "--mtls is a local-mode option"),
+                            ("--auto-unseal", "--auto-unseal is a local-mode option")):  # fmt: skip
+        refused = stack.sh("./setup.sh", "--docker", option, "-p", stack.name, check=False)
+        assert message in refused and "Traceback" not in refused, refused
+    output = stack.sh("./setup.sh", "--docker", "--tls", "-p", stack.name, timeout=900)
+    assert "docker-compose.vault.yaml + docker-compose.vault-tls.yaml" in output
+    port = stack.env["VAULT_PORT"]
+    assert f"VAULT_ADDR=https://127.0.0.1:{port}" in output
+    backend = containers(stack, stack.app_project)["backend"]
+    env = dict(item.split("=", 1) for item in backend["Config"]["Env"])
+    assert (env["VAULT_ADDR"], env["VAULT_CACERT"]) == (
+        "https://vault:8200",
+        "/run/vault-tls/ca.pem",
+    )
+    secrets = node_client(stack, int(port)).secrets.kv.v2.read_secret_version(
+        path="app/flask", mount_point="secret", raise_on_deleted_version=True
+    )["data"]["data"]
+    admin = login(stack.url, "admin", secrets["admin_password"])
+    panel = admin.get(f"{stack.url}/api/admin/vault/status", timeout=20).json()
+    assert panel["authenticated"] is True and panel["current_address"] == "https://vault:8200"
+    plain = requests.get(f"http://127.0.0.1:{port}/v1/sys/health", timeout=10)
+    assert plain.status_code == 400, plain.text
+
+    # The host's scripts over https without VAULT_CACERT: they find vault/tls/ca.pem.
+    stack.env["VAULT_ADDR"] = f"https://127.0.0.1:{port}"
+    stack.sh("vault/scripts/rotate-secret-id.sh")
+    del stack.env["VAULT_ADDR"]
+    # Vault stopped, then setup.sh with no option: TLS is remembered, Vault unsealed again
+    # (the app served from its cache meanwhile); the healthcheck (bao status against the CA)
+    # says healthy.
+    stack.sh("./setup.sh", "--stop", "vault", timeout=300)
+    again = stack.sh("./setup.sh", timeout=600)
+    assert "docker-compose.vault-tls.yaml" in again
+    vault_id = containers(stack, stack.vault_project)["vault"]["Id"]
+    deadline = time.monotonic() + 90
+    while stack.sh("docker", "inspect", "-f", "{{.State.Health.Status}}", vault_id).strip() != (
+        "healthy"
+    ):
+        assert time.monotonic() < deadline, "the TLS Vault container never became healthy"
+        time.sleep(2)
+    login(stack.url, "admin", secrets["admin_password"])
+    assert "Vault certificate: valid" in stack.sh("./setup.sh", "--status")
