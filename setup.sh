@@ -39,8 +39,9 @@ web UI; wait until the app is ready; print the URL and where the admin password 
                   vault_db_net), so two checkouts share one engine (give each its own
                   HTTP_PORT and VAULT_PORT); remembered for later runs (also
                   COMPOSE_PROJECT_NAME)
-  --ha            local mode: three OpenBao nodes in one Raft cluster (ports VAULT_PORT,
-                  +2, +4; retry_join); the backend gets all three addresses
+  --ha            three OpenBao nodes in one Raft cluster (ports VAULT_PORT, +2, +4;
+                  retry_join; with --docker docker-compose.vault-ha.yaml); the backend
+                  gets all three addresses
   --auto-unseal   local mode: a separate unsealer OpenBao (UNSEALER_PORT) whose transit key
                   unseals the main node(s); vault-keys.json then holds recovery keys
                   (both options are remembered for this data dir)
@@ -50,11 +51,12 @@ web UI; wait until the app is ready; print the URL and where the admin password 
   --modsecurity   put ModSecurity + OWASP CRS (blocking) in the Apache front
   --no-apache     local mode: no Apache front even when installed; gunicorn serves the UI
   --sqlite        local mode: SQLite in \$DATA_DIR even when PostgreSQL is installed
-  --tls           local mode: Vault's listener over TLS with the project's CA
+  --tls           Vault's listener over TLS with the project's CA
                   (vault/scripts/make-certs.sh, in \$DATA_DIR/vault/tls), and Apache serves
                   users https://127.0.0.1:HTTPS_PORT with HSTS (HTTP_PORT redirects there);
-                  kept for later runs of this data dir
-  --mtls          --tls, and Vault also requires a client certificate (the backend's
+                  kept for later runs of this data dir; with --docker Vault's listener
+                  only (certificates in vault/tls, docker-compose*-tls.yaml overlays)
+  --mtls          local mode: --tls, and Vault also requires a client certificate (the backend's
                   client.pem; tls_require_and_verify_client_cert)
   --no-tls        back to plain HTTP (after ./setup.sh --stop)
   --stop          stop what $PROG started (data is kept)
