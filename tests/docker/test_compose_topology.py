@@ -28,25 +28,39 @@ THREADS = 4
 ELECTION_LIMIT = 20.0  # seconds from the leader's death to a new active node (10 s is typical)
 
 
-@pytest.fixture
-def ha_project(docker_images: list[str]) -> Iterator[Project]:
-    stack = copy_project("fvha")
-    vault_down(stack)  # a run killed half-way may have left the HA stack behind
+HA_FILES = ("docker-compose.vault-ha.yaml", "docker-compose.vault-ha-tls.yaml")
+TLS_FILES = ("docker-compose.vault.yaml", "docker-compose.vault-tls.yaml")
+
+
+def down(stack: Project, vault_files: tuple[str, str]) -> None:
+    """Both stacks, the Vault one with the files it ran (Project.down knows the plain one)."""
+    stack.compose("app", "down", "-v", "--remove-orphans", check=False)  # frees vault_net
+    stack.env["VAULT_STACK"] = stack.vault_project
+    files = [arg for name in vault_files for arg in ("-f", name)]
+    stack.sh(
+        "docker-compose", "-p", stack.vault_project, *files, "down", "-v", "--remove-orphans",
+        check=False,
+    )  # fmt: skip
+
+
+def project_on(name: str, vault_files: tuple[str, str]) -> Iterator[Project]:
+    stack = copy_project(name)
+    down(stack, vault_files)  # a run killed half-way may have left these stacks behind
     try:
         yield stack
     finally:
-        stack.compose("app", "down", "-v", "--remove-orphans", check=False)  # frees vault_net
-        vault_down(stack)
+        down(stack, vault_files)
         remove_project(stack)
 
 
-def vault_down(stack: Project) -> None:
-    """The HA stack's files (Project.down knows the single-node file only)."""
-    stack.env["VAULT_STACK"] = stack.vault_project
-    stack.sh(
-        "docker-compose", "-p", stack.vault_project, "-f", "docker-compose.vault-ha.yaml",
-        "-f", "docker-compose.vault-ha-tls.yaml", "down", "-v", "--remove-orphans", check=False,
-    )  # fmt: skip
+@pytest.fixture
+def ha_project(docker_images: list[str]) -> Iterator[Project]:
+    yield from project_on("fvha", HA_FILES)
+
+
+@pytest.fixture
+def tls_project(docker_images: list[str]) -> Iterator[Project]:
+    yield from project_on("fvtls", TLS_FILES)
 
 
 def containers(stack: Project, project: str) -> dict[str, dict[str, Any]]:
@@ -61,6 +75,14 @@ def containers(stack: Project, project: str) -> dict[str, dict[str, Any]]:
 def node_ports(stack: Project) -> dict[str, int]:
     first = int(stack.env["VAULT_PORT"])
     return {f"vault-{n}": first + 2 * (n - 1) for n in (1, 2, 3)}
+
+
+def app_secrets(stack: Project) -> dict[str, str]:
+    client = node_client(stack, int(stack.env["VAULT_PORT"]))
+    secret = client.secrets.kv.v2.read_secret_version(
+        path="app/flask", mount_point="secret", raise_on_deleted_version=True
+    )
+    return dict(secret["data"]["data"])
 
 
 def ca(stack: Project) -> str:
@@ -178,9 +200,7 @@ def test_setup_docker_ha_tls_survives_the_leader_killed_under_load(ha_project: P
     assert sum("standby" in r for r in roles) == 2 and "Vault certificate: valid" in status, status
     check_tls(stack)
 
-    secrets = node_client(stack, int(stack.env["VAULT_PORT"])).secrets.kv.v2.read_secret_version(
-        path="app/flask", mount_point="secret", raise_on_deleted_version=True
-    )["data"]["data"]
+    secrets = app_secrets(stack)
     admin = login(stack.url, "admin", secrets["admin_password"])
     everyone = {"vault-1", "vault-2", "vault-3"}
     first = leader(stack, everyone)
@@ -243,20 +263,6 @@ def test_setup_docker_ha_tls_survives_the_leader_killed_under_load(ha_project: P
     assert Path(stack.root / ".env").read_text().count("BACKEND_VAULT_ADDR=https://") == 1
 
 
-@pytest.fixture
-def tls_project(docker_images: list[str]) -> Iterator[Project]:
-    stack = copy_project("fvtls")
-    try:
-        yield stack
-    finally:
-        stack.compose("app", "down", "-v", "--remove-orphans", check=False)
-        stack.sh(
-            "docker-compose", "-p", stack.vault_project, "-f", "docker-compose.vault.yaml",
-            "-f", "docker-compose.vault-tls.yaml", "down", "-v", "--remove-orphans", check=False,
-        )  # fmt: skip
-        remove_project(stack)
-
-
 def test_setup_docker_tls_single_node(tls_project: Project) -> None:
     """`./setup.sh --docker --tls`: one node on TLS, remembered; the host's scripts find the CA."""
     stack = tls_project
@@ -274,9 +280,7 @@ def test_setup_docker_tls_single_node(tls_project: Project) -> None:
         "https://vault:8200",
         "/run/vault-tls/ca.pem",
     )
-    secrets = node_client(stack, int(port)).secrets.kv.v2.read_secret_version(
-        path="app/flask", mount_point="secret", raise_on_deleted_version=True
-    )["data"]["data"]
+    secrets = app_secrets(stack)
     admin = login(stack.url, "admin", secrets["admin_password"])
     panel = admin.get(f"{stack.url}/api/admin/vault/status", timeout=20).json()
     assert panel["authenticated"] is True and panel["current_address"] == "https://vault:8200"
