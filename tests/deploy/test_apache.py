@@ -372,6 +372,7 @@ def test_balancer_spreads_over_members_and_health_check_takes_one_out() -> None:
         ([], "no backend URL given"),
         (["backend:8000"], "not a backend URL (http://HOST:PORT or unix:/PATH): backend:8000"),
         (["--dns", "backend"], "usage: --dns HOST PORT"),
+        (["--follow", "members.conf", "1"], "usage: --follow FILE PID HOST PORT"),
     ],
 )
 def test_balancer_members_refuses_bad_input(args: list[str], error: str) -> None:
@@ -383,3 +384,32 @@ def test_balancer_members_refuses_bad_input(args: list[str], error: str) -> None
     )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr == f"balancer-members.sh: error: {error}\n"
+
+
+def test_balancer_members_follow_rewrites_the_members_and_restarts_apache(tmp_path: Path) -> None:
+    """--follow (the Compose front's watcher): an address the members lack (here localhost's,
+    as a replica back with another address) rewrites the file and sends the graceful-restart
+    signal (SIGUSR1) to the process it watches; the watcher ends with that process."""
+    members = tmp_path / "balancer-members.conf"
+    members.write_text('BalancerMember "http://192.0.2.7:8000" ${BACKEND_MEMBER}\n')
+    stand_in = (  # for Apache: says when it listens for SIGUSR1, reports it, then exits
+        "import signal; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1});"
+        "print('ready', flush=True); signal.sigwait({signal.SIGUSR1}); print('USR1')"
+    )
+    script = str(FE_DIR / "balancer-members.sh")
+    with subprocess.Popen(["python3", "-c", stand_in], stdout=subprocess.PIPE, text=True) as apache:
+        assert apache.stdout is not None and apache.stdout.readline() == "ready\n"
+        follow = ["--follow", str(members), str(apache.pid), "localhost", "8000"]
+        with subprocess.Popen(
+            ["sh", script, *follow], stderr=subprocess.PIPE, text=True
+        ) as watcher:
+            try:
+                assert apache.communicate(timeout=20)[0] == "USR1\n"
+                said = watcher.communicate(timeout=20)[1]  # its process gone: it stops too
+            finally:
+                apache.kill()
+                watcher.kill()
+    assert watcher.returncode == 0
+    assert "graceful restart of Apache" in said
+    expected = 'BalancerMember "http://127.0.0.1:8000" ${BACKEND_MEMBER} ${BACKEND_HCHECK}\n'
+    assert members.read_text() == expected

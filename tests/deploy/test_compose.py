@@ -378,7 +378,8 @@ def test_hadolint_finds_nothing(path: Path) -> None:
 
 
 def test_backend_replicas_sit_behind_the_fronts_balancer() -> None:
-    """deploy.replicas for the backend; the front lists every replica's address at start."""
+    """deploy.replicas for the backend; the front lists every replica's address at start, and
+    its watcher (--follow, beside Apache) keeps the list up to date."""
     services = load(APP)["services"]
     backend, front = services["backend"], services["frontend"]
     assert backend["deploy"]["replicas"] == "${BACKEND_REPLICAS:-1}"
@@ -386,8 +387,10 @@ def test_backend_replicas_sit_behind_the_fronts_balancer() -> None:
     assert "container_name" not in backend and "ports" not in backend
     script = " ".join(front["command"])
     members = environment(front)["FE_BALANCER_MEMBERS"]
-    assert f"balancer-members.sh --dns backend 8000 >{members}" in script
-    assert script.rstrip().split("&& exec ")[1].startswith("apache2 -f /etc/fe_apache/httpd.conf")
+    assert f"balancer-members.sh --dns backend 8000 >{members} || exit 1;" in script
+    # $$$$ is Compose's escape of $$: the shell's pid, which Apache's becomes after the exec.
+    assert f"balancer-members.sh --follow {members} $$$$ backend 8000 &" in script
+    assert script.rstrip().split("& exec ")[1].startswith("apache2 -f /etc/fe_apache/httpd.conf")
     mounted = "./fe_apache/balancer-members.sh:/etc/fe_apache/balancer-members.sh:ro"
     assert mounted in front["volumes"]
     assert members.startswith("/tmp/") and "/tmp" in front["tmpfs"]

@@ -16,7 +16,6 @@ import signal
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -24,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from tests.deploy.test_setup_local import LocalStack, login, new_local_stack
+from tests.harness.load import Load
 
 # Production topology (issues 13, 14): run by `make test-topology`, which CI runs too,
 # so that `make test` stays within its time budget.
@@ -201,51 +200,6 @@ def test_admin_refresh_reaches_every_worker_of_every_replica_within_1s(stack: Lo
     # refresh, the first request any worker of any replica answers already carries the new one.
     time.sleep(max(0.0, asked_at + 1.0 - time.monotonic()))
     assert set(generations_from_every_worker().values()) == {refreshed.body["generation"]}
-
-
-@dataclass
-class Load:
-    """Client threads sending idempotent GETs through the front until told to stop."""
-
-    url: str
-    cookies: dict[str, str]
-    outcomes: Counter[str] = field(default_factory=Counter)
-    failures: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        session = requests.Session()
-        session.cookies.update(self.cookies)
-        paths = ["/api/health", "/api/auth/me", "/api/ready"]
-        deadline = time.monotonic() + 45  # bounded whatever the test does
-        i = 0
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            path = paths[i % len(paths)]
-            i += 1
-            self.outcomes[self.get(session, path)] += 1
-            # Paced like busy users (~50 requests/s each), not a flood that starves the
-            # replica being restarted on this 2-core machine.
-            time.sleep(0.02)
-
-    def get(self, session: requests.Session, path: str) -> str:
-        try:
-            answer = session.get(self.url + path, timeout=10)
-            status, said = answer.status_code, answer.text[:160]
-        except requests.ConnectionError:
-            # Apache closes a kept-alive client connection without an answer when the replica
-            # died with the request in flight: the signal for a client to send an idempotent
-            # request again, which browsers do by themselves. So does this client, once.
-            self.outcomes["resent after the front closed the connection"] += 1
-            try:
-                answer = session.get(self.url + path, timeout=10)
-                status, said = answer.status_code, answer.text[:160]
-            except requests.RequestException as error:
-                self.failures.append(f"{path}: {error!r}")
-                return "failed"
-        if status != 200:
-            self.failures.append(f"{path}: HTTP {status} {said!r} at {time.strftime('%T')}")
-            return "failed"
-        return "ok"
 
 
 def replica_requests(stack: LocalStack, index: int) -> float:
