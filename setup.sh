@@ -39,8 +39,9 @@ web UI; wait until the app is ready; print the URL and where the admin password 
                   vault_db_net), so two checkouts share one engine (give each its own
                   HTTP_PORT and VAULT_PORT); remembered for later runs (also
                   COMPOSE_PROJECT_NAME)
-  --ha            local mode: three OpenBao nodes in one Raft cluster (ports VAULT_PORT,
-                  +2, +4; retry_join); the backend gets all three addresses
+  --ha            three OpenBao nodes in one Raft cluster (ports VAULT_PORT, +2, +4;
+                  retry_join; with --docker docker-compose.vault-ha.yaml); the backend
+                  gets all three addresses
   --auto-unseal   local mode: a separate unsealer OpenBao (UNSEALER_PORT) whose transit key
                   unseals the main node(s); vault-keys.json then holds recovery keys
                   (both options are remembered for this data dir)
@@ -50,11 +51,12 @@ web UI; wait until the app is ready; print the URL and where the admin password 
   --modsecurity   put ModSecurity + OWASP CRS (blocking) in the Apache front
   --no-apache     local mode: no Apache front even when installed; gunicorn serves the UI
   --sqlite        local mode: SQLite in \$DATA_DIR even when PostgreSQL is installed
-  --tls           local mode: Vault's listener over TLS with the project's CA
+  --tls           Vault's listener over TLS with the project's CA
                   (vault/scripts/make-certs.sh, in \$DATA_DIR/vault/tls), and Apache serves
                   users https://127.0.0.1:HTTPS_PORT with HSTS (HTTP_PORT redirects there);
-                  kept for later runs of this data dir
-  --mtls          --tls, and Vault also requires a client certificate (the backend's
+                  kept for later runs of this data dir; with --docker Vault's listener
+                  only (certificates in vault/tls, docker-compose*-tls.yaml overlays)
+  --mtls          local mode: --tls, and Vault also requires a client certificate (the backend's
                   client.pem; tls_require_and_verify_client_cert)
   --no-tls        back to plain HTTP (after ./setup.sh --stop)
   --stop          stop what $PROG started (data is kept)
@@ -155,6 +157,7 @@ set_local_paths() {
   VAULT_SOCKET="$VAULT_SOCKET_DIR/vault.sock"
   set_tls_paths
   LOCAL_VAULT_ADDR="$VAULT_SCHEME://127.0.0.1:$VAULT_PORT"
+  VAULT_PROJECT_DIR="$DATA_DIR"
   # One audit file for every node: Raft replicates the audit table, paths must match.
   AUDIT_LOG="$VAULT_DIR/logs/audit.log"
 }
@@ -427,8 +430,17 @@ node_vars() {
 }
 
 # VAULT_ADDR of the backend: every node, comma-separated (the client fails over in order).
+# In Docker the containers' names on vault_net (`vault` is the single node's alias).
 app_vault_addr() {
   local n addrs=()
+  if [ "$MODE" = docker ]; then
+    if [ "$HA" = true ]; then
+      printf '%s://vault-1:8200,%s://vault-2:8200,%s://vault-3:8200\n' "$VAULT_SCHEME" "$VAULT_SCHEME" "$VAULT_SCHEME"
+    else
+      printf '%s://vault:8200\n' "$VAULT_SCHEME"
+    fi
+    return 0
+  fi
   for ((n = 1; n <= $(node_count); n++)); do
     node_vars "$n"
     addrs+=("$NODE_ADDR")
@@ -575,7 +587,7 @@ join_ha_nodes() {
 # auto-unseal it only waits: a joining node retries its join every few seconds before it can
 # unseal itself, well past the script's default 10 s on a busy machine.
 unseal_node() {
-  run_vault_script unseal-vault.sh PROJECT_DIR="$DATA_DIR" VAULT_ADDR="$NODE_ADDR" \
+  run_vault_script unseal-vault.sh PROJECT_DIR="$VAULT_PROJECT_DIR" VAULT_ADDR="$NODE_ADDR" \
     VAULT_KEYS_FILE="$KEYS_FILE" AUTO_UNSEAL_WAIT=120
 }
 
@@ -703,7 +715,7 @@ PYEOF
 
 # TLS_MODE off|tls|mtls: this run's option, else what the data dir last ran with.
 set_tls_paths() {
-  TLS_DIR="$DATA_DIR/vault/tls"
+  TLS_DIR="${1:-$DATA_DIR/vault/tls}"
   TLS_MODE="${TLS_REQUEST:-$(cat "$DATA_DIR/tls-mode" 2>/dev/null || true)}"
   case "$TLS_MODE" in
     tls | mtls) VAULT_SCHEME=https ;;
@@ -1638,11 +1650,58 @@ set_compose_projects() {
   [ -z "$PROJECT_NAME" ] || VAULT_STACK="$PROJECT_NAME-vault"
 }
 
+# compose -f FILE ARGS...: FILE is docker-compose.vault.yaml or docker-compose.yaml; the
+# topology picks the files actually used: the three-node file for --ha, the TLS overlays for
+# --tls. Node ports and the backend's Vault address(es) reach Compose's substitution.
 compose() {
-  local file="$2" project="$APP_PROJECT"
-  [ "$(basename "$file")" != docker-compose.vault.yaml ] || project="$VAULT_STACK"
+  local file="$2" project="$APP_PROJECT" files=()
+  shift 2
+  if [ "$(basename "$file")" = docker-compose.vault.yaml ]; then
+    project="$VAULT_STACK"
+    if [ "$HA" = true ]; then
+      files=(-f "$ROOT/docker-compose.vault-ha.yaml")
+      [ "$TLS_MODE" = off ] || files+=(-f "$ROOT/docker-compose.vault-ha-tls.yaml")
+    else
+      files=(-f "$file")
+      [ "$TLS_MODE" = off ] || files+=(-f "$ROOT/docker-compose.vault-tls.yaml")
+    fi
+  else
+    files=(-f "$file")
+    [ "$TLS_MODE" = off ] || files+=(-f "$ROOT/docker-compose.tls.yaml")
+  fi
   # shellcheck disable=SC2046  # "docker compose" is two words on purpose
-  $(compose_cmd) --project-directory "$ROOT" -p "$project" "$@"
+  VAULT_PORT_1="$VAULT_PORT" VAULT_PORT_2=$((VAULT_PORT + 2)) VAULT_PORT_3=$((VAULT_PORT + 4)) \
+    BACKEND_VAULT_ADDR="$(app_vault_addr)" \
+    $(compose_cmd) --project-directory "$ROOT" -p "$project" "${files[@]}" "$@"
+}
+
+# Docker mode keeps its files in the checkout (the scripts' defaults: vault-keys.json, .env,
+# vault/tls); node 1 is the published VAULT_PORT (nodes 2 and 3: +2, +4), as locally.
+set_docker_paths() {
+  set_local_paths
+  set_tls_paths "$ROOT/vault/tls"
+  LOCAL_VAULT_ADDR="$VAULT_SCHEME://127.0.0.1:$VAULT_PORT"
+  KEYS_FILE="$ROOT/vault-keys.json"
+  VAULT_PROJECT_DIR="$ROOT"
+  load_topology
+}
+
+# The project's config with the listener on TLS (the same rewrite as local mode, with the
+# container's paths), and vault-ha.hcl joining over https with the CA: the TLS overlays mount
+# vault/tls/compose/. Rendered on every up, so a changed vault/config reaches the stack.
+render_compose_tls() {
+  local dir="$TLS_DIR/compose"
+  [ "$TLS_MODE" != off ] || return 0
+  mkdir -p "$dir"
+  sed -E 's|^(api_addr[[:space:]]*=[[:space:]]*)"http://|\1"https://|' \
+    "$ROOT/vault/config/vault-config.hcl" >"$dir/vault-config.hcl"
+  sed -E 's|"http://(vault-[1-3]:8200)"|"https://\1"|' "$ROOT/vault/config/vault-ha.hcl" >"$dir/vault-ha.hcl"
+  (
+    TLS_DIR=/vault/tls
+    vault_listener_tls "$dir/vault-config.hcl"
+    ha_join_tls "$dir/vault-ha.hcl"
+  )
+  chmod 0644 "$dir/vault-config.hcl" "$dir/vault-ha.hcl"
 }
 
 docker_up() {
@@ -1650,12 +1709,20 @@ docker_up() {
   remember_mode docker
   choose_replicas
   find_python_env
-  say "starting the Vault stack (docker-compose.vault.yaml)"
+  load_topology save
+  printf '%s\n' "$TLS_MODE" >"$DATA_DIR/tls-mode"
+  ensure_certs
+  render_compose_tls
+  say "starting the Vault stack ($(vault_stack_files))"
   VAULT_PORT="$VAULT_PORT" compose -f "$ROOT/docker-compose.vault.yaml" up -d
   wait_for_port "$VAULT_PORT" "the Vault container (docker compose -f docker-compose.vault.yaml logs vault)"
-  wait_for_vault_api "http://127.0.0.1:$VAULT_PORT"
+  wait_for_vault_api "$LOCAL_VAULT_ADDR"
   say "initializing/unsealing Vault (vault/scripts/init-vault.sh)"
   run_docker_vault_script init-vault.sh
+  join_ha_nodes
+  # Compose reads .env for substitution too: a later `docker compose up` by hand keeps the
+  # backend's Vault address(es).
+  printf 'BACKEND_VAULT_ADDR=%s\n' "$(app_vault_addr)" | python3 "$ROOT/vault/scripts/lib.py" env-upsert "$ROOT/.env"
   # The containers read db_password.txt and approle/secret_id (0640) through the group
   # SECRETS_GID that init-vault.sh records in .env; secrets/ itself stays 0700.
   chmod 0700 "$ROOT/secrets"
@@ -1666,8 +1733,18 @@ docker_up() {
     compose -f "$ROOT/docker-compose.yaml" up -d --build --scale "backend=$REPLICAS"
   recreate_front
   wait_until_ready "$url"
-  print_summary "$url" "http://127.0.0.1:$VAULT_PORT" "$ROOT/vault-keys.json" \
+  print_summary "$url" "$LOCAL_VAULT_ADDR" "$ROOT/vault-keys.json" \
     "$ROOT/vault-operator-token" "docker compose logs -f"
+}
+
+vault_stack_files() {
+  local base=docker-compose.vault.yaml
+  [ "$HA" = false ] || base=docker-compose.vault-ha.yaml
+  if [ "$TLS_MODE" = off ]; then
+    printf '%s\n' "$base"
+  else
+    printf '%s + %s\n' "$base" "${base%.yaml}-tls.yaml"
+  fi
 }
 
 # run_docker_vault_script SCRIPT [OPTION...] against the Vault container (more settings: the
@@ -1675,8 +1752,8 @@ docker_up() {
 run_docker_vault_script() {
   local script="$1"
   shift
-  env -u VAULT_TOKEN VAULT_BIN="$BAO_BIN" PROJECT_DIR="$ROOT" VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" \
-    APP_VAULT_ADDR="http://vault:8200" DB_HOST=db DB_PORT=5432 "$ROOT/vault/scripts/$script" "$@" |
+  env -u VAULT_TOKEN VAULT_BIN="$BAO_BIN" PROJECT_DIR="$ROOT" VAULT_ADDR="$LOCAL_VAULT_ADDR" \
+    APP_VAULT_ADDR="$(app_vault_addr)" DB_HOST=db DB_PORT=5432 "$ROOT/vault/scripts/$script" "$@" |
     sed 's/^/  /' ||
     die "$script failed (its message is above); fix the cause and re-run ./setup.sh: it resumes where it stopped"
 }
@@ -1690,7 +1767,7 @@ run_docker_vault_script() {
 docker_dynamic_credentials() {
   local token admin_password
   token="$(head -n1 "$ROOT/vault-operator-token")"
-  if VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" VAULT_TOKEN="$token" "$BAO_BIN" \
+  if VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_TOKEN="$token" "$BAO_BIN" \
     read database/config/app-postgres >/dev/null 2>&1; then
     say "dynamic database credentials: configured (kept)"
     return 0
@@ -1754,7 +1831,7 @@ wait_for_vault_api() {
 
 docker_stop() {
   if [ "$STOP_WHAT" = vault ]; then
-    compose -f "$ROOT/docker-compose.vault.yaml" stop vault
+    compose -f "$ROOT/docker-compose.vault.yaml" stop
     say "Vault stopped; the app keeps serving from its cache. Back: ./setup.sh (starts and unseals it)"
     return 0
   fi
@@ -1795,15 +1872,21 @@ docker_backup() {
   }
   mv "$target/app-db.dump.tmp" "$target/app-db.dump"
   say "database: pg_dump (custom format) in $target/app-db.dump (mode 0600); restore: README.md, \"With Docker\""
-  env -u VAULT_TOKEN VAULT_BIN="$BAO_BIN" PROJECT_DIR="$ROOT" VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" \
+  env -u VAULT_TOKEN VAULT_BIN="$BAO_BIN" PROJECT_DIR="$ROOT" VAULT_ADDR="$LOCAL_VAULT_ADDR" \
     "$ROOT/vault/scripts/snapshot.sh" save "$target/vault.snap" | sed 's/^/  /' ||
     die "snapshot.sh save failed (its message is above)"
   say "backup written to $target"
 }
 
 docker_status() {
-  say "mode: docker"
+  local n
+  say "mode: docker ($(vault_stack_files))"
   compose -f "$ROOT/docker-compose.vault.yaml" ps
+  for ((n = 1; n <= $(node_count); n++)); do
+    node_vars "$n"
+    say "  vault-$n: $NODE_ADDR, $(node_role "$NODE_ADDR")"
+  done
+  say "Vault certificate: $(vault_cert_state)"
   compose -f "$ROOT/docker-compose.yaml" ps
 }
 
@@ -1883,13 +1966,17 @@ main() {
   MODE="$mode"
   LOG_DIR="$DATA_DIR/logs"
   if [ "$mode" = docker ]; then
-    if [ "$HA" = true ] || [ "$AUTO_UNSEAL" = true ]; then
-      die "--ha and --auto-unseal are local-mode options; with Docker run docker-compose.vault-ha.yaml (see VAULT_INTEGRATION.md, Production topology)"
-    fi
-    [ "${TLS_REQUEST:-off}" = off ] ||
-      die "--tls/--mtls are for local mode; for the Compose stacks see VAULT_INTEGRATION.md, \"TLS and production checklist\""
+    [ "$AUTO_UNSEAL" = false ] ||
+      die "--auto-unseal is a local-mode option; for the Compose stacks see VAULT_INTEGRATION.md, Production topology"
+    [ "$TLS_REQUEST" != mtls ] ||
+      die "--mtls is a local-mode option; with Docker use --tls (the backend trusts the project's CA)"
     docker_works || die "--docker: no working Docker engine with Compose (docker info, docker compose version and docker-compose all failed)"
     set_compose_projects
+    set_docker_paths
+    [ "$TLS_MODE" != mtls ] ||
+      die "this data dir last ran with --mtls (local mode); with Docker use --tls or --no-tls"
+    [ "$AUTO_UNSEAL" = false ] ||
+      die "this data dir last ran with --auto-unseal (local mode), which Docker mode does not offer: ./setup.sh --local, or another DATA_DIR"
     case "$action" in
       up) docker_up ;;
       stop) docker_stop ;;

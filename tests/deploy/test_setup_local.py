@@ -268,12 +268,14 @@ def test_setup_help_and_bad_option() -> None:
     bad = subprocess.run([str(SETUP), "--bogus"], capture_output=True, text=True, check=False)
     assert bad.returncode != 0
     assert "unknown option '--bogus'" in bad.stderr
-    # HA and auto-unseal are local-mode options; Docker has its own HA Compose file.
-    docker_ha = subprocess.run(
-        [str(SETUP), "--docker", "--ha"], capture_output=True, text=True, check=False
-    )
-    assert docker_ha.returncode != 0
-    assert "docker-compose.vault-ha.yaml" in docker_ha.stderr
+    # Auto-unseal and mutual TLS are local-mode options (--ha and --tls work with Docker:
+    # tests/docker/test_compose_topology.py); refused before anything starts.
+    for option in ("--auto-unseal", "--mtls"):
+        refused = subprocess.run(
+            [str(SETUP), "--docker", option], capture_output=True, text=True, check=False
+        )
+        assert refused.returncode != 0
+        assert f"{option} is a local-mode option" in refused.stderr
 
 
 @pytest.mark.parametrize(
