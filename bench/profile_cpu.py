@@ -197,7 +197,7 @@ def report(
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    top = int(os.environ.get("PROFILE_TOP", "0"))
+    top = int(os.environ.get("PROFILE_TOP", "0"))  # PROFILE_ONLY=me: no logins
     bindir = find_pg_bin()
     if bindir is None:
         raise SystemExit("needs PostgreSQL binaries")
@@ -249,6 +249,8 @@ def main() -> None:
             f"\n/me above bare: {me_cpu - bare_cpu:.3f} ms CPU; "
             f"CPU of bare / CPU of /me {bare_cpu / me_cpu:.2f}"
         )
+        if os.environ.get("PROFILE_ONLY") == "me":
+            return
         logins = max(20, count // 50)
         bare_login = environ_factory("POST", "/api/auth/login", body=login_body)
         bare_login_cpu, bare_rest = report("bare POST /api/auth/login", bare, bare_login, logins, 0)

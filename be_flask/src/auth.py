@@ -25,7 +25,6 @@ from flask_jwt_extended import (
 )
 from flask_jwt_extended.config import config as jwt_config
 from flask_jwt_extended.exceptions import CSRFError
-from flask_jwt_extended.tokens import _decode_jwt
 from jwt.exceptions import DecodeError, ExpiredSignatureError
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
@@ -33,6 +32,7 @@ from sqlalchemy.orm import Session
 from src import jwt_keys
 from src.database import insert_ignoring_conflict
 from src.errors import error_response
+from src.jwt_decode import decode_jwt
 from src.logging_setup import security_event
 from src.models import RevokedFamily, RevokedToken, User, public_user, utcnow
 
@@ -62,25 +62,36 @@ class AppJWTManager(JWTManager):
         header = _unverified_header(encoded_token)
         g.jwt_header = (encoded_token, header)
         kwargs: dict[str, Any] = {
-            "algorithms": jwt_config.decode_algorithms,
-            "audience": jwt_config.decode_audience,
+            **_decode_options(),
             "csrf_value": csrf_value,
             "encoded_token": encoded_token,
-            "identity_claim_key": jwt_config.identity_claim_key,
-            "issuer": jwt_config.decode_issuer,
-            "leeway": jwt_config.leeway,
             "secret": self._decode_key_callback(header, {}),
-            "verify_aud": jwt_config.decode_audience is not None,
-            "verify_sub": jwt_config.verify_sub,
         }
         try:
-            decoded: dict[str, Any] = _decode_jwt(**kwargs, allow_expired=allow_expired)
+            decoded = decode_jwt(**kwargs, allow_expired=allow_expired)
         except ExpiredSignatureError as error:
             # As the library does: its expired-token handler reads the header and claims.
             error.jwt_header = header  # type: ignore[attr-defined]
-            error.jwt_data = _decode_jwt(**kwargs, allow_expired=True)  # type: ignore[attr-defined]
+            error.jwt_data = decode_jwt(**kwargs, allow_expired=True)  # type: ignore[attr-defined]
             raise
         return decoded
+
+
+def _decode_options() -> dict[str, Any]:
+    """The library's decode settings of this app, read from its config once, not per token."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    options: dict[str, Any] | None = app.extensions.get("jwt_decode_options")
+    if options is None:
+        options = app.extensions["jwt_decode_options"] = {
+            "algorithms": jwt_config.decode_algorithms,
+            "audience": jwt_config.decode_audience,
+            "identity_claim_key": jwt_config.identity_claim_key,
+            "issuer": jwt_config.decode_issuer,
+            "leeway": jwt_config.leeway,
+            "verify_aud": jwt_config.decode_audience is not None,
+            "verify_sub": jwt_config.verify_sub,
+        }
+    return options
 
 
 def _unverified_header(encoded_token: str) -> dict[str, Any]:

@@ -14,9 +14,9 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
-from flask import Flask, current_app, request
+from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter, RequestLimit, RouteLimit
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, RedisStorage
@@ -249,6 +249,7 @@ def init_app(app: Flask) -> None:
     # only find none (at a cost on every route). The limited views check in their decorator.
     hooks = app.before_request_funcs.setdefault(None, [])
     hooks[:] = [hook for hook in hooks if hook != limiter._check_request_limit]
+    _headers_only_on_refresh(app, limiter)
     app.extensions["rate_limiter"] = limiter
     app.extensions["login_limit_fallback"] = FixedWindowRateLimiter(MemoryStorage())
     # Registered now (no I/O; EVALSHA from its first use on): no storage when limits are off.
@@ -257,6 +258,28 @@ def init_app(app: Flask) -> None:
         app.extensions["login_budget_script"] = script
     app.view_functions["auth.login"] = limit_login(app.view_functions["auth.login"])
     _limit(app, "auth.refresh", limiter.limit(refresh_limits))
+
+
+def _headers_only_on_refresh(app: Flask, limiter: Limiter) -> None:
+    """Run the extension's after-request work (X-RateLimit and Retry-After headers, its
+    per-request state) for refresh only: no other route has a limit of the extension's (login
+    counts in its own decorator and sets Retry-After itself), and the hooks cost every request
+    tens of microseconds to find nothing."""
+    inject = Limiter._Limiter__inject_headers  # type: ignore[attr-defined]
+    after = app.after_request_funcs.setdefault(None, [])
+    headers = [hook for hook in after if getattr(hook, "func", None) is inject]
+    after[:] = [hook for hook in after if hook not in headers]
+    # Its teardown only empties that per-request state, which lives on the request context.
+    teardown = app.teardown_request_funcs.setdefault(None, [])
+    teardown[:] = [hook for hook in teardown if getattr(hook, "__self__", None) is not limiter]
+
+    def refresh_headers(response: Response) -> Response:
+        if request.endpoint == "auth.refresh":
+            for hook in headers:
+                response = cast(Response, hook(response))
+        return response
+
+    after.append(refresh_headers)
 
 
 def _limit(app: Flask, endpoint: str, limit: RouteLimit) -> None:
