@@ -1,7 +1,8 @@
 """Where one worker's time goes under wrk on GET /api/auth/me: py-spy samples, by category.
 
 Not part of `make bench` (py-spy is no dependency): `pip install py-spy`, then
-`python -m bench.profile_me [seconds]`. One gunicorn worker (the config's threads) on the same
+`python -m bench.profile_me [seconds]` (PROFILE_GIL=1: samples of the thread holding the GIL
+only, i.e. where the CPU goes, not where threads wait). One gunicorn worker (the config's threads) on the same
 real PostgreSQL and OpenBao as bench_perf, JSON logs at INFO, rate limits on Redis if it answers.
 The raw collapsed stacks are kept (path printed) for a flame graph.
 """
@@ -9,6 +10,7 @@ The raw collapsed stacks are kept (path printed) for a flame graph.
 from __future__ import annotations
 
 import collections
+import os
 import shutil
 import subprocess
 import sys
@@ -91,6 +93,8 @@ def main() -> None:
         stacks = workdir / "me.stacks"
         argv = [py_spy, "record", "--pid", str(worker), "--duration", str(int(seconds))]
         argv += ["--rate", "250", "--format", "raw", "--output", str(stacks)]
+        if os.environ.get("PROFILE_GIL"):  # only the thread holding the GIL: where CPU goes
+            argv.append("--gil")
         spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
         sample = wrk(variant, seconds)
