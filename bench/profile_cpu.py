@@ -28,11 +28,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "be_flask"), str(ROOT)]
 
-from tests.harness.app import gunicorn_env, put_secret, read_secret  # noqa: E402
-from tests.harness.openbao import running_openbao  # noqa: E402
-from tests.harness.postgres import PostgresCluster, find_pg_bin  # noqa: E402
+from tests.harness.app import gunicorn_env, read_secret  # noqa: E402
 
-from bench.bench_perf import redis_url  # noqa: E402
+from bench.bench_perf import backing_services, redis_url  # noqa: E402
 
 # A function's own time goes to the first category whose needle is in its file name.
 CATEGORIES = (
@@ -198,22 +196,10 @@ def report(
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     top = int(os.environ.get("PROFILE_TOP", "0"))  # PROFILE_ONLY=me: no logins
-    bindir = find_pg_bin()
-    if bindir is None:
-        raise SystemExit("needs PostgreSQL binaries")
     work = Path(tempfile.mkdtemp(prefix="profile-cpu-"))
-    cluster = PostgresCluster(bindir=bindir, root=Path(tempfile.mkdtemp(prefix="bench-pg-")))
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, work, True)
-        stack.callback(shutil.rmtree, cluster.root, True)
-        cluster.start()
-        stack.callback(cluster.stop)
-        openbao = stack.enter_context(running_openbao())
-        database, username, password = cluster.create_app_database("profile")
-        location = {"host": cluster.host, "port": str(cluster.port), "database": database}
-        put_secret(
-            openbao, "database/postgres", {**location, "username": username, "password": password}
-        )
+        _cluster, openbao = backing_services(stack, "profile")
         key = read_secret(openbao, "app/flask")["jwt_secret"]
         admin = read_secret(openbao, "app/flask")["admin_password"]
         metrics_dir = work / "metrics"

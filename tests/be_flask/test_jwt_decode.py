@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jwt
 import pytest
+from flask_jwt_extended.exceptions import CSRFError
 
 from src.jwt_decode import decode_jwt
 
@@ -14,12 +15,12 @@ GOOD = jwt.encode(CLAIMS, KEY, algorithm="HS256", headers={"kid": "1"})
 HEADER, PAYLOAD, SIGNATURE = GOOD.split(".")
 
 
-def ours(token: str) -> dict[str, object]:
+def ours(token: str, csrf_value: str | None = None) -> dict[str, object]:
     return decode_jwt(
         algorithms=["HS256"],
         allow_expired=False,
         audience=AUDIENCE,
-        csrf_value=None,
+        csrf_value=csrf_value,
         encoded_token=token,
         identity_claim_key="sub",
         issuer=ISSUER,
@@ -68,21 +69,7 @@ def test_same_answer_as_pyjwt(token: str) -> None:
 
 
 def test_defaults_and_csrf_as_the_library() -> None:
-    decoded = ours(GOOD)
+    decoded = ours(GOOD, csrf_value="c")
     assert decoded["type"] == "access" and decoded["fresh"] is False
-    from flask_jwt_extended.exceptions import CSRFError
-
     with pytest.raises(CSRFError):
-        decode_jwt(
-            algorithms=["HS256"],
-            allow_expired=False,
-            audience=AUDIENCE,
-            csrf_value="not c",
-            encoded_token=GOOD,
-            identity_claim_key="sub",
-            issuer=ISSUER,
-            leeway=0,
-            secret=KEY,
-            verify_aud=True,
-            verify_sub=True,
-        )
+        ours(GOOD, csrf_value="not c")
