@@ -47,7 +47,7 @@ from tests.harness.app import (  # noqa: E402
     Gunicorn,
     gunicorn_env,
     launch_gunicorn,
-    put_secret,
+    publish_database,
     read_secret,
 )
 from tests.harness.openbao import OpenBao, running_openbao  # noqa: E402
@@ -402,26 +402,30 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs, load average {' '.join(load)}"
 
 
+def backing_services(stack: ExitStack, name: str) -> tuple[PostgresCluster, OpenBao]:
+    """A private PostgreSQL cluster and OpenBao (init-vault.sh), both gone when the stack
+    closes, with the backend's database published in Vault at secret/database/postgres."""
+    bindir = find_pg_bin()
+    if bindir is None:
+        raise SystemExit("PostgreSQL binaries not found")
+    cluster = PostgresCluster(bindir=bindir, root=Path(tempfile.mkdtemp(prefix="bench-pg-")))
+    stack.callback(shutil.rmtree, cluster.root, True)
+    cluster.start()
+    stack.callback(cluster.stop)
+    openbao = stack.enter_context(running_openbao())
+    publish_database(openbao, cluster, name)
+    return cluster, openbao
+
+
 def main() -> None:
     """Start PostgreSQL, OpenBao and the servers, then measure and print."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found (Debian package `wrk`): cannot run bench_perf")
-    bindir = find_pg_bin()
-    if bindir is None:
-        raise SystemExit("PostgreSQL binaries not found: cannot run bench_perf")
     workdir = Path(tempfile.mkdtemp(prefix="bench-perf-"))
     logdir = workdir / "logs"
     logdir.mkdir()
-    cluster = PostgresCluster(bindir=bindir, root=Path(tempfile.mkdtemp(prefix="bench-pg-")))
     with ExitStack() as stack:
-        cluster.start()
-        stack.callback(cluster.stop)
-        openbao = stack.enter_context(running_openbao())
-        database, username, password = cluster.create_app_database("bench")
-        location = {"host": cluster.host, "port": str(cluster.port), "database": database}
-        put_secret(
-            openbao, "database/postgres", {**location, "username": username, "password": password}
-        )
+        cluster, openbao = backing_services(stack, "bench")
         variants, limits = start_servers(stack, openbao, logdir, workdir)
         print(
             f"bench_perf {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {machine()}; "

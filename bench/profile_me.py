@@ -1,14 +1,17 @@
 """Where one worker's time goes under wrk on GET /api/auth/me: py-spy samples, by category.
 
 Not part of `make bench` (py-spy is no dependency): `pip install py-spy`, then
-`python -m bench.profile_me [seconds]`. One gunicorn worker (the config's threads) on the same
-real PostgreSQL and OpenBao as bench_perf, JSON logs at INFO, rate limits on Redis if it answers.
+`python -m bench.profile_me [seconds]` (PROFILE_GIL=1: samples of the thread holding the GIL
+only, i.e. where the CPU goes, not where threads wait). One gunicorn worker (the config's
+threads) on the same real PostgreSQL and OpenBao as bench_perf, JSON logs at INFO, rate limits
+on Redis if it answers.
 The raw collapsed stacks are kept (path printed) for a flame graph.
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import shutil
 import subprocess
 import sys
@@ -20,11 +23,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "be_flask"), str(ROOT)]
 
-from tests.harness.app import gunicorn_env, launch_gunicorn, put_secret, read_secret  # noqa: E402
-from tests.harness.openbao import running_openbao  # noqa: E402
-from tests.harness.postgres import PostgresCluster, find_pg_bin  # noqa: E402
+from tests.harness.app import gunicorn_env, launch_gunicorn, read_secret  # noqa: E402
 
-from bench.bench_perf import Variant, redis_url, session_cookie, workers, wrk  # noqa: E402
+from bench.bench_perf import (  # noqa: E402
+    Variant,
+    backing_services,
+    redis_url,
+    session_cookie,
+    workers,
+    wrk,
+)
 
 # First match wins, tried from the innermost frame outwards: a sample counts once.
 CATEGORIES = (
@@ -65,21 +73,11 @@ def _category(frames: list[str]) -> str:
 def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
     py_spy = shutil.which("py-spy")
-    bindir = find_pg_bin()
-    if py_spy is None or bindir is None or shutil.which("wrk") is None:
-        raise SystemExit("needs py-spy, wrk and PostgreSQL binaries")
+    if py_spy is None or shutil.which("wrk") is None:
+        raise SystemExit("needs py-spy and wrk")
     workdir = Path(tempfile.mkdtemp(prefix="profile-me-"))
-    cluster = PostgresCluster(bindir=bindir, root=Path(tempfile.mkdtemp(prefix="bench-pg-")))
     with ExitStack() as stack:
-        cluster.start()
-        stack.callback(cluster.stop)
-        stack.callback(shutil.rmtree, cluster.root, True)
-        openbao = stack.enter_context(running_openbao())
-        database, username, password = cluster.create_app_database("profile")
-        location = {"host": cluster.host, "port": str(cluster.port), "database": database}
-        put_secret(
-            openbao, "database/postgres", {**location, "username": username, "password": password}
-        )
+        _cluster, openbao = backing_services(stack, "profile")
         env = gunicorn_env(openbao, LOG_LEVEL="INFO", REDIS_URL=redis_url())
         server = launch_gunicorn(env, workdir, "me", workers=1)
         stack.callback(server.stop)
@@ -91,6 +89,8 @@ def main() -> None:
         stacks = workdir / "me.stacks"
         argv = [py_spy, "record", "--pid", str(worker), "--duration", str(int(seconds))]
         argv += ["--rate", "250", "--format", "raw", "--output", str(stacks)]
+        if os.environ.get("PROFILE_GIL"):  # only the thread holding the GIL: where CPU goes
+            argv.append("--gil")
         spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
         sample = wrk(variant, seconds)

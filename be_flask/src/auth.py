@@ -21,13 +21,10 @@ from flask_jwt_extended import (
     create_refresh_token,
     current_user,
     jwt_required,
-    set_access_cookies,
-    set_refresh_cookies,
     view_decorators,
 )
 from flask_jwt_extended.config import config as jwt_config
 from flask_jwt_extended.exceptions import CSRFError
-from flask_jwt_extended.tokens import _decode_jwt
 from jwt.exceptions import DecodeError, ExpiredSignatureError
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
@@ -35,6 +32,7 @@ from sqlalchemy.orm import Session
 from src import jwt_keys
 from src.database import insert_ignoring_conflict
 from src.errors import error_response
+from src.jwt_decode import decode_jwt
 from src.logging_setup import security_event
 from src.models import RevokedFamily, RevokedToken, User, public_user, utcnow
 
@@ -64,25 +62,36 @@ class AppJWTManager(JWTManager):
         header = _unverified_header(encoded_token)
         g.jwt_header = (encoded_token, header)
         kwargs: dict[str, Any] = {
-            "algorithms": jwt_config.decode_algorithms,
-            "audience": jwt_config.decode_audience,
+            **_decode_options(),
             "csrf_value": csrf_value,
             "encoded_token": encoded_token,
-            "identity_claim_key": jwt_config.identity_claim_key,
-            "issuer": jwt_config.decode_issuer,
-            "leeway": jwt_config.leeway,
             "secret": self._decode_key_callback(header, {}),
-            "verify_aud": jwt_config.decode_audience is not None,
-            "verify_sub": jwt_config.verify_sub,
         }
         try:
-            decoded: dict[str, Any] = _decode_jwt(**kwargs, allow_expired=allow_expired)
+            decoded = decode_jwt(**kwargs, allow_expired=allow_expired)
         except ExpiredSignatureError as error:
             # As the library does: its expired-token handler reads the header and claims.
             error.jwt_header = header  # type: ignore[attr-defined]
-            error.jwt_data = _decode_jwt(**kwargs, allow_expired=True)  # type: ignore[attr-defined]
+            error.jwt_data = decode_jwt(**kwargs, allow_expired=True)  # type: ignore[attr-defined]
             raise
         return decoded
+
+
+def _decode_options() -> dict[str, Any]:
+    """The library's decode settings of this app, read from its config once, not per token."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    options: dict[str, Any] | None = app.extensions.get("jwt_decode_options")
+    if options is None:
+        options = app.extensions["jwt_decode_options"] = {
+            "algorithms": jwt_config.decode_algorithms,
+            "audience": jwt_config.decode_audience,
+            "identity_claim_key": jwt_config.identity_claim_key,
+            "issuer": jwt_config.decode_issuer,
+            "leeway": jwt_config.leeway,
+            "verify_aud": jwt_config.decode_audience is not None,
+            "verify_sub": jwt_config.verify_sub,
+        }
+    return options
 
 
 def _unverified_header(encoded_token: str) -> dict[str, Any]:
@@ -206,13 +215,16 @@ class SessionUser:
 _USERS = User.__table__.c
 # Everything that decides whether a token is still good, in one statement built once (its
 # compiled form is cached): the user's row, and the token's and its family's revocation.
-SESSION_STATE = select(
+_SESSION_USER_COLUMNS = (
     _USERS.id,
     _USERS.username,
     _USERS.role,
     _USERS.enabled,
     _USERS.token_version,
     _USERS.created_at,
+)
+SESSION_STATE = select(
+    *_SESSION_USER_COLUMNS,
     select(RevokedToken.__table__.c.reason)
     .where(RevokedToken.__table__.c.jti == bindparam("jti"))
     .scalar_subquery()
@@ -236,7 +248,14 @@ def session_state(payload: dict[str, Any]) -> tuple[Any, ...] | None:
     return db.read_one(SESSION_STATE, params)
 
 
-def _session_user(row: tuple[Any, ...]) -> SessionUser:
+# The user logging in, with the password hash to verify (login: one round trip, no ORM).
+LOGIN_USER = select(*_SESSION_USER_COLUMNS, _USERS.password_hash).where(
+    _USERS.username == bindparam("username")
+)
+
+
+def session_user(row: tuple[Any, ...]) -> SessionUser:
+    """The SessionUser of a row of SESSION_STATE or LOGIN_USER (their first six columns)."""
     return SessionUser(*row[:6])
 
 
@@ -245,7 +264,7 @@ def _load_user(_header: dict[str, Any], payload: dict[str, Any]) -> SessionUser 
     user: SessionUser | None = g.pop("token_user", None)
     if user is None:  # no revocation check ran first (the library always runs one)
         row = session_state(payload)
-        user = None if row is None else _session_user(row)
+        user = None if row is None else session_user(row)
     if user is None or not user.enabled or user.token_version != payload.get("ver"):
         return None
     g.username = user.username
@@ -264,7 +283,7 @@ def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
     row = session_state(payload)  # one round trip for the token, its family and its user
     if row is None:
         return False  # no such user: _load_user refuses the token
-    g.token_user = _session_user(row)  # for _load_user, which runs next
+    g.token_user = session_user(row)  # for _load_user, which runs next
     token_reason, family_reason = row[6:8]
     if family_reason is not None:
         return True
@@ -309,12 +328,39 @@ def session_response(user: User | SessionUser, family: str | None = None) -> Res
     refresh_token = create_refresh_token(user, additional_claims=claims)
     # The access token carries its refresh token's exp: the UI can show when the session ends
     # (its cookies are HttpOnly) and /me answers it without a database lookup.
-    claims[SESSION_EXPIRY_CLAIM] = _unverified_claims(refresh_token)["exp"]
+    refresh_claims = _unverified_claims(refresh_token)
+    claims[SESSION_EXPIRY_CLAIM] = refresh_claims["exp"]
     access_token = create_access_token(user, additional_claims=claims)
-    response = jsonify(user=user.to_dict(), **session_expiry(_unverified_claims(access_token)))
-    set_access_cookies(response, access_token, max_age=_seconds("JWT_ACCESS_TOKEN_EXPIRES"))
-    set_refresh_cookies(response, refresh_token, max_age=_seconds("JWT_REFRESH_TOKEN_EXPIRES"))
+    access_claims = _unverified_claims(access_token)
+    response = jsonify(user=user.to_dict(), **session_expiry(access_claims))
+    _set_token_cookies(response, access_token, access_claims, refresh=False)
+    _set_token_cookies(response, refresh_token, refresh_claims, refresh=True)
     return response
+
+
+def _set_token_cookies(
+    response: Response, token: str, claims: dict[str, Any], refresh: bool
+) -> None:
+    """The token's cookie and its CSRF cookie, exactly as set_access_cookies and
+    set_refresh_cookies set them, but with the CSRF value from the claims just signed: the
+    library gets it by decoding and verifying the token once more (per cookie, per login)."""
+    if refresh:
+        names = (jwt_config.refresh_cookie_name, jwt_config.refresh_csrf_cookie_name)
+        paths = (jwt_config.refresh_cookie_path, jwt_config.refresh_csrf_cookie_path)
+        max_age = _seconds("JWT_REFRESH_TOKEN_EXPIRES")
+    else:
+        names = (jwt_config.access_cookie_name, jwt_config.access_csrf_cookie_name)
+        paths = (jwt_config.access_cookie_path, jwt_config.access_csrf_cookie_path)
+        max_age = _seconds("JWT_ACCESS_TOKEN_EXPIRES")
+    common: dict[str, Any] = {
+        "max_age": max_age,
+        "secure": jwt_config.cookie_secure,
+        "domain": jwt_config.cookie_domain,
+        "samesite": jwt_config.cookie_samesite,
+    }
+    response.set_cookie(names[0], token, httponly=True, path=paths[0], **common)
+    if jwt_config.cookie_csrf_protect and jwt_config.csrf_in_cookies:
+        response.set_cookie(names[1], claims["csrf"], httponly=False, path=paths[1], **common)
 
 
 def session_expiry(access_payload: dict[str, Any]) -> dict[str, str | None]:

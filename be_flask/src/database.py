@@ -13,7 +13,7 @@ from flask import Flask, current_app, g
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.expression import Select
@@ -156,7 +156,10 @@ def _create_engine(app: Flask) -> Engine:
 
 def _read_one_autocommit(engine: Engine, sql: str, params: dict[str, Any]) -> Any:
     """Run one read on a pooled psycopg connection in autocommit; errors as SQLAlchemy's."""
-    connection = engine.raw_connection()  # checkout events run: idle ping, retired credentials
+    try:
+        connection = engine.raw_connection()  # checkout events: idle ping, retired credentials
+    except engine.dialect.loaded_dbapi.Error as error:  # none to be had (do_connect told why)
+        raise _as_sqlalchemy_error(engine, sql, params, error, False) from error
     driver: Any = connection.driver_connection
     try:
         driver.autocommit = True
@@ -169,18 +172,24 @@ def _read_one_autocommit(engine: Engine, sql: str, params: dict[str, Any]) -> An
         disconnected = engine.dialect.is_disconnect(error, driver, None)
         if disconnected:
             connection.invalidate(error)  # not back into the pool
-        # As SQLAlchemy would raise it: OperationalError answers 503 (src/errors.py).
-        raise DBAPIError.instance(
-            sql,
-            params,
-            error,
-            engine.dialect.loaded_dbapi.Error,
-            hide_parameters=True,
-            connection_invalidated=disconnected,
-            dialect=engine.dialect,
-        ) from error
+        raise _as_sqlalchemy_error(engine, sql, params, error, disconnected) from error
     finally:
         connection.close()
+
+
+def _as_sqlalchemy_error(
+    engine: Engine, sql: str, params: dict[str, Any], error: Exception, disconnected: bool
+) -> StatementError:
+    """The driver's error as SQLAlchemy would raise it: OperationalError answers 503."""
+    return DBAPIError.instance(
+        sql,
+        params,
+        error,
+        engine.dialect.loaded_dbapi.Error,
+        hide_parameters=True,
+        connection_invalidated=disconnected,
+        dialect=engine.dialect,
+    )
 
 
 def _ping_idle_connections(engine: Engine) -> None:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
-from flask import Flask, current_app, request
+from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter, RequestLimit, RouteLimit
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage
+from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import FixedWindowRateLimiter, RateLimiter
 from werkzeug.exceptions import TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -81,56 +82,139 @@ def limit_login(view: Callable[..., Any]) -> Callable[..., Any]:
     def limited(*args: Any, **kwargs: Any) -> Any:
         if not current_app.config["RATELIMIT_ENABLED"]:
             return view(*args, **kwargs)
-        strategy = _login_strategy()  # asked once: a storage check is a round trip
-        taken = _take_login_budget(strategy)
+        budgets = _login_budgets()
+        counters = _take_login_budget(budgets)
         response = current_app.make_response(view(*args, **kwargs))  # a failure raises: kept
         if response.status_code == 200:
-            _give_back(strategy, taken)  # successful logins do not use up the budget
+            counters.give_back(budgets)  # successful logins do not use up the budget
         return response
 
     return limited
 
 
-def _login_budgets() -> list[tuple[RateLimitItem, str]]:
+Budgets = list[tuple[RateLimitItem, str]]
+
+
+def _login_budgets() -> Budgets:
     keys = [f"address:{client_address()}", account_and_address_key()]
     return [(item, key) for item in parse_many(current_app.config["LOGIN_LIMITS"]) for key in keys]
 
 
-def _take_login_budget(strategy: RateLimiter) -> list[tuple[RateLimitItem, str]]:
-    """Count this attempt in every budget; 429 (nothing kept) when one is used up."""
+def _take_login_budget(budgets: Budgets) -> LoginCounters:
+    """Count this attempt in every budget; 429 (nothing kept) when one is used up.
+
+    On Redis in one round trip; in this process's own counters while Redis does not answer.
+    """
     prefix = current_app.config["RATELIMIT_KEY_PREFIX"]
-    taken: list[tuple[RateLimitItem, str]] = []
-    for item, key in _login_budgets():
-        allowed = strategy.hit(item, prefix, "login", key)
-        taken.append((item, key))
-        if not allowed:
-            _give_back(strategy, taken)
-            security_event("rate limited", limit=str(item), key=key)
-            reset_at = strategy.get_window_stats(item, prefix, "login", key).reset_time
-            raise TooManyRequests(str(item), retry_after=max(1, math.ceil(reset_at - time.time())))
-    return taken
-
-
-def _give_back(strategy: RateLimiter, taken: list[tuple[RateLimitItem, str]]) -> None:
-    prefix = current_app.config["RATELIMIT_KEY_PREFIX"]
-    try:
-        for item, key in taken:
-            strategy.hit(item, prefix, "login", key, cost=-1)
-    except Exception:  # storage gone since the attempt was counted: the unit stays used
-        log.warning("rate limit storage down: login budget not given back")
-
-
-def _login_strategy() -> RateLimiter:
-    """The shared (Redis) counters; this process's own while the storage does not answer."""
     limiter: Limiter = current_app.extensions["rate_limiter"]
-    fallback: RateLimiter = current_app.extensions["login_limit_fallback"]
-    try:
-        if limiter.storage.check():
-            return limiter.limiter
-    except Exception:  # noqa: S110 - a storage that raises is as down as one that says so
-        pass
-    log.warning("rate limit storage down: counting logins in this process")
-    return fallback
+    counters: LoginCounters = ProcessCounters(current_app.extensions["login_limit_fallback"])
+    if isinstance(limiter.storage, RedisStorage):
+        try:
+            shared = RedisCounters(limiter.storage, prefix)
+            breached = shared.take(budgets)
+            counters = shared
+        except Exception:  # Redis down (or failing): the per-process counters still hold
+            log.warning("rate limit storage down: counting logins in this process")
+            breached = counters.take(budgets)
+    else:
+        breached = counters.take(budgets)
+    if breached is not None:
+        item, key = budgets[breached]
+        security_event("rate limited", limit=str(item), key=key)
+        reset_at = counters.strategy.get_window_stats(item, prefix, "login", key).reset_time
+        raise TooManyRequests(str(item), retry_after=max(1, math.ceil(reset_at - time.time())))
+    return counters
+
+
+class LoginCounters(ABC):
+    """Where login budgets are counted: take all or none, give back after a success."""
+
+    strategy: RateLimiter  # reads a budget's window (the 429's Retry-After)
+
+    @abstractmethod
+    def take(self, budgets: Budgets) -> int | None:
+        """Take one unit of every budget; when one is used up, none: its index."""
+
+    @abstractmethod
+    def give_back(self, budgets: Budgets) -> None:
+        """Return the units a successful login took."""
+
+
+class ProcessCounters(LoginCounters):
+    """This process's own counters (no Redis configured, or Redis down): no round trips."""
+
+    def __init__(self, strategy: RateLimiter) -> None:
+        self.strategy = strategy
+        self.prefix = current_app.config["RATELIMIT_KEY_PREFIX"]
+
+    def take(self, budgets: Budgets) -> int | None:
+        for index, (item, key) in enumerate(budgets):
+            if not self.strategy.hit(item, self.prefix, "login", key):
+                self._add(budgets[: index + 1], -1)
+                return index
+        return None
+
+    def give_back(self, budgets: Budgets) -> None:
+        self._add(budgets, -1)
+
+    def _add(self, budgets: Budgets, cost: int) -> None:
+        for item, key in budgets:
+            self.strategy.hit(item, self.prefix, "login", key, cost=cost)
+
+
+# Every budget of one login in one round trip, atomically: each counter (limits' fixed-window
+# keys, so that limits reads their windows) goes up by ARGV[1]; when one passes its limit,
+# all go back down and its 1-based index is returned. ARGV[1] = -1 gives units back. A counter
+# created here gets its window's expiry, as limits' own incr_expire script does.
+ADD_TO_BUDGETS = """
+local amount = tonumber(ARGV[1])
+local breached = 0
+for i, key in ipairs(KEYS) do
+  local current = redis.call('incrby', key, amount)
+  if current == amount then
+    redis.call('expire', key, ARGV[2 * i])
+  end
+  if amount > 0 and breached == 0 and current > tonumber(ARGV[2 * i + 1]) then
+    breached = i
+  end
+end
+if breached > 0 then
+  for _, key in ipairs(KEYS) do
+    redis.call('decrby', key, amount)
+  end
+end
+return breached
+"""
+
+
+class RedisCounters(LoginCounters):
+    """The counters shared by every worker, in limits' fixed-window keys on Redis."""
+
+    def __init__(self, storage: RedisStorage, prefix: str) -> None:
+        self.strategy = FixedWindowRateLimiter(storage)
+        self.storage = storage
+        self.prefix = prefix
+
+    def take(self, budgets: Budgets) -> int | None:
+        breached = self._add(budgets, 1)
+        return breached - 1 if breached else None
+
+    def give_back(self, budgets: Budgets) -> None:
+        try:
+            self._add(budgets, -1)
+        except Exception:  # storage gone since the attempt was counted: the unit stays used
+            log.warning("rate limit storage down: login budget not given back")
+
+    def _add(self, budgets: Budgets, amount: int) -> int:
+        keys = [
+            self.storage.prefixed_key(item.key_for(self.prefix, "login", key))
+            for item, key in budgets
+        ]
+        args: list[int] = [amount]
+        for item, _key in budgets:
+            args += [item.get_expiry(), item.amount]
+        script = current_app.extensions["login_budget_script"]
+        return int(script(keys=keys, args=args))
 
 
 def refresh_limits() -> str:
@@ -165,10 +249,37 @@ def init_app(app: Flask) -> None:
     # only find none (at a cost on every route). The limited views check in their decorator.
     hooks = app.before_request_funcs.setdefault(None, [])
     hooks[:] = [hook for hook in hooks if hook != limiter._check_request_limit]
+    _headers_only_on_refresh(app, limiter)
     app.extensions["rate_limiter"] = limiter
     app.extensions["login_limit_fallback"] = FixedWindowRateLimiter(MemoryStorage())
+    # Registered now (no I/O; EVALSHA from its first use on): no storage when limits are off.
+    if app.config["RATELIMIT_ENABLED"] and isinstance(limiter.storage, RedisStorage):
+        script = limiter.storage.get_connection().register_script(ADD_TO_BUDGETS.encode())
+        app.extensions["login_budget_script"] = script
     app.view_functions["auth.login"] = limit_login(app.view_functions["auth.login"])
     _limit(app, "auth.refresh", limiter.limit(refresh_limits))
+
+
+def _headers_only_on_refresh(app: Flask, limiter: Limiter) -> None:
+    """Run the extension's after-request work (X-RateLimit and Retry-After headers, its
+    per-request state) for refresh only: no other route has a limit of the extension's (login
+    counts in its own decorator and sets Retry-After itself), and the hooks cost every request
+    tens of microseconds to find nothing."""
+    inject = Limiter._Limiter__inject_headers  # type: ignore[attr-defined]
+    after = app.after_request_funcs.setdefault(None, [])
+    headers = [hook for hook in after if getattr(hook, "func", None) is inject]
+    after[:] = [hook for hook in after if hook not in headers]
+    # Its teardown only empties that per-request state, which lives on the request context.
+    teardown = app.teardown_request_funcs.setdefault(None, [])
+    teardown[:] = [hook for hook in teardown if getattr(hook, "__self__", None) is not limiter]
+
+    def refresh_headers(response: Response) -> Response:
+        if request.endpoint == "auth.refresh":
+            for hook in headers:
+                response = cast(Response, hook(response))
+        return response
+
+    after.append(refresh_headers)
 
 
 def _limit(app: Flask, endpoint: str, limit: RouteLimit) -> None:

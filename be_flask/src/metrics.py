@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import (
@@ -49,12 +50,26 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 
 
+# The labelled children seen so far: labels() validates and locks on every call. Bounded
+# (the method is the client's to choose); past the bound, labels() as before.
+_CHILDREN_MAX = 1024
+_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def _count(response: Response) -> Response:
-    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-    REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    rule = current.url_rule
+    key = (current.method, rule.rule if rule else "unmatched", response.status_code)
+    children = _children.get(key)
+    if children is None:
+        method, endpoint, status = key
+        children = (REQUESTS.labels(method, endpoint, str(status)), LATENCY.labels(endpoint))
+        if len(_children) < _CHILDREN_MAX:
+            _children[key] = children
+    children[0].inc()
     started = g.get(REQUEST_STARTED)
     if started is not None:
-        LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+        children[1].observe(time.perf_counter() - started)
     return response
 
 

@@ -122,14 +122,15 @@ def test_refresh_is_limited_per_address(
 ) -> None:
     client = limited_app(REFRESH_LIMITS="2/minute").test_client()
     assert attempt(client, "user", vault_secrets["user_password"]).status_code == 200
-    statuses = []
+    responses = []
     for _ in range(3):
         csrf = client.get_cookie("csrf_refresh_token")
         assert csrf is not None
-        statuses.append(
-            client.post("/api/auth/refresh", headers={"X-CSRF-TOKEN": csrf.value}).status_code
-        )
-    assert statuses == [200, 200, 429]
+        responses.append(client.post("/api/auth/refresh", headers={"X-CSRF-TOKEN": csrf.value}))
+    assert [response.status_code for response in responses] == [200, 200, 429]
+    # The extension's headers: what is left of the budget, and when to come back.
+    assert responses[0].headers["X-RateLimit-Remaining"] == "1"
+    assert int(responses[2].headers["Retry-After"]) > 0
 
 
 def test_redis_down_does_not_take_logins_down(

@@ -20,10 +20,12 @@ from flask_jwt_extended.exceptions import (
     WrongTokenError,
 )
 from jwt.exceptions import InvalidTokenError
-from sqlalchemy import select
+from sqlalchemy import update
 
 from src.app_secrets import app_secrets
 from src.auth import (
+    LOGIN_USER,
+    SessionUser,
     purge_expired,
     report_refresh_reuse,
     revoke_family,
@@ -31,6 +33,7 @@ from src.auth import (
     rotated_moments_ago,
     session_expiry,
     session_response,
+    session_user,
 )
 from src.errors import ApiError
 from src.extensions import db
@@ -58,18 +61,20 @@ def login() -> Response:
     return session_response(authenticate(username, password))
 
 
-def authenticate(username: str, password: str) -> User:
+def authenticate(username: str, password: str) -> SessionUser:
     """The enabled user with this password; unknown users cost the same and get the same 401."""
-    session = db.session()
-    user = session.scalar(select(User).where(User.username == username))
-    password_ok = verify_password(user.password_hash if user else None, password)
-    if user is None or not password_ok or not user.enabled:
+    row = db.read_one(LOGIN_USER, {"username": username})  # one round trip, no transaction
+    user, password_hash = (None, None) if row is None else (session_user(row), row[-1])
+    password_ok = verify_password(password_hash, password)
+    if user is None or password_hash is None or not password_ok or not user.enabled:
         LOGINS.labels("failed").inc()
         security_event("login failed", user=username[:64])
         slow_down_failed_login(username)
         raise ApiError(401, INVALID_CREDENTIALS)
-    if needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
+    if needs_rehash(password_hash):
+        session = db.session()
+        new_hash = hash_password(password)
+        session.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
         session.commit()
     LOGINS.labels("ok").inc()
     g.username = user.username
