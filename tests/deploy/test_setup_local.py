@@ -639,7 +639,7 @@ def test_readme_daily_operations(local_stack: LocalStack, tmp_path: Path) -> Non
     keys.rename(tmp_path / "keys-aside.json")
     stuck = local_stack.run("--local")
     assert stuck.returncode != 0
-    assert "vault-keys.json (unseal keys) is missing" in stuck.stderr
+    assert "vault-keys.json (unseal or recovery keys) is missing" in stuck.stderr
     assert "./setup.sh --reset" in stuck.stderr
 
 
