@@ -33,14 +33,17 @@ TLS_FILES = ("docker-compose.vault.yaml", "docker-compose.vault-tls.yaml")
 
 
 def down(stack: Project, vault_files: tuple[str, str]) -> None:
-    """Both stacks, the Vault one with the files it ran (Project.down knows the plain one)."""
-    stack.compose("app", "down", "-v", "--remove-orphans", check=False)  # frees vault_net
+    """Both stacks with the files they ran (Project.down knows the plain ones), volumes too."""
     stack.env["VAULT_STACK"] = stack.vault_project
-    files = [arg for name in vault_files for arg in ("-f", name)]
-    stack.sh(
-        "docker-compose", "-p", stack.vault_project, *files, "down", "-v", "--remove-orphans",
-        check=False,
-    )  # fmt: skip
+    for project, files in (
+        (stack.app_project, ("docker-compose.yaml", "docker-compose.tls.yaml")),  # frees vault_net
+        (stack.vault_project, vault_files),
+    ):
+        options = [arg for name in files for arg in ("-f", name)]
+        stack.sh(
+            "docker-compose", "-p", project, *options, "down", "-v", "--remove-orphans",
+            check=False,
+        )  # fmt: skip
 
 
 def project_on(name: str, vault_files: tuple[str, str]) -> Iterator[Project]:
