@@ -54,8 +54,9 @@ web UI; wait until the app is ready; print the URL and where the admin password 
   --tls           Vault's listener over TLS with the project's CA
                   (vault/scripts/make-certs.sh, in \$DATA_DIR/vault/tls), and Apache serves
                   users https://127.0.0.1:HTTPS_PORT with HSTS (HTTP_PORT redirects there);
-                  kept for later runs of this data dir; with --docker Vault's listener
-                  only (certificates in vault/tls, docker-compose*-tls.yaml overlays)
+                  kept for later runs of this data dir; with --docker the same (the front
+                  publishes https on 127.0.0.1:HTTPS_PORT; certificates in vault/tls,
+                  docker-compose*-tls.yaml overlays)
   --mtls          local mode: --tls, and Vault also requires a client certificate (the backend's
                   client.pem; tls_require_and_verify_client_cert)
   --no-tls        back to plain HTTP (after ./setup.sh --stop)
@@ -1671,7 +1672,7 @@ compose() {
   fi
   # shellcheck disable=SC2046  # "docker compose" is two words on purpose
   VAULT_PORT_1="$VAULT_PORT" VAULT_PORT_2=$((VAULT_PORT + 2)) VAULT_PORT_3=$((VAULT_PORT + 4)) \
-    BACKEND_VAULT_ADDR="$(app_vault_addr)" \
+    BACKEND_VAULT_ADDR="$(app_vault_addr)" HTTPS_PORT="$HTTPS_PORT" \
     $(compose_cmd) --project-directory "$ROOT" -p "$project" "${files[@]}" "$@"
 }
 
@@ -1704,8 +1705,18 @@ render_compose_tls() {
   chmod 0644 "$dir/vault-config.hcl" "$dir/vault-ha.hcl"
 }
 
+# Where users go in Docker mode: with --tls the front's https port (docker-compose.tls.yaml
+# publishes it on loopback; HTTP_PORT only redirects there).
+docker_front_url() {
+  if [ "$TLS_MODE" = off ]; then
+    printf 'http://localhost:%s\n' "$HTTP_PORT"
+  else
+    printf 'https://127.0.0.1:%s\n' "$HTTPS_PORT"
+  fi
+}
+
 docker_up() {
-  local url="http://localhost:$HTTP_PORT"
+  local url
   remember_mode docker
   choose_replicas
   find_python_env
@@ -1713,6 +1724,7 @@ docker_up() {
   printf '%s\n' "$TLS_MODE" >"$DATA_DIR/tls-mode"
   ensure_certs
   render_compose_tls
+  url="$(docker_front_url)"
   say "starting the Vault stack ($(vault_stack_files))"
   VAULT_PORT="$VAULT_PORT" compose -f "$ROOT/docker-compose.vault.yaml" up -d
   wait_for_port "$VAULT_PORT" "the Vault container (docker compose -f docker-compose.vault.yaml logs vault)"
@@ -1854,7 +1866,7 @@ docker_restart_app() {
   HTTP_PORT="$HTTP_PORT" BACKEND_REPLICAS="$REPLICAS" \
     compose -f "$ROOT/docker-compose.yaml" up -d --force-recreate --scale "backend=$REPLICAS" backend
   recreate_front
-  wait_until_ready "http://localhost:$HTTP_PORT"
+  wait_until_ready "$(docker_front_url)"
 }
 
 # The db container's pg_dump (the password from its own secret file, never in argv here) and

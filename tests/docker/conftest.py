@@ -49,6 +49,8 @@ class Project:
     root: Path
     env: dict[str, str] = field(default_factory=dict)
     name: str = ""
+    # Run with --tls: users reach the front at https://127.0.0.1:HTTPS_PORT (see `url`).
+    https: bool = False
 
     @property
     def app_project(self) -> str:
@@ -77,6 +79,8 @@ class Project:
 
     @property
     def url(self) -> str:
+        if self.https:
+            return f"https://127.0.0.1:{self.env['HTTPS_PORT']}"
         return f"http://127.0.0.1:{self.env['HTTP_PORT']}"
 
     def down(self) -> None:
@@ -98,7 +102,10 @@ def copy_project(name: str = "") -> Project:
             shutil.copy2(ROOT / tracked, root / tracked)
     (root / ".venv").symlink_to(ROOT / ".venv")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "COMPOSE_"))}
-    env.update(VAULT_PORT=str(free_port()), HTTP_PORT=str(free_port()), READY_TIMEOUT="180")
+    env.update(
+        VAULT_PORT=str(free_port()), HTTP_PORT=str(free_port()), HTTPS_PORT=str(free_port()),
+        READY_TIMEOUT="180",
+    )  # fmt: skip
     stack = Project(root=root, env=env, name=name)
     stack.down()  # a run killed half-way may have left the same-name projects behind
     return stack

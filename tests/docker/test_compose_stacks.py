@@ -22,8 +22,12 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1200)]
 APP = "app"  # Project.compose: the app stack, whatever its project name
 
 
-def login(url: str, username: str, password: str) -> requests.Session:
+def login(url: str, username: str, password: str, verify: str | bool = True) -> requests.Session:
+    """A logged-in session; `verify`: the CA file an https front is checked against."""
     session = requests.Session()
+    session.verify = verify
+    # Else REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the environment would replace `verify`.
+    session.trust_env = verify is True
     response = session.post(
         f"{url}/api/auth/login", json={"username": username, "password": password}, timeout=20
     )

@@ -33,18 +33,22 @@ TLS_FILES = ("docker-compose.vault.yaml", "docker-compose.vault-tls.yaml")
 
 
 def down(stack: Project, vault_files: tuple[str, str]) -> None:
-    """Both stacks, the Vault one with the files it ran (Project.down knows the plain one)."""
-    stack.compose("app", "down", "-v", "--remove-orphans", check=False)  # frees vault_net
+    """Both stacks with the files they ran (Project.down knows the plain ones), volumes too."""
     stack.env["VAULT_STACK"] = stack.vault_project
-    files = [arg for name in vault_files for arg in ("-f", name)]
-    stack.sh(
-        "docker-compose", "-p", stack.vault_project, *files, "down", "-v", "--remove-orphans",
-        check=False,
-    )  # fmt: skip
+    for project, files in (
+        (stack.app_project, ("docker-compose.yaml", "docker-compose.tls.yaml")),  # frees vault_net
+        (stack.vault_project, vault_files),
+    ):
+        options = [arg for name in files for arg in ("-f", name)]
+        stack.sh(
+            "docker-compose", "-p", project, *options, "down", "-v", "--remove-orphans",
+            check=False,
+        )  # fmt: skip
 
 
 def project_on(name: str, vault_files: tuple[str, str]) -> Iterator[Project]:
     stack = copy_project(name)
+    stack.https = True  # both stacks run --tls: users come in over https
     down(stack, vault_files)  # a run killed half-way may have left these stacks behind
     try:
         yield stack
@@ -149,11 +153,17 @@ def check_tls(stack: Project) -> None:
     assert host_key == 0o600
 
 
+def front_login(stack: Project, username: str, password: str) -> requests.Session:
+    """Logged in at the https front, trusting the project's CA (as a browser that imported it)."""
+    return login(stack.url, username, password, verify=ca(stack))
+
+
 def hammer(
-    url: str, password: str, stop: threading.Event, results: list[tuple[int, float]]
+    stack: Project, password: str, stop: threading.Event, results: list[tuple[int, float]]
 ) -> None:
     """Authenticated requests back to back (not token refreshes: those are rate-limited)."""
-    session = login(url, "user", password)
+    url = stack.url
+    session = front_login(stack, "user", password)
     while not stop.is_set():
         started = time.monotonic()
         try:
@@ -201,7 +211,7 @@ def test_setup_docker_ha_tls_survives_the_leader_killed_under_load(ha_project: P
     check_tls(stack)
 
     secrets = app_secrets(stack)
-    admin = login(stack.url, "admin", secrets["admin_password"])
+    admin = front_login(stack, "admin", secrets["admin_password"])
     everyone = {"vault-1", "vault-2", "vault-3"}
     first = leader(stack, everyone)
     assert first is not None
@@ -209,7 +219,7 @@ def test_setup_docker_ha_tls_survives_the_leader_killed_under_load(ha_project: P
     stop = threading.Event()
     results: list[tuple[int, float]] = []
     threads = [
-        threading.Thread(target=hammer, args=(stack.url, secrets["user_password"], stop, results))
+        threading.Thread(target=hammer, args=(stack, secrets["user_password"], stop, results))
         for _ in range(THREADS)
     ]
     for thread in threads:
@@ -263,6 +273,33 @@ def test_setup_docker_ha_tls_survives_the_leader_killed_under_load(ha_project: P
     assert Path(stack.root / ".env").read_text().count("BACKEND_VAULT_ADDR=https://") == 1
 
 
+def check_front_tls(stack: Project, username: str, password: str) -> None:
+    """Users get the app over https only, from a front whose key only www-data reads."""
+    url = stack.url
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"{url}/", timeout=10)  # system CAs only: the certificate is refused
+    page = requests.get(f"{url}/", verify=ca(stack), timeout=10)
+    assert page.status_code == 200, page.text
+    assert page.headers["Strict-Transport-Security"].startswith("max-age="), page.headers
+    plain = requests.get(
+        f"http://127.0.0.1:{stack.env['HTTP_PORT']}/api/health", allow_redirects=False, timeout=10
+    )  # fmt: skip
+    assert plain.status_code == 301, plain.text
+    assert plain.headers["Location"] == f"{url}/api/health", plain.headers
+    # The login's cookies (JWT and CSRF) are Secure: a browser never sends them over http.
+    answer = requests.post(
+        f"{url}/api/auth/login", json={"username": username, "password": password},
+        verify=ca(stack), timeout=20,
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    cookies = answer.raw.headers.getlist("Set-Cookie")
+    assert any(c.startswith("access_token_cookie=") for c in cookies), cookies
+    assert all("; Secure" in c for c in cookies), cookies
+    front = containers(stack, stack.app_project)["frontend"]["Id"]
+    key = stack.sh("docker", "exec", front, "stat", "-c", "%a %U", "/run/front-tls/front-key.pem")
+    assert key.split() == ["400", "www-data"], key
+
+
 def test_setup_docker_tls_single_node(tls_project: Project) -> None:
     """`./setup.sh --docker --tls`: one node on TLS, remembered; the host's scripts find the CA."""
     stack = tls_project
@@ -277,6 +314,8 @@ def test_setup_docker_tls_single_node(tls_project: Project) -> None:
     output = stack.sh("./setup.sh", "--docker", "--tls", "-p", stack.name, timeout=900)
     assert "docker-compose.vault.yaml + docker-compose.vault-tls.yaml" in output
     assert "kept" in output and (stack.root / "vault/tls/vault-key.pem").stat().st_uid == 1000
+    assert (stack.root / "vault/tls/front-key.pem").stat().st_uid == 1000
+    assert f"Ready: https://127.0.0.1:{stack.env['HTTPS_PORT']}" in output, output
     port = stack.env["VAULT_PORT"]
     assert f"VAULT_ADDR=https://127.0.0.1:{port}" in output
     backend = containers(stack, stack.app_project)["backend"]
@@ -286,7 +325,8 @@ def test_setup_docker_tls_single_node(tls_project: Project) -> None:
         "/run/vault-tls/ca.pem",
     )
     secrets = app_secrets(stack)
-    admin = login(stack.url, "admin", secrets["admin_password"])
+    check_front_tls(stack, "admin", secrets["admin_password"])
+    admin = front_login(stack, "admin", secrets["admin_password"])
     panel = admin.get(f"{stack.url}/api/admin/vault/status", timeout=20).json()
     assert panel["authenticated"] is True and panel["current_address"] == "https://vault:8200"
     plain = requests.get(f"http://127.0.0.1:{port}/v1/sys/health", timeout=10)
@@ -309,5 +349,5 @@ def test_setup_docker_tls_single_node(tls_project: Project) -> None:
     ):
         assert time.monotonic() < deadline, "the TLS Vault container never became healthy"
         time.sleep(2)
-    login(stack.url, "admin", secrets["admin_password"])
+    front_login(stack, "admin", secrets["admin_password"])
     assert "Vault certificate: valid" in stack.sh("./setup.sh", "--status")
