@@ -18,6 +18,7 @@ from tests.be_flask.test_gunicorn import session_for
 from tests.be_flask.test_jwt_key_rotation import newest_version, rotate
 from tests.harness.app import Gunicorn, gunicorn_env, read_secret
 from tests.harness.dynamic_db import DynamicSite
+from tests.harness.load import start_threads
 
 THREADS = 4
 SECONDS = 60
@@ -76,12 +77,7 @@ def test_zero_failed_requests_while_everything_rotates(
     audit_start = len(dynamic.server.audit_entries())
     stop = threading.Event()
     results: list[tuple[int, float]] = []
-    threads = [
-        threading.Thread(target=hammer, args=(backend, passwords["user_password"], stop, results))
-        for _ in range(THREADS)
-    ]
-    for thread in threads:
-        thread.start()
+    threads = start_threads(THREADS, hammer, backend, passwords["user_password"], stop, results)
     try:
         for step in (["rotate"], ["rotate"], ["--rollback", str(original)]):
             time.sleep(SECONDS / 4)

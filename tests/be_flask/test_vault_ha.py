@@ -15,6 +15,7 @@ import requests
 from tests.be_flask.test_gunicorn import session_for
 from tests.be_flask.test_rotation_under_load import hammer, refresh_everywhere
 from tests.harness.app import Gunicorn, gunicorn_env, publish_database, put_secret, read_secret
+from tests.harness.load import start_threads
 from tests.harness.openbao import OpenBao
 from tests.harness.openbao_cluster import Cluster, running_cluster
 
@@ -105,12 +106,7 @@ def test_leader_then_second_node_killed_under_load(cluster: Cluster, backend: Gu
     admin = session_for(backend, "admin", passwords["admin_password"])
     stop = threading.Event()
     results: list[tuple[int, float]] = []
-    threads = [
-        threading.Thread(target=hammer, args=(backend, passwords["user_password"], stop, results))
-        for _ in range(THREADS)
-    ]
-    for thread in threads:
-        thread.start()
+    threads = start_threads(THREADS, hammer, backend, passwords["user_password"], stop, results)
     try:
         time.sleep(3)
         first_leader = cluster.wait_for_leader(5)

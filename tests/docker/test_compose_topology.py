@@ -21,6 +21,7 @@ import requests
 
 from tests.docker.conftest import Project, copy_project, remove_project
 from tests.docker.test_compose_stacks import csrf, login
+from tests.harness.load import start_threads
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -218,12 +219,7 @@ def test_setup_docker_ha_tls_survives_the_leader_killed_under_load(ha_project: P
 
     stop = threading.Event()
     results: list[tuple[int, float]] = []
-    threads = [
-        threading.Thread(target=hammer, args=(stack, secrets["user_password"], stop, results))
-        for _ in range(THREADS)
-    ]
-    for thread in threads:
-        thread.start()
+    threads = start_threads(THREADS, hammer, stack, secrets["user_password"], stop, results)
     try:
         time.sleep(3)  # load before the kill
         vault_nodes = containers(stack, stack.vault_project)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import requests
@@ -55,3 +56,13 @@ class Load:
             )
             return "failed"
         return "ok"
+
+
+def start_threads(
+    count: int, target: Callable[..., object], *args: object
+) -> list[threading.Thread]:
+    """`count` client threads running target(*args), already started."""
+    threads = [threading.Thread(target=target, args=args) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads
