@@ -8,7 +8,16 @@ from typing import Any
 
 from flask import Flask
 
-from src import app_secrets, auth, cache_sync, errors, logging_setup, metrics, migrate
+from src import (
+    app_secrets,
+    auth,
+    cache_sync,
+    errors,
+    logging_setup,
+    metrics,
+    migrate,
+    session_cache,
+)
 from src import limiter as rate_limits
 from src.extensions import db, jwt, passwords
 from src.routes import admin, health, users
@@ -51,6 +60,7 @@ def create_app(settings: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     passwords.init_app(app)
     auth.init_app(app, jwt)
+    session_cache.init_app(app)  # remembered session checks, reset by every change
     metrics.init_app(app)
     migrate.init_app(app)  # schema and default users now, retried while the database is away
     cache_sync.init_app(app)

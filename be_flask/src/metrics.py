@@ -26,6 +26,9 @@ REQUESTS = Counter(
 )
 LATENCY = Histogram("http_request_duration_seconds", "Time to answer a request", ["endpoint"])
 LOGINS = Counter("logins_total", "Login attempts by result", ["result"])
+SESSION_CHECKS = Counter(
+    "session_checks_total", "Access-token session checks, by where they were answered", ["source"]
+)
 SECRETS_SOURCE = Gauge(
     "vault_secrets_source",
     "1 for where app secrets come from now (vault, cache or fallback)",

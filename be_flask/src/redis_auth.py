@@ -38,13 +38,20 @@ class VaultRedisCredentials(CredentialProvider):
 def storage_options(app: Flask, redis_url: str) -> dict[str, Any]:
     """Options of the limiter's Redis storage: the password from Vault unless the URL has one
     (an operator's choice) or REDIS_AUTH=none (a Redis without a password, chosen knowingly)."""
-    if urlsplit(redis_url).password is not None:
-        log.info("redis password: from REDIS_URL")
-        return {}
-    if app.config["REDIS_AUTH"] == "none":
+    options = redis_credentials(app, redis_url)
+    if options:
+        log.info("redis password: from Vault (secret/app/flask, key %s)", REDIS_PASSWORD_KEY)
+    elif app.config["REDIS_AUTH"] == "none":
         log.warning(
             "redis password: none (REDIS_AUTH=none): any local client can reach the counters"
         )
+    else:
+        log.info("redis password: from REDIS_URL")
+    return options
+
+
+def redis_credentials(app: Flask, redis_url: str) -> dict[str, Any]:
+    """The credential_provider option of a Redis client of the app ({} when none is needed)."""
+    if urlsplit(redis_url).password is not None or app.config["REDIS_AUTH"] == "none":
         return {}
-    log.info("redis password: from Vault (secret/app/flask, key %s)", REDIS_PASSWORD_KEY)
     return {"credential_provider": VaultRedisCredentials(app)}

@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "LOG_LEVEL": "INFO",
     "LOG_FILE": "",
     "CACHE_GENERATION_CHECK_SECONDS": 1.0,
+    # Longest a worker trusts a remembered session check (src/session_cache.py); 0: never.
+    "SESSION_CACHE_SECONDS": 2.0,
     # VAULT_DB_MODE=dynamic: the role owning the tables, which migrations SET ROLE to.
     "DB_OWNER_ROLE": "flask_owner",
 }
@@ -60,6 +62,7 @@ _ENV_KEYS = (
     "LOG_FILE",
     "AUTO_MIGRATE",
     "DB_OWNER_ROLE",
+    "SESSION_CACHE_SECONDS",
 )
 _BOOLEAN_KEYS = ("JWT_COOKIE_SECURE", "RATELIMIT_ENABLED", "AUTO_MIGRATE")
 _INTEGER_KEYS = ("TRUSTED_PROXIES",)
@@ -80,10 +83,21 @@ def load_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         settings[key] = _as_bool(settings[key])
     for key in _INTEGER_KEYS:
         settings[key] = int(settings[key])
+    settings["SESSION_CACHE_SECONDS"] = _seconds(settings, "SESSION_CACHE_SECONDS")
     _check_cookie_security(settings)
     if settings["REDIS_AUTH"] not in ("vault", "none"):
         raise RuntimeError(f"REDIS_AUTH must be vault or none, not {settings['REDIS_AUTH']!r}")
     return settings
+
+
+def _seconds(settings: dict[str, Any], key: str) -> float:
+    try:
+        value = float(settings[key])
+    except (TypeError, ValueError):
+        raise RuntimeError(f"{key} must be a number of seconds, not {settings[key]!r}") from None
+    if not 0 <= value <= 3600:
+        raise RuntimeError(f"{key} must be between 0 and 3600 seconds, not {value}")
+    return value
 
 
 def _check_cookie_security(settings: dict[str, Any]) -> None:

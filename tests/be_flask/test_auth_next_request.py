@@ -1,9 +1,11 @@
-"""No worker keeps authorisation state: a change in one refuses the next request in another.
+"""No worker keeps stale authorisation state: a change in one refuses the next request in another.
 
-Two apps on one database stand for two gunicorn workers. The session is used once in worker B
-first (anything B could cache about it, it has now), then an admin in worker A changes the user
-or ends the session, and B's very next request with the same cookie must be refused. A per-worker
-cache of users or revocations, however short-lived, fails these tests.
+Two apps on one database stand for two gunicorn workers, run twice: without Redis (every check
+reads the database) and with the session cache on (src/session_cache.py, its entries allowed to
+live 10 minutes, so only the generation reset can refuse). The session is used in worker B first
+(twice: with the cache on, the second check is answered from B's memory), then an admin in worker
+A changes the user or ends the session, and B's very next request with the same cookie must be
+refused. A per-worker cache that a change does not reset, however short-lived, fails these tests.
 """
 
 from __future__ import annotations
@@ -12,18 +14,38 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 
 from tests.be_flask.test_users import ENDED, PASSWORD, create_user, patch
-from tests.harness.app import csrf_headers, login
+from tests.harness.app import csrf_headers, login, random_name
+from tests.harness.servers import missing_server
 
 REVOKED = "token has been revoked"
+REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-@pytest.fixture(scope="module")
-def workers(make_app: Callable[..., Flask]) -> tuple[Flask, Flask]:
-    return make_app(), make_app()
+@pytest.fixture(scope="module", params=["database", "session cache"])
+def workers(request: pytest.FixtureRequest, make_app: Callable[..., Flask]) -> tuple[Flask, Flask]:
+    if request.param == "database":
+        return make_app(), make_app()
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+    except redis.RedisError:
+        missing_server("Redis is not running at 127.0.0.1:6379")
+    settings = {
+        "REDIS_URL": REDIS_URL,
+        "REDIS_AUTH": "none",
+        "RATELIMIT_KEY_PREFIX": random_name("next-request"),  # a generation of their own
+        "SESSION_CACHE_SECONDS": 600,
+    }
+    return make_app(**settings), make_app(**settings)
+
+
+def checks_from_cache() -> float:
+    return REGISTRY.get_sample_value("session_checks_total", {"source": "cache"}) or 0.0
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +56,16 @@ def admin_in_a(workers: tuple[Flask, Flask], vault_secrets: dict[str, Any]) -> F
 
 
 def session_in_b(workers: tuple[Flask, Flask], admin: FlaskClient, role: str) -> tuple[int, Any]:
-    """A new user's session, used once in worker B (200), ready for its next request."""
+    """A new user's session, used twice in worker B (200), ready for its next request."""
     user = create_user(admin, role=role)
     client = workers[1].test_client()
     assert login(client, user["username"], PASSWORD).status_code == 200
-    assert client.get("/api/users" if role == "admin" else "/api/auth/me").status_code == 200
+    path = "/api/users" if role == "admin" else "/api/auth/me"
+    assert client.get(path).status_code == 200
+    remembered = checks_from_cache()
+    assert client.get(path).status_code == 200
+    if workers[1].config["REDIS_URL"]:  # B answered the second check from its memory
+        assert checks_from_cache() == remembered + 1
     return user["id"], client
 
 

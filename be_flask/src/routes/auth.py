@@ -26,6 +26,7 @@ from src.app_secrets import app_secrets
 from src.auth import (
     LOGIN_USER,
     SessionUser,
+    login_required,
     purge_expired,
     report_refresh_reuse,
     revoke_family,
@@ -129,7 +130,7 @@ def _refresh_token_or_none() -> dict[str, Any] | None:
 
 
 @bp.get("/me")
-@jwt_required()
+@login_required
 def me() -> Any:
     """The user of the session and when it expires."""
     return jsonify(user=current_user.to_dict(), **session_expiry(get_jwt()))

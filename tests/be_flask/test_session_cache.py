@@ -1,0 +1,180 @@
+"""The session cache (src/session_cache.py) when Redis fails, hangs or forgets, and its bound.
+
+Revocation through the app is covered in test_auth_next_request.py (both ways). Here: what a
+user sees when Redis is refused or frozen (answers on time, from the database), when the
+generation disappears (Redis restarted or flushed: the next check reads the database), and a
+change made around the app (SQL in psql) reaching every worker within SESSION_CACHE_SECONDS.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
+
+from src.session_cache import SessionCache
+from tests.be_flask.test_users import ENDED, PASSWORD, create_user
+from tests.harness.app import AppDatabase, login, random_name
+from tests.harness.servers import free_port, missing_server, wait_for_port
+
+
+def checks(source: str) -> float:
+    return REGISTRY.get_sample_value("session_checks_total", {"source": source}) or 0.0
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of this test's own, to freeze and kill."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing_server("redis-server is not installed (Debian package redis-server)")
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+    proc = subprocess.Popen([*argv, "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, timeout=10)
+        yield f"redis://127.0.0.1:{port}/0", proc
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def cached_app(make_app: Callable[..., Flask], redis_url: str, seconds: float) -> Flask:
+    return make_app(
+        REDIS_URL=redis_url,
+        REDIS_AUTH="none",
+        RATELIMIT_KEY_PREFIX=random_name("session-cache"),
+        SESSION_CACHE_SECONDS=seconds,
+    )
+
+
+def user_session(app: Flask, admin: FlaskClient) -> tuple[dict[str, Any], FlaskClient]:
+    user = create_user(admin, role="user")
+    client = app.test_client()
+    assert login(client, user["username"], PASSWORD).status_code == 200
+    return user, client
+
+
+def test_a_session_is_answered_from_memory_until_a_change(
+    make_app: Callable[..., Flask], admin_client: FlaskClient, private_redis: tuple[str, Any]
+) -> None:
+    app = cached_app(make_app, private_redis[0], 600)
+    _, client = user_session(app, admin_client)
+    before = checks("cache"), checks("database")
+    for _ in range(5):
+        assert client.get("/api/auth/me").status_code == 200
+    assert (checks("cache") - before[0], checks("database") - before[1]) == (4, 1)
+
+
+def test_redis_refused_every_check_reads_the_database(
+    make_app: Callable[..., Flask], admin_client: FlaskClient
+) -> None:
+    app = cached_app(make_app, "redis://127.0.0.1:1/0", 600)
+    _, client = user_session(app, admin_client)
+    before = checks("cache"), checks("database")
+    for _ in range(3):
+        assert client.get("/api/auth/me").status_code == 200
+    assert (checks("cache") - before[0], checks("database") - before[1]) == (0, 3)
+
+
+def test_a_frozen_redis_costs_one_request_a_quarter_second_then_nothing(
+    make_app: Callable[..., Flask],
+    admin_client: FlaskClient,
+    private_redis: tuple[str, subprocess.Popen[bytes]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, proc = private_redis
+    app = cached_app(make_app, url, 600)
+    _, client = user_session(app, admin_client)
+    assert client.get("/api/auth/me").status_code == 200
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="src.session_cache"):
+            assert client.get("/api/auth/me").status_code == 200
+        first = time.monotonic() - started
+        started = time.monotonic()
+        for _ in range(10):
+            assert client.get("/api/auth/me").status_code == 200
+        next_ten = time.monotonic() - started
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    assert first < 2.0, f"the first request with Redis frozen took {first:.2f} s"
+    assert next_ten < first, f"10 more requests took {next_ten:.2f} s: Redis asked again"
+    assert "Redis read failed, checking sessions in the database" in caplog.text
+
+
+def test_a_lost_generation_and_a_change_made_in_sql_refuse_the_next_request(
+    make_app: Callable[..., Flask],
+    admin_client: FlaskClient,
+    app_database: AppDatabase,
+    private_redis: tuple[str, Any],
+) -> None:
+    """Redis restarted or flushed: the generation is gone, the next check reads the database."""
+    app = cached_app(make_app, private_redis[0], 600)
+    user, client = user_session(app, admin_client)
+    assert client.get("/api/auth/me").status_code == 200
+    disable_in_sql(app_database, user["id"])
+    redis.Redis.from_url(private_redis[0]).flushall()
+    refused = client.get("/api/auth/me")
+    assert (refused.status_code, refused.json["error"]) == (401, ENDED)
+
+
+def test_a_change_made_in_sql_alone_is_seen_within_session_cache_seconds(
+    make_app: Callable[..., Flask],
+    admin_client: FlaskClient,
+    app_database: AppDatabase,
+    private_redis: tuple[str, Any],
+) -> None:
+    """Nothing resets the generation for SQL typed around the app: the entry's age does."""
+    app = cached_app(make_app, private_redis[0], 1.0)
+    user, client = user_session(app, admin_client)
+    assert client.get("/api/auth/me").status_code == 200
+    disable_in_sql(app_database, user["id"])
+    changed = time.monotonic()
+    while client.get("/api/auth/me").status_code == 200:
+        assert time.monotonic() - changed < 1.5, "served past SESSION_CACHE_SECONDS"
+        time.sleep(0.05)
+
+
+def disable_in_sql(database: AppDatabase, user_id: int) -> None:
+    dsn = {"host": database.host, "port": database.port, "dbname": database.database}
+    with psycopg.connect(**dsn, user=database.username, password=database.password) as sql:
+        sql.execute("UPDATE users SET enabled = false WHERE id = %s", (user_id,))
+
+
+class RefusingRedis:
+    """A Redis client whose every command fails (the seam: SessionCache's client)."""
+
+    def delete(self, _key: str) -> None:
+        raise redis.ConnectionError("refused")
+
+    def get(self, _key: str) -> None:
+        raise redis.ConnectionError("refused")
+
+
+def test_a_reset_redis_refused_is_an_alert_and_this_worker_forgets_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = SessionCache(RefusingRedis(), "k", 2.0)  # type: ignore[arg-type]
+    cache.entries["session"] = (b"generation", time.monotonic(), ("row",))
+    with caplog.at_level(logging.ERROR, logger="src.session_cache"):
+        cache.invalidate()
+    assert cache.entries == {}
+    assert "ALERT: session generation not reset in Redis" in caplog.text
+    assert cache.generation() is None  # paused: checks read the database
