@@ -58,7 +58,11 @@ def check_generation() -> None:
     try:
         state.checked_at = now
         generation = _read_generation()
-        if state.seen is not None and generation != state.seen:
+        if state.seen is None:
+            # What this process cached before its first comparison (at start, or for a
+            # /metrics scrape, which never compares) may predate a refresh: read it again.
+            vault_client().invalidate_cache()
+        elif generation != state.seen:
             log.info("vault cache refresh requested", extra={"generation": generation})
             vault_client().invalidate_cache()
         state.seen = generation

@@ -77,6 +77,34 @@ def test_refresh_drops_the_cache_in_every_worker(
             worker.extensions["vault"].invalidate_cache()
 
 
+def test_refresh_reaches_a_worker_that_has_only_been_scraped(
+    make_app: Callable[..., Flask], backend_openbao: Any, vault_secrets: dict[str, Any]
+) -> None:
+    """A worker whose secrets were read (a /metrics scrape) before it ever compared the
+    generation: its first comparison, after someone's refresh, must drop that cache too."""
+    worker_a, worker_b = make_app(), make_app()
+    admin_a, user_b = worker_a.test_client(), worker_b.test_client()
+    assert login(admin_a, "admin", vault_secrets["admin_password"]).status_code == 200
+    assert user_b.get("/metrics").status_code == 200  # B's cache holds app/flask now
+    original = read_secret(backend_openbao, "app/flask")
+    put_secret(backend_openbao, "app/flask", {**original, "jwt_secret": "scraped-" + "s" * 56})
+    try:
+        new_kid = str(newest_version(backend_openbao))
+        response = admin_a.post("/api/admin/vault/refresh", headers=csrf_headers(admin_a))
+        assert response.status_code == 200
+        deadline = time.monotonic() + 5
+        while True:
+            assert login(user_b, "user", vault_secrets["user_password"]).status_code == 200
+            if signing_kid(user_b) == new_kid:
+                break
+            assert time.monotonic() < deadline, "worker B kept the cache it had before refresh"
+            time.sleep(0.2)
+    finally:
+        put_secret(backend_openbao, "app/flask", original)
+        for worker in (worker_a, worker_b):
+            worker.extensions["vault"].invalidate_cache()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_vault_stopped_keeps_sessions_working_from_the_cache(
