@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import jwt
@@ -43,6 +44,30 @@ def signing_kid(client: FlaskClient) -> str:
     return str(jwt.get_unverified_header(cookie.value)["kid"])
 
 
+@contextmanager
+def new_jwt_key(openbao: Any, workers: tuple[Flask, ...], value: str) -> Iterator[str]:
+    """A new jwt_secret version in Vault (its kid), put back and uncached afterwards."""
+    original = read_secret(openbao, "app/flask")
+    put_secret(openbao, "app/flask", {**original, "jwt_secret": value})
+    try:
+        yield str(newest_version(openbao))
+    finally:
+        put_secret(openbao, "app/flask", original)
+        for worker in workers:
+            worker.extensions["vault"].invalidate_cache()
+
+
+def wait_until_signing_with(client: FlaskClient, password: str, kid: str, failure: str) -> None:
+    """Log in again until the worker signs with `kid` (5 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        assert login(client, "user", password).status_code == 200
+        if signing_kid(client) == kid:
+            return
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.2)
+
+
 def test_refresh_drops_the_cache_in_every_worker(
     make_app: Callable[..., Flask], backend_openbao: Any, vault_secrets: dict[str, Any]
 ) -> None:
@@ -51,10 +76,7 @@ def test_refresh_drops_the_cache_in_every_worker(
     admin_a, user_b = worker_a.test_client(), worker_b.test_client()
     assert login(admin_a, "admin", vault_secrets["admin_password"]).status_code == 200
     assert login(user_b, "user", vault_secrets["user_password"]).status_code == 200
-    original = read_secret(backend_openbao, "app/flask")
-    put_secret(backend_openbao, "app/flask", {**original, "jwt_secret": "refreshed-" + "r" * 56})
-    try:
-        new_kid = str(newest_version(backend_openbao))
+    with new_jwt_key(backend_openbao, (worker_a, worker_b), "refreshed-" + "r" * 56) as new_kid:
         # Cached for 300 s: without a refresh worker B keeps signing with the old key.
         assert login(user_b, "user", vault_secrets["user_password"]).status_code == 200
         assert signing_kid(user_b) != new_kid
@@ -64,17 +86,8 @@ def test_refresh_drops_the_cache_in_every_worker(
         assert login(admin_a, "admin", vault_secrets["admin_password"]).status_code == 200
         assert signing_kid(admin_a) == new_kid  # worker A: at once
         assert user_b.get("/api/auth/me").status_code == 200  # sessions survive the rotation
-        deadline = time.monotonic() + 5
-        while True:
-            assert login(user_b, "user", vault_secrets["user_password"]).status_code == 200
-            if signing_kid(user_b) == new_kid:
-                break
-            assert time.monotonic() < deadline, "worker B never dropped its cache"
-            time.sleep(0.2)
-    finally:
-        put_secret(backend_openbao, "app/flask", original)
-        for worker in (worker_a, worker_b):
-            worker.extensions["vault"].invalidate_cache()
+        password = vault_secrets["user_password"]
+        wait_until_signing_with(user_b, password, new_kid, "worker B never dropped its cache")
 
 
 def test_refresh_reaches_a_worker_that_has_only_been_scraped(
@@ -86,23 +99,11 @@ def test_refresh_reaches_a_worker_that_has_only_been_scraped(
     admin_a, user_b = worker_a.test_client(), worker_b.test_client()
     assert login(admin_a, "admin", vault_secrets["admin_password"]).status_code == 200
     assert user_b.get("/metrics").status_code == 200  # B's cache holds app/flask now
-    original = read_secret(backend_openbao, "app/flask")
-    put_secret(backend_openbao, "app/flask", {**original, "jwt_secret": "scraped-" + "s" * 56})
-    try:
-        new_kid = str(newest_version(backend_openbao))
+    with new_jwt_key(backend_openbao, (worker_a, worker_b), "scraped-" + "s" * 56) as new_kid:
         response = admin_a.post("/api/admin/vault/refresh", headers=csrf_headers(admin_a))
         assert response.status_code == 200
-        deadline = time.monotonic() + 5
-        while True:
-            assert login(user_b, "user", vault_secrets["user_password"]).status_code == 200
-            if signing_kid(user_b) == new_kid:
-                break
-            assert time.monotonic() < deadline, "worker B kept the cache it had before refresh"
-            time.sleep(0.2)
-    finally:
-        put_secret(backend_openbao, "app/flask", original)
-        for worker in (worker_a, worker_b):
-            worker.extensions["vault"].invalidate_cache()
+        password = vault_secrets["user_password"]
+        wait_until_signing_with(user_b, password, new_kid, "worker B kept its cache")
 
 
 @pytest.mark.slow
