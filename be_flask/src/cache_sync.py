@@ -40,8 +40,24 @@ def _state(app: Flask) -> CacheSync:
 
 
 def init_app(app: Flask) -> None:
-    """Compare the generation before requests, at most once per interval per process."""
+    """Compare the generation now, then before requests, at most once per interval."""
     app.before_request(check_generation)
+    with app.app_context():
+        _compare_at_start(app)
+
+
+def _compare_at_start(app: Flask) -> None:
+    """Read the generation, then read again what starting cached before it (the database
+    credentials, the secrets), so that no refresh made before this moment is missed and
+    requests find fresh values. Database away: the first request's comparison does it."""
+    state = _state(app)
+    try:
+        state.seen = _read_generation()
+    except (SQLAlchemyError, VaultUnavailableError):
+        _end_failed_transaction()
+        return
+    state.checked_at = time.monotonic()
+    vault_client(app).reread_cache()
 
 
 def check_generation() -> None:
@@ -59,8 +75,8 @@ def check_generation() -> None:
         state.checked_at = now
         generation = _read_generation()
         if state.seen is None:
-            # What this process cached before its first comparison (at start, or for a
-            # /metrics scrape, which never compares) may predate a refresh: read it again.
+            # Not compared at start (database away): what this process cached before (at
+            # start, or for a /metrics scrape, which never compares) may predate a refresh.
             vault_client().invalidate_cache()
         elif generation != state.seen:
             log.info("vault cache refresh requested", extra={"generation": generation})

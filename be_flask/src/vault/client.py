@@ -25,6 +25,7 @@ from .errors import (
     PermissionDeniedError,
     SecretIdWrappingError,
     SecretNotFoundError,
+    VaultClientError,
     VaultUnavailableError,
 )
 from .fallback import APP_SECRETS_PATH, DATABASE_PATH, fallback_secret
@@ -160,6 +161,15 @@ class VaultClient:
         """Make the next read of `path` (or of every path) go to Vault."""
         log.info("invalidating cache of %s", path or "every path")
         self.cache.invalidate(path)
+
+    def reread_cache(self) -> None:
+        """Read every cached path from Vault again now (its old value stays if Vault fails)."""
+        self.invalidate_cache()
+        for path in list(self._entries):
+            try:
+                self.read_secret_entry(path)
+            except VaultClientError as error:  # gone, forbidden, too stale: its next read says
+                log.warning("reading %s again: %s", path, type(error).__name__)
 
     @property
     def source(self) -> Source | None:
