@@ -15,7 +15,7 @@ from src.app_secrets import vault_client
 from src.database import NO_DATABASE_ENDPOINTS, insert_ignoring_conflict
 from src.extensions import db
 from src.models import CacheGeneration
-from src.vault.errors import VaultUnavailableError
+from src.vault.errors import VaultClientError, VaultUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,12 @@ def _compare_at_start(app: Flask) -> None:
     """Read the generation, then read again what starting cached before it (the database
     credentials, the secrets), so that no refresh made before this moment is missed and
     requests find fresh values. Database away: the first request's comparison does it."""
+    if not app.extensions.get("database_prepared"):
+        return  # no database (or no Vault to say where it is) at start
     state = _state(app)
     try:
         state.seen = _read_generation()
-    except (SQLAlchemyError, VaultUnavailableError):
+    except (SQLAlchemyError, VaultClientError):
         _end_failed_transaction()
         return
     state.checked_at = time.monotonic()

@@ -118,6 +118,21 @@ def test_database_down_means_not_ready_but_alive(make_app: Any) -> None:
     assert login.json == {"error": "database unavailable, try again shortly", "status": 503}
 
 
+def test_vault_refused_at_start_means_not_ready_but_alive(make_app: Any) -> None:
+    """Production rules, Vault refusing connections, the database only known from Vault: the
+    app starts (no crash in create_app) and says it is not ready, and why, until Vault is back."""
+    from src.vault_client import VaultClient, VaultSettings
+
+    settings = VaultSettings(
+        addresses=("http://127.0.0.1:1",), role_id="r", secret_id="s", backoff_max=1.0
+    )
+    app = make_app(vault=VaultClient(settings), APP_ENV="production")
+    client = app.test_client()
+    assert client.get("/api/health").status_code == 200
+    ready = client.get("/api/ready")
+    assert ready.json == {"error": "secrets unavailable, try again shortly", "status": 503}
+
+
 def test_alembic_cli_uses_the_app_engine(tmp_path: Any) -> None:
     """`alembic -c migrations/alembic.ini upgrade head` in be_flask/ migrates the app database."""
     env = {
