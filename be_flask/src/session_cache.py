@@ -120,13 +120,16 @@ class SessionCache:
 
 def init_app(app: Flask) -> None:
     """Remember session checks when Redis is configured and SESSION_CACHE_SECONDS > 0."""
-    enabled = bool(app.config["REDIS_URL"]) and app.config["SESSION_CACHE_SECONDS"] > 0
     log.info(
         "session cache",
-        extra={"enabled": enabled, "max_age_seconds": app.config["SESSION_CACHE_SECONDS"]},
+        extra={"enabled": _enabled(app), "max_age_seconds": app.config["SESSION_CACHE_SECONDS"]},
     )
     app.extensions["session_cache"] = None
     _listen_for_changes()
+
+
+def _enabled(app: Flask) -> bool:
+    return bool(app.config["REDIS_URL"]) and app.config["SESSION_CACHE_SECONDS"] > 0
 
 
 def session_cache(app: Flask | None = None) -> SessionCache:
@@ -140,9 +143,8 @@ def session_cache(app: Flask | None = None) -> SessionCache:
 
 def _new_cache(app: Flask) -> SessionCache:
     url = app.config["REDIS_URL"]
-    max_age = float(app.config["SESSION_CACHE_SECONDS"])
     client = None
-    if url and max_age > 0:
+    if _enabled(app):
         client = redis.Redis.from_url(
             url,
             socket_timeout=REDIS_TIMEOUT_SECONDS,
@@ -151,19 +153,14 @@ def _new_cache(app: Flask) -> SessionCache:
             **redis_credentials(app, url),
         )
     key = f"{app.config['RATELIMIT_KEY_PREFIX']}:session-generation"
-    return SessionCache(client, key, max_age)
-
-
-_listening = False
+    return SessionCache(client, key, app.config["SESSION_CACHE_SECONDS"])
 
 
 def _listen_for_changes() -> None:
     """Mark every ORM transaction that writes SESSION_TABLES; reset the generation after its
     commit. Listens on all Sessions once: the marks only ever add invalidations."""
-    global _listening
-    if _listening:
+    if event.contains(Session, "after_commit", _committed):
         return
-    _listening = True
     event.listen(Session, "do_orm_execute", _statement_writes)
     event.listen(Session, "after_flush", _flush_writes)
     event.listen(Session, "after_commit", _committed)

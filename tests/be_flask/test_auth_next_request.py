@@ -14,29 +14,23 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 
 from tests.be_flask.test_users import ENDED, PASSWORD, create_user, patch
 from tests.harness.app import csrf_headers, login, random_name
-from tests.harness.servers import missing_server
+from tests.harness.redis_server import system_redis_url
 
 REVOKED = "token has been revoked"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="module", params=["database", "session cache"])
 def workers(request: pytest.FixtureRequest, make_app: Callable[..., Flask]) -> tuple[Flask, Flask]:
     if request.param == "database":
         return make_app(), make_app()
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
-    except redis.RedisError:
-        missing_server("Redis is not running at 127.0.0.1:6379")
     settings = {
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": system_redis_url(),
         "REDIS_AUTH": "none",
         "RATELIMIT_KEY_PREFIX": random_name("next-request"),  # a generation of their own
         "SESSION_CACHE_SECONDS": 600,

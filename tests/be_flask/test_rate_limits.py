@@ -10,23 +10,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.harness.app import random_name
-from tests.harness.servers import missing_server
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from tests.harness.redis_server import system_redis_url
 
 
 @pytest.fixture(scope="module")
 def redis_server() -> str:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
-    except redis.RedisError:
-        missing_server("Redis is not running at 127.0.0.1:6379")
-    return REDIS_URL
+    return system_redis_url()
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import secrets
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,31 +12,14 @@ import pytest
 import redis
 from flask import Flask
 
-from tests.harness.servers import free_port, missing_server, wait_for_port
+from tests.harness.redis_server import private_redis_server
 
 
 @pytest.fixture
 def private_redis(tmp_path: Path, vault_secrets: dict[str, Any]) -> Iterator[int]:
     """A redis-server that requires Vault's redis_password, as setup.sh --local starts one."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        missing_server("redis-server not installed (apt-get install redis-server)")
-    port = free_port()
-    conf = tmp_path / "redis.conf"
-    conf.write_text(
-        f'bind 127.0.0.1\nport {port}\nsave ""\nappendonly no\n'
-        f"requirepass {vault_secrets['redis_password']}\n"
-    )
-    conf.chmod(0o600)
-    server = subprocess.Popen(
-        [binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_for_port(port, timeout=10)
+    with private_redis_server(tmp_path, vault_secrets["redis_password"]) as (port, _server):
         yield port
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def attempt(app: Flask) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -28,7 +27,7 @@ from prometheus_client import REGISTRY
 from src.session_cache import SessionCache
 from tests.be_flask.test_users import ENDED, PASSWORD, create_user
 from tests.harness.app import AppDatabase, login, random_name
-from tests.harness.servers import free_port, missing_server, wait_for_port
+from tests.harness.redis_server import private_redis_server
 
 
 def checks(source: str) -> float:
@@ -37,21 +36,9 @@ def checks(source: str) -> float:
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A redis-server of this test's own, to freeze and kill."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        missing_server("redis-server is not installed (Debian package redis-server)")
-    port = free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
-    proc = subprocess.Popen([*argv, "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, timeout=10)
-        yield f"redis://127.0.0.1:{port}/0", proc
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)
-            proc.terminate()
-            proc.wait(timeout=10)
+    """A redis-server of this test's own, to freeze and flush."""
+    with private_redis_server(tmp_path) as (port, server):
+        yield f"redis://127.0.0.1:{port}/0", server
 
 
 def cached_app(make_app: Callable[..., Flask], redis_url: str, seconds: float) -> Flask:
@@ -70,7 +57,7 @@ def user_session(app: Flask, admin: FlaskClient) -> tuple[dict[str, Any], FlaskC
     return user, client
 
 
-def test_a_session_is_answered_from_memory_until_a_change(
+def test_a_session_is_answered_from_memory_after_its_first_check(
     make_app: Callable[..., Flask], admin_client: FlaskClient, private_redis: tuple[str, Any]
 ) -> None:
     app = cached_app(make_app, private_redis[0], 600)
