@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify
 from sqlalchemy import text
 
 from src.app_secrets import app_secrets
+from src.errors import RETRY_AFTER_SECONDS
 from src.extensions import db
 from src.vault.errors import VaultUnavailableError
 
@@ -34,7 +35,9 @@ def ready() -> Any:
         return jsonify(status="ready", **checks), 200
     reasons = [database_error] if database_error else []
     reasons += [] if checks["secrets"] else ["secrets unavailable"]
-    return jsonify(status="not ready", reason=", ".join(reasons), **checks), 503
+    response = jsonify(status="not ready", reason=", ".join(reasons), **checks)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response, 503
 
 
 def _database_error() -> str | None:
