@@ -84,7 +84,12 @@ def limit_login(view: Callable[..., Any]) -> Callable[..., Any]:
             return view(*args, **kwargs)
         budgets = _login_budgets()
         counters = _take_login_budget(budgets)
-        response = current_app.make_response(view(*args, **kwargs))  # a failure raises: kept
+        try:
+            response = current_app.make_response(view(*args, **kwargs))
+        except Exception as error:
+            if _server_failure(error):  # database or Vault away: no password was checked
+                counters.give_back(budgets)
+            raise  # a refused login (401) keeps its unit
         if response.status_code == 200:
             counters.give_back(budgets)  # successful logins do not use up the budget
         return response
@@ -93,6 +98,12 @@ def limit_login(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 Budgets = list[tuple[RateLimitItem, str]]
+
+
+def _server_failure(error: Exception) -> bool:
+    """An error the server answers 5xx (not the client's: a wrong password is a 401)."""
+    status = getattr(error, "status", None) or getattr(error, "code", None)
+    return not (isinstance(status, int) and status < 500)
 
 
 def _login_budgets() -> Budgets:

@@ -110,6 +110,20 @@ def test_successful_logins_do_not_use_up_the_budget(
         assert attempt(client, "user", vault_secrets["user_password"]).status_code == 200
 
 
+def test_logins_the_database_could_not_check_do_not_use_up_the_budget(
+    limited_app: Callable[..., Flask], vault_secrets: dict[str, Any]
+) -> None:
+    """A database outage answers logins 503: no password was checked, so no budget is spent
+    (else every user is locked out for the window once the database is back)."""
+    down = limited_app(DATABASE_URL="postgresql+psycopg://nobody:nothing@127.0.0.1:1/none")
+    client = down.test_client()
+    password = vault_secrets["user_password"]
+    assert [attempt(client, "user", password).status_code for _ in range(6)] == [503] * 6
+    back = limited_app().test_client()  # same counters (prefix), same address
+    assert attempt(back, "user", password).status_code == 200
+    assert [attempt(back, "user").status_code for _ in range(6)] == [401] * 5 + [429]
+
+
 def test_refresh_is_limited_per_address(
     limited_app: Callable[..., Flask], vault_secrets: dict[str, Any]
 ) -> None:
