@@ -103,7 +103,7 @@ def test_a_frozen_redis_costs_one_request_a_quarter_second_then_nothing(
         os.kill(proc.pid, signal.SIGCONT)
     assert first < 2.0, f"the first request with Redis frozen took {first:.2f} s"
     assert next_ten < first, f"10 more requests took {next_ten:.2f} s: Redis asked again"
-    assert "Redis read failed, checking sessions in the database" in caplog.text
+    assert "session cache: Redis failed, checking sessions in the database" in caplog.text
 
 
 def test_a_lost_generation_and_a_change_made_in_sql_refuse_the_next_request(
