@@ -28,7 +28,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 
 from src.metrics import SESSION_CHECKS
 from src.outage import Outage
-from src.redis_auth import bounded_redis_options, redis_credentials
+from src.redis_auth import REDIS_TIMEOUT_SECONDS, bounded_redis_options, redis_credentials
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class SessionCache:
         self.key = key
         self.max_age = max_age
         self.entries: dict[Hashable, tuple[bytes, float, Any]] = {}
+        self.reset_pending = False  # a reset Redis refused, to do when it answers again
         self.redis = Outage(
             log,
             "session cache: Redis failed, checking sessions in the database",
@@ -81,6 +82,9 @@ class SessionCache:
         if self.client is None or not self.redis.usable():
             return None
         try:
+            if self.reset_pending:  # a reset Redis refused earlier: done now it answers
+                self.client.delete(self.key)
+                self.reset_pending = False
             value: Any = self.client.get(self.key)
             if value is None:  # deleted by a change (or Redis restarted): start a new one
                 fresh = secrets.token_hex(16).encode()
@@ -97,19 +101,26 @@ class SessionCache:
         self.entries.clear()
         if self.client is None:
             return
-        for _attempt in range(3):
-            try:
-                self.client.delete(self.key)
-                return
-            except redis.RedisError as error:
-                failure = error
-        self.redis.failed(failure)
-        log.error(
-            "ALERT: session generation not reset in Redis: other workers may accept a session "
-            "ended now for up to %s s",
-            self.max_age,
-            extra={"error": type(failure).__name__},
-        )
+        failure: Exception | None = None
+        if self.redis.usable():
+            started = time.monotonic()
+            # Resent at once after a quick refusal; never waited on past one timeout.
+            while time.monotonic() - started < REDIS_TIMEOUT_SECONDS:
+                try:
+                    self.client.delete(self.key)
+                    return
+                except redis.RedisError as error:
+                    failure = error
+        self.reset_pending = True
+        was_down = self.redis.down
+        self.redis.failed(failure or redis.ConnectionError("Redis failed a moment ago"))
+        if not was_down:  # said once per outage; the reset is done when Redis answers again
+            log.error(
+                "ALERT: session generation not reset in Redis: other workers may accept a "
+                "session ended now for up to %s s (reset again once Redis answers)",
+                self.max_age,
+                extra={"error": type(failure).__name__},
+            )
 
 
 def init_app(app: Flask) -> None:

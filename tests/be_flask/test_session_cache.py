@@ -180,3 +180,27 @@ def test_a_reset_redis_refused_is_an_alert_and_this_worker_forgets_at_once(
     assert cache.entries == {}
     assert "ALERT: session generation not reset in Redis" in caplog.text
     assert cache.generation() is None  # paused: checks read the database
+
+
+def test_resets_refused_by_a_frozen_redis_alert_once_and_are_done_when_it_answers(
+    private_redis: tuple[str, subprocess.Popen[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every commit during the outage fails its reset: one ALERT, not one per commit, and the
+    generation other workers compare is renewed as soon as Redis answers again (else their
+    remembered checks of a session ended meanwhile would count until they age out)."""
+    url, proc = private_redis
+    cache = SessionCache(redis.Redis.from_url(url, socket_timeout=0.25), "k", 2.0)
+    before = cache.generation()
+    assert before is not None
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        with caplog.at_level(logging.ERROR, logger="src.session_cache"):
+            for _ in range(3):  # three commits, each a second apart (past the pause)
+                cache.invalidate()
+                time.sleep(1.05)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    assert caplog.text.count("ALERT: session generation not reset in Redis") == 1
+    time.sleep(1.05)  # past the pause after the last failure
+    after = cache.generation()
+    assert after is not None and after != before
