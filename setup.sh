@@ -63,7 +63,9 @@ web UI; wait until the app is ready; print the URL and where the admin password 
   --stop          stop what $PROG started (data is kept)
   --stop vault    stop only the Vault server (the app serves from its cache); $PROG
                   with no option starts it again and unseals it
-  --restart-app   restart the backend and the front only (not needed after
+  --restart-app   restart the backend and the front only, without failing a request:
+                  new gunicorn workers (new code) replica by replica, Apache reloaded
+                  gracefully; whatever is stopped is started (not needed after
                   rotate-secret-id.sh: the backend re-reads secrets/approle/secret_id)
   --status        show what runs, whether Vault is sealed, its seal type and (with TLS)
                   when its certificate expires (warns within CERT_WARN_DAYS, default 30)
@@ -1459,8 +1461,48 @@ local_stop() {
 
 local_restart_app() {
   set_local_paths
+  if reload_app; then
+    wait_until_ready "$(cat "$RUN_DIR/front-url")"
+    return 0
+  fi
   stop_app
   local_up
+}
+
+any_alive() {
+  local pid
+  for pid in "$@"; do
+    kill -0 "$pid" 2>/dev/null && return 0
+  done
+  return 1
+}
+
+# Without a gap: each replica in turn gets new workers (gunicorn's HUP: the new code and
+# gunicorn.conf.py; the old workers finish their requests while the socket stays open, so new
+# requests wait instead of failing), then Apache reloads gracefully. Only when everything runs
+# already; else (or when a replica does not come back) the stop-and-start above.
+reload_app() {
+  local index master i replicas old=()
+  replicas="$(known_replicas)"
+  [ -n "$replicas" ] && [ -s "$RUN_DIR/front-url" ] && alive "$RUN_DIR/apache.pid" apache2 || return 1
+  for index in $replicas; do
+    alive "$(replica_pidfile "$index")" gunicorn || return 1
+  done
+  for index in $replicas; do
+    master="$(cat "$(replica_pidfile "$index")")"
+    read -ra old <"/proc/$master/task/$master/children" || true # no newline at its end
+    say "reloading backend replica $index (new workers, pid $master stays)"
+    kill -HUP "$master"
+    for ((i = 0; i < 600; i++)); do
+      sleep 0.1
+      any_alive "${old[@]}" || [ "$(socket_health "$(replica_socket "$index")")" != 200 ] || break
+    done
+    [ "$i" -lt 600 ] || return 1
+    say "reloading backend replica $index: ok"
+  done
+  say "reloading the Apache front (graceful)"
+  kill -USR1 "$(cat "$RUN_DIR/apache.pid")"
+  say "reloading the Apache front: ok"
 }
 
 component_state() {

@@ -142,3 +142,15 @@ def test_readme_gives_each_vault_command_in_both_spellings() -> None:
         assert line.replace("vault ", ".venv/bin/bao ", 1) in lines, line
     assert "vault kv get secret/database/postgres" in README
     assert re.search(r"vault kv patch secret/app/flask \w+=", README)
+
+
+def test_the_fault_table_has_every_row_and_nothing_lost() -> None:
+    """`make chaos` writes it (tests/chaos/test_fault_matrix.py): every row, 0 lost, 0 twice."""
+    from tests.chaos.test_fault_matrix import ROWS, TABLE_END, TABLE_START
+
+    table = INTEGRATION[INTEGRATION.index(TABLE_START) : INTEGRATION.index(TABLE_END)]
+    lines = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[1:]]
+    assert [(c[0], c[1]) for c in cells] == [(row.dependency, row.fault) for row in ROWS]
+    for row in cells:
+        assert (row[7], row[8], row[9]) == ("0", "0", "0"), row  # lost, twice, rules broken
