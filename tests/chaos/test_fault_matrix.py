@@ -108,6 +108,7 @@ RESULTS: dict[str, Figures] = {}
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
     """A local stack whose audit log lives on a small tmpfs of its own (to be filled up)."""
+    started = time.monotonic()
     with new_local_stack() as local:
         logs = local.data_dir / "vault" / "logs"
         logs.mkdir(parents=True)
@@ -129,7 +130,7 @@ def stack() -> Iterator[LocalStack]:
         try:
             local.up()
             yield local
-            write_table()
+            write_table(time.monotonic() - started)
         finally:
             local.run("--stop", timeout=60)
             subprocess.run(["umount", "-l", str(logs)], check=False)
@@ -550,7 +551,7 @@ def test_no_secret_value_in_any_log_of_the_stack(stack: LocalStack) -> None:
 # --- the table ---------------------------------------------------------------------------------
 
 
-def write_table() -> None:
+def write_table(seconds: float) -> None:
     """Into VAULT_INTEGRATION.md between the markers, when `make chaos` asks (CHAOS_TABLE=1)."""
     if os.environ.get("CHAOS_TABLE") != "1" or len(RESULTS) != len(ROWS):
         return
@@ -568,6 +569,11 @@ def write_table() -> None:
             f"| {r.lost} | {r.twice} | {len(r.violations)} "
             f"| {r.redis_warnings if row.dependency == 'Redis' else '-'} |"
         )
+    lines.append("")
+    lines.append(
+        f"The whole matrix, the stack's start included, took {seconds / 60:.1f} minutes"
+        f" ({time.strftime('%Y-%m-%d')}, load average {os.getloadavg()[0]:.1f} at the end)."
+    )
     text = DOC.read_text()
     start, end = text.index(TABLE_START), text.index(TABLE_END)
     DOC.write_text(text[: start + len(TABLE_START)] + "\n" + "\n".join(lines) + "\n" + text[end:])
