@@ -36,7 +36,8 @@ test-topology: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -m topology tests $(PYTEST_ARGS)
 
 # The fault matrix (tests/chaos): each dependency killed, frozen or restarted once under load;
-# writes its figures into VAULT_INTEGRATION.md ("What the stack survives"). About N minutes.
+# writes its figures into VAULT_INTEGRATION.md ("What the stack survives"). About 3 minutes
+# on 2 cores; needs root (a tmpfs for the audit log), as setup.sh --local tests do.
 chaos: install
 	CHAOS_TABLE=1 PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -m chaos tests/chaos $(PYTEST_ARGS)
 
