@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from src.stuck_connections import STUCK_AFTER_SECONDS
 from tests.deploy.test_setup_local import (
     LocalStack,
     assert_no_secret_in_stack_logs,
@@ -537,6 +538,8 @@ def test_fault(stack: LocalStack, row: Row) -> None:
         assert len(broken) <= 4, broken  # gunicorn's threads per worker
         return
     assert unexpected(ledger, fault) == [], unexpected(ledger, fault)[:10]
+    # A frozen PostgreSQL holds a request no longer than the watchdog's bound (and a little).
+    assert result.slowest < STUCK_AFTER_SECONDS + 3, result
     assert result.first_success_after <= RECOVERY_BOUND, result
     # /api/ready said why while PostgreSQL was away (down for 3 s at least when killed).
     down = [text for status, text in fault.ready_answers if status == 503]
