@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import random
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -132,3 +135,51 @@ def test_token_with_a_retired_kid_is_401(
     assert me(long, token) == 200  # the control: still in service for a 7-day refresh lifetime
     assert me(short, token) == 401  # superseded longer ago than any of its tokens lives
     remember_secrets(read_secret(backend_openbao, "app/flask")["jwt_secret"])
+
+
+def anonymous_token(kid: Any) -> str:
+    """What anyone can make without a key: a header naming `kid`, empty claims, no signature."""
+    header = json.dumps({"alg": "HS256", "kid": kid}, separators=(",", ":"), ensure_ascii=False)
+    header_bytes = header.encode()
+    return f"{base64.urlsafe_b64encode(header_bytes).decode().rstrip('=')}.e30.AAAA"
+
+
+@pytest.mark.parametrize("kid", ["²", "\u0663", "\uff11", "0", "01", "1" * 10, "1 ", 1, None])
+def test_anonymous_token_with_a_malformed_kid_is_401(app: Flask, kid: Any) -> None:
+    """'²' passes str.isdigit() and int() refuses it (it was a 500)."""
+    assert me(app, anonymous_token(kid)) == 401
+
+
+def test_kid_in_other_digits_is_401(
+    app: Flask, real_claims: dict[str, Any], vault_secrets: dict[str, Any], backend_openbao: Any
+) -> None:
+    """int() reads Arabic-Indic digits: the current version spelled so is not a kid we issue."""
+    arabic = "".join(chr(0x660 + int(digit)) for digit in str(newest_version(backend_openbao)))
+    token = sign(real_claims, vault_secrets["jwt_secret"], kid=arabic)
+    assert me(app, token) == 401
+
+
+def test_made_up_kids_cost_vault_no_requests_and_the_worker_no_memory(
+    make_app: Callable[..., Flask], backend_openbao: Any
+) -> None:
+    """200 anonymous tokens naming versions that do not exist: a handful of Vault reads at
+    most (the current secret re-read at most once a second) and no state per made-up kid."""
+    app = make_app()
+    cache = app.extensions["vault"].cache
+    assert me(app, anonymous_token("1")) == 401  # warm: the versions that exist are cached
+    current = newest_version(backend_openbao)
+    entries, locks = len(cache.entries), len(cache._locks)
+    mark = len(backend_openbao.audit_entries())
+    started = time.monotonic()
+    kids = [str(current + n) for n in range(1, 101)]
+    kids += [str(random.randint(current + 1, 999_999_999)) for _ in range(100)]
+    statuses = {me(app, anonymous_token(kid)) for kid in kids}
+    elapsed = time.monotonic() - started
+    reads = [
+        entry
+        for entry in backend_openbao.audit_entries()[mark:]
+        if entry.get("type") == "request" and entry["request"]["path"].startswith("secret/")
+    ]
+    assert statuses == {401}
+    assert (len(cache.entries), len(cache._locks)) == (entries, locks)
+    assert len(reads) <= elapsed + 2, f"{len(reads)} Vault reads in {elapsed:.1f} s"
