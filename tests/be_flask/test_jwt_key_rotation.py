@@ -271,7 +271,7 @@ def test_made_up_kids_cost_vault_no_requests_and_the_worker_no_memory(
     cache = app.extensions["vault"].cache
     assert me(app, anonymous_token("1")) == 401  # warm: the versions that exist are cached
     current = newest_version(backend_openbao)
-    entries, locks = len(cache.entries), len(cache._locks)
+    state = (len(cache.entries), len(cache._locks), len(cache.missing))
     mark = len(backend_openbao.audit_entries())
     started = time.monotonic()
     kids = [str(current + n) for n in range(1, 101)]
@@ -284,5 +284,5 @@ def test_made_up_kids_cost_vault_no_requests_and_the_worker_no_memory(
         if entry.get("type") == "request" and entry["request"]["path"].startswith("secret/")
     ]
     assert statuses == {401}
-    assert (len(cache.entries), len(cache._locks)) == (entries, locks)
+    assert (len(cache.entries), len(cache._locks), len(cache.missing)) == state
     assert len(reads) <= elapsed + 2, f"{len(reads)} Vault reads in {elapsed:.1f} s"
