@@ -23,6 +23,7 @@ from flask import current_app, g
 
 from src.app_secrets import vault_client
 from src.logging_setup import secrets_registry
+from src.vault.cache import CacheEntry
 from src.vault.errors import PermissionDeniedError, SecretNotFoundError, VaultUnavailableError
 from src.vault.fallback import APP_SECRETS_PATH
 
@@ -36,6 +37,10 @@ REREAD_CURRENT_SECONDS = 1.0
 
 class KeyIdError(pyjwt.InvalidTokenError):
     """The token's kid names no key in service (Flask-JWT-Extended answers 401)."""
+
+
+class _Missing(KeyIdError):
+    """The version was deleted or destroyed (or trimmed by max_versions)."""
 
 
 def signing_key() -> tuple[str, str]:
@@ -75,7 +80,7 @@ def verification_key(header: dict[str, Any]) -> str:
     return key
 
 
-def _check_in_service(version: int, current: Any) -> None:
+def _check_in_service(version: int, current: CacheEntry) -> None:
     """Refuse a version superseded longer ago than any token signed with it can live."""
     superseded_at = _epoch(_successor(version, current).created_time)
     refresh: timedelta = current_app.config["JWT_REFRESH_TOKEN_EXPIRES"]
@@ -84,10 +89,10 @@ def _check_in_service(version: int, current: Any) -> None:
         raise KeyIdError("key id retired")
 
 
-def _successor(version: int, current: Any) -> Any:
+def _successor(version: int, current: CacheEntry) -> CacheEntry:
     """The first version after `version` that Vault still has: every token signed with
     `version` predates it (versions destroyed since, e.g. a compromised key, are skipped)."""
-    for later in range(version + 1, current.version):
+    for later in range(version + 1, current.version or 0):
         try:
             return _read_version(later)
         except _Missing:
@@ -95,11 +100,7 @@ def _successor(version: int, current: Any) -> Any:
     return current
 
 
-class _Missing(KeyIdError):
-    """The version was deleted or destroyed (or trimmed by max_versions)."""
-
-
-def _read_version(version: int) -> Any:
+def _read_version(version: int) -> CacheEntry:
     try:
         return vault_client().read_secret_entry(f"{APP_SECRETS_PATH}?version={version}")
     except SecretNotFoundError:
