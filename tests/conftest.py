@@ -14,7 +14,6 @@ pytest_plugins = [
 ]
 
 
-
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Under CI a skip is a failure: whatever was missing, .ci/run should have installed it."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
