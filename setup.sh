@@ -748,7 +748,7 @@ ensure_certs() {
 vault_listener_tls() {
   local config="$1" stanza
   [ "$TLS_MODE" != off ] || return 0
-  stanza="  tls_cert_file   = \"$TLS_DIR/vault.pem\"\n  tls_key_file    = \"$TLS_DIR/vault-key.pem\"\n  tls_min_version = \"tls12\""
+  stanza="  tls_cert_file   = \"$TLS_DIR/vault.pem\"\n  tls_key_file    = \"$TLS_DIR/vault-key.pem\""
   if [ "$TLS_MODE" = mtls ]; then
     stanza="$stanza\n  tls_client_ca_file                 = \"$TLS_DIR/ca.pem\"\n  tls_require_and_verify_client_cert = true"
   fi
