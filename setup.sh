@@ -4,6 +4,10 @@
 # it runs the same topology as local processes under a git-ignored data directory.
 # Idempotent: re-running keeps every key, secret, user and row, and only starts what is down.
 set -euo pipefail
+# Everything it (and the servers it starts) creates is owner-only: logs carry failed-login
+# usernames (often mistyped passwords), and keys, tokens and metrics are nobody else's. What
+# PostgreSQL's and Apache's users must reach is opened explicitly (local_up, shared_with_apache).
+umask 077
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PROG="$(basename "$0")"
@@ -748,7 +752,7 @@ ensure_certs() {
 vault_listener_tls() {
   local config="$1" stanza
   [ "$TLS_MODE" != off ] || return 0
-  stanza="  tls_cert_file   = \"$TLS_DIR/vault.pem\"\n  tls_key_file    = \"$TLS_DIR/vault-key.pem\"\n  tls_min_version = \"tls12\""
+  stanza="  tls_cert_file   = \"$TLS_DIR/vault.pem\"\n  tls_key_file    = \"$TLS_DIR/vault-key.pem\""
   if [ "$TLS_MODE" = mtls ]; then
     stanza="$stanza\n  tls_client_ca_file                 = \"$TLS_DIR/ca.pem\"\n  tls_require_and_verify_client_cert = true"
   fi
@@ -1369,10 +1373,13 @@ local_up() {
   mkdir -p "$RUN_DIR" "$LOG_DIR"
   # Straight to the final mode (a running front must keep passing through on a re-run).
   if [ "$(id -u)" -eq 0 ]; then
-    chmod 711 "$DATA_DIR" # postgres and www-data pass through
+    # postgres and www-data pass through (sockets under run/, postgres.log), list nothing.
+    chmod 711 "$DATA_DIR" "$RUN_DIR" "$LOG_DIR"
   else
     chmod 700 "$DATA_DIR"
   fi
+  # Logs written before the umask above (appended to, so they keep their mode) close too.
+  find "$LOG_DIR" -maxdepth 1 -type f -exec chmod go-rwx {} +
   remember_mode local
   choose_replicas
   find_python_env
