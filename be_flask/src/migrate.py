@@ -28,7 +28,7 @@ from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
-from src.database import NO_DATABASE_ENDPOINTS
+from src.database import NO_DATABASE_ENDPOINTS, SCHEMA_ERROR
 from src.db_utils import create_default_users
 from src.extensions import db
 
@@ -58,10 +58,12 @@ def _try_prepare(app: Flask) -> None:
         prepare_database(app)
     except SchemaBehindError as error:
         log.error("preparing database: %s", error)
+        app.extensions[SCHEMA_ERROR] = "database schema not migrated"  # readiness says so
         return
     except Exception:
         log.warning("preparing database: failed, will retry", exc_info=True)
         return
+    app.extensions[SCHEMA_ERROR] = None
     app.extensions["database_prepared"] = True
 
 

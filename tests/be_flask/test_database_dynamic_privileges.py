@@ -7,6 +7,7 @@ cluster whose bootstrap superuser is set up like the Compose db container's.
 from __future__ import annotations
 
 import itertools
+import secrets
 import time
 from typing import Any
 
@@ -16,8 +17,16 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from tests.harness.app import remember_secrets
-from tests.harness.dynamic_db import ADMIN_ROLE, DynamicSite
+from tests.be_flask.test_database_dynamic import dynamic_app
+from tests.harness.app import login, read_secret, remember_secrets
+from tests.harness.dynamic_db import (
+    ADMIN_ROLE,
+    CONVERGE_SQL,
+    DynamicSite,
+    apply_roles_sql,
+    dynamic_site,
+)
+from tests.harness.postgres import running_postgres
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -148,3 +157,80 @@ def test_a_revoked_lease_ends_its_open_session(
             "SELECT count(*) FROM pg_roles WHERE rolname = %s", (credentials["username"],)
         ).fetchone()
     assert gone == (0,)
+
+
+def test_a_rerun_moves_an_older_deployments_login_out_of_the_apps_reach() -> None:
+    """A deployment from before: its bootstrap login in secret/database/postgres (versions
+    1 and 2), its connection allowing flask-app alone. setup.sh's re-run of init-vault.sh
+    (no VAULT_DB_MODE) keeps that login for operators and the Docker secret, removes it from
+    every version the app reads, and makes migration logins available to the operator."""
+    # A cluster of its own: the roles of dynamic credentials are cluster-wide.
+    with running_postgres() as postgres, dynamic_site(postgres) as site:
+        root = site.server.client(site.server.root_token)
+        kv = root.secrets.kv.v2
+        old = {"username": "app", "password": secrets.token_urlsafe(24)}
+        remember_secrets(old["password"])
+        location = kv.read_secret_version(
+            path="database/postgres", mount_point="secret", raise_on_deleted_version=True
+        )["data"]["data"]
+        for _ in range(2):
+            kv.create_or_update_secret(
+                path="database/postgres", secret={**location, **old}, mount_point="secret"
+            )
+        kv.delete_metadata_and_all_versions(path="database/bootstrap", mount_point="secret")
+        root.write("database/config/app-postgres", allowed_roles="flask-app")
+        with postgres.admin_connect(site.database) as admin:  # the roles as they were made
+            admin.execute(f"GRANT flask_owner TO flask_app; REVOKE flask_owner FROM {ADMIN_ROLE}")
+            admin.execute(f"REVOKE pg_signal_backend FROM {ADMIN_ROLE}")
+
+        rerun = site.server.run_script("init-vault.sh")
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+
+        bootstrap = kv.read_secret_version(
+            path="database/bootstrap", mount_point="secret", raise_on_deleted_version=True
+        )["data"]["data"]
+        assert bootstrap == old
+        assert (site.server.workdir / "secrets" / "db_password.txt").read_text() == old["password"]
+        app = site.server.client()
+        app.auth.approle.login(role_id=site.server.role_id, secret_id=site.server.secret_id)
+        readable = every_readable_version(app, "database/postgres")
+        assert readable and all(set(entry) == {"host", "port", "database"} for entry in readable)
+        # setup.sh's converge SQL on the cluster: then migrations work, and the app's logins
+        # reach no owner.
+        apply_roles_sql(postgres, site.database, "unused", CONVERGE_SQL)
+        site.migrate()  # the operator's flask-migrate login works on the kept connection
+        credentials = app_lease(app)["data"]
+        with (
+            connect(site, credentials["username"], credentials["password"]) as connection,
+            pytest.raises(errors.InsufficientPrivilege),
+        ):
+            connection.execute("SET ROLE flask_owner")
+
+
+def test_the_backend_never_migrates_with_its_own_login(app_log_dir: Any) -> None:
+    """Item 4: the backend's login changes no schema. On a database nobody migrated it says
+    so (readiness 503, one clear log line) and creates nothing; after the operator's
+    migration (python -m src.migrate, a flask-migrate login) it serves."""
+    from src.extensions import db
+
+    with running_postgres() as postgres, dynamic_site(postgres) as site:
+        app = dynamic_app(site, app_log_dir, DATABASE_PREPARE_RETRY_SECONDS=0)
+        try:
+            response = app.test_client().get("/api/ready")
+            assert response.status_code == 503, response.get_json()
+            assert response.get_json()["reason"] == "database schema not migrated"
+            with postgres.admin_connect(site.database) as admin:
+                tables = admin.execute(
+                    "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+                ).fetchone()
+            assert tables == (0,)
+            log = (app_log_dir / "in-process.log").read_text()
+            assert "run the migrations with a flask-migrate login" in log
+
+            result = site.migrate()
+            assert "migrating database: ok" in result.stdout
+            assert app.test_client().get("/api/ready").status_code == 200
+            password = read_secret(site.server, "app/flask")["user_password"]
+            assert login(app.test_client(), "user", password).status_code == 200
+        finally:
+            db.dispose(app)

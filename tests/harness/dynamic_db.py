@@ -22,6 +22,7 @@ from tests.harness.postgres import PostgresCluster, find_pg_bin
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES_SQL = REPO / "vault" / "config" / "postgres-dynamic-roles.sql"
+CONVERGE_SQL = REPO / "vault" / "config" / "postgres-dynamic-roles-converge.sql"
 ADMIN_ROLE = "vault_db_admin"
 
 
@@ -75,7 +76,9 @@ class DynamicSite:
         return [(str(name), until) for name, until in rows]
 
 
-def apply_roles_sql(postgres: PostgresCluster, database: str, admin_password: str) -> None:
+def apply_roles_sql(
+    postgres: PostgresCluster, database: str, admin_password: str, script: Path = ROLES_SQL
+) -> None:
     """psql -f vault/config/postgres-dynamic-roles.sql, as the docs tell a DBA to run it."""
     psql = find_pg_bin()
     binary = str(psql / "psql") if psql and (psql / "psql").exists() else "psql"
@@ -102,7 +105,7 @@ def apply_roles_sql(postgres: PostgresCluster, database: str, admin_password: st
             "-v",
             f"database={database}",
             "-f",
-            str(ROLES_SQL),
+            str(script),
         ],
         env=env,
         check=True,

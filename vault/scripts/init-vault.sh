@@ -387,12 +387,29 @@ write_database_role() {
   say "database/roles/$1: written (members of $2, TTL $4, max $5)"
 }
 
+database_engine_configured() {
+  "$VAULT_BIN" read -format=json database/config/app-postgres >/dev/null 2>&1
+}
+
+# A connection written before flask-migrate existed allows the app's role alone. An update
+# keeps the other settings (and the password Vault rotated).
+allow_migrate_role() {
+  local allowed
+  allowed="$(vcli read -format=json database/config/app-postgres | py get data.allowed_roles)"
+  if [[ "$allowed" != *"\"$MIGRATE_ROLE\""* ]]; then
+    vcli write database/config/app-postgres allowed_roles="$ROLE_NAME,$MIGRATE_ROLE" >/dev/null
+    say "database/config/app-postgres: allowed roles $ROLE_NAME, $MIGRATE_ROLE"
+  fi
+}
+
 # VAULT_DB_MODE=dynamic: the database secrets engine hands the app short-lived logins. Vault
 # connects as a dedicated admin role (DB_ADMIN_USER, never the superuser) whose password it
 # rotates at once, so afterwards no human or file knows it. A re-run keeps that connection.
+# A configured engine means a dynamic deployment, whatever this run's VAULT_DB_MODE (setup.sh
+# re-runs the script without it): its roles and the app's path converge on every run.
 configure_database_engine() {
   local mounts host port name
-  [ "${VAULT_DB_MODE:-static}" = "dynamic" ] || return 0
+  [ "${VAULT_DB_MODE:-static}" = "dynamic" ] || database_engine_configured || return 0
   mounts="$(vcli secrets list -format=json)"
   if [ -z "$(py get 'database/.type' <<<"$mounts")" ]; then
     vcli secrets enable database >/dev/null
@@ -401,8 +418,9 @@ configure_database_engine() {
   host="$(vcli kv get -mount=secret -field=host database/postgres)"
   port="$(vcli kv get -mount=secret -field=port database/postgres)"
   name="$(vcli kv get -mount=secret -field=database database/postgres)"
-  if "$VAULT_BIN" read -format=json database/config/app-postgres >/dev/null 2>&1; then
+  if database_engine_configured; then
     say "database/config/app-postgres: kept (its admin password is Vault's alone)"
+    allow_migrate_role
   else
     if [ -z "${DB_ADMIN_USER:-}" ] || [ -z "${DB_ADMIN_PASSWORD:-}" ]; then
       die "VAULT_DB_MODE=dynamic needs DB_ADMIN_USER and DB_ADMIN_PASSWORD (a CREATEROLE role)"

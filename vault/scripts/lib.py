@@ -378,7 +378,9 @@ def cmd_live_versions_below(metadata: str) -> None:
     data = json.loads(Path(metadata).read_text(encoding="utf-8")).get("data") or {}
     current = int(data.get("current_version") or 0)
     versions = data.get("versions") or {}
-    live = sorted(int(v) for v, meta in versions.items() if int(v) < current and not meta["destroyed"])
+    live = sorted(
+        int(v) for v, meta in versions.items() if int(v) < current and not meta["destroyed"]
+    )
     print(",".join(str(v) for v in live))
 
 
