@@ -26,6 +26,7 @@ from tests.harness.dynamic_db import (
     apply_roles_sql,
     dynamic_site,
 )
+from tests.harness.openbao import every_readable_version
 from tests.harness.postgres import running_postgres
 
 pytestmark = pytest.mark.timeout(120)
@@ -40,25 +41,6 @@ def app_vault(dynamic: DynamicSite) -> hvac.Client:
     client = dynamic.server.client()
     client.auth.approle.login(role_id=dynamic.server.role_id, secret_id=dynamic.server.secret_id)
     return client
-
-
-def every_readable_version(client: hvac.Client, path: str) -> list[dict[str, Any]]:
-    """Each version of a KV v2 secret the token may read (versions by number: no metadata)."""
-    found: list[dict[str, Any]] = []
-    misses = 0
-    for version in itertools.count(1):
-        try:
-            response = client.secrets.kv.v2.read_secret_version(
-                path=path, version=version, mount_point="secret", raise_on_deleted_version=False
-            )
-        except hvac.exceptions.Forbidden:
-            return found
-        except hvac.exceptions.InvalidPath:
-            misses += 1
-            if misses > 5:
-                return found
-            continue
-        found.append(dict((response["data"] or {}).get("data") or {}))
 
 
 def strings_in(data: list[dict[str, Any]]) -> set[str]:
