@@ -1814,14 +1814,17 @@ run_docker_vault_script() {
 docker_dynamic_credentials() {
   local token admin_password
   token="$(head -n1 "$ROOT/vault-operator-token")"
-  if VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_TOKEN="$token" "$BAO_BIN" \
-    read database/config/app-postgres >/dev/null 2>&1; then
-    say "dynamic database credentials: configured (kept)"
-    return 0
-  fi
   say "starting PostgreSQL (docker-compose.yaml: db) for the roles of dynamic credentials"
   HTTP_PORT="$HTTP_PORT" compose -f "$ROOT/docker-compose.yaml" up -d db
   wait_for_db_container
+  if VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_TOKEN="$token" "$BAO_BIN" \
+    read database/config/app-postgres >/dev/null 2>&1; then
+    # A database set up before the roles changed (issue 23): same grants as a fresh one.
+    docker_db_psql <"$ROOT/vault/config/postgres-dynamic-roles-converge.sql" ||
+      die "updating the roles of dynamic credentials in the db container failed (output above)"
+    say "dynamic database credentials: configured (kept)"
+    return 0
+  fi
   admin_password="$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
   # Inside the container, as its superuser with the Docker secret's password (read there, never
   # passed in); the SQL and the admin password go in on stdin, never in argv.
@@ -1843,8 +1846,7 @@ DO $$DECLARE r record; BEGIN
   LOOP EXECUTE format('ALTER TABLE public.%I OWNER TO flask_owner', r.relname); END LOOP;
 END$$;
 SQL
-  } | compose -f "$ROOT/docker-compose.yaml" exec -T db sh -c \
-    'PGPASSWORD="$(cat /run/secrets/db_password)" exec psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -v admin_role=vault_db_admin -v database="$POSTGRES_DB"' >/dev/null ||
+  } | docker_db_psql ||
     die "creating the roles of dynamic credentials in the db container failed (output above)"
   say "roles flask_owner, flask_app and vault_db_admin: ready"
   DB_ADMIN_PASSWORD="$admin_password" VAULT_DB_MODE=dynamic DB_ADMIN_USER=vault_db_admin \
@@ -1853,15 +1855,22 @@ SQL
   say "dynamic database credentials: configured (admin password rotated by Vault)"
 }
 
-# As locally, in a one-off backend container (the database is only on the stack's networks).
+# As locally, in a one-off backend container (the database is only on the stack's networks;
+# docker_dynamic_credentials has started it).
 docker_migrations() {
   local OPERATOR_TOKEN_FILE="$ROOT/vault-operator-token" # Docker mode keeps it in the checkout
   say "migrating the database (a one-off backend container, a flask-migrate login)"
-  HTTP_PORT="$HTTP_PORT" compose -f "$ROOT/docker-compose.yaml" up -d db
-  wait_for_db_container
   HTTP_PORT="$HTTP_PORT" compose -f "$ROOT/docker-compose.yaml" build backend >/dev/null
   run_migrations db 5432 "$(db_setting database)" \
     compose -f "$ROOT/docker-compose.yaml" run --rm -T --no-deps backend
+}
+
+# SQL on stdin, in the db container as its bootstrap superuser with the Docker secret's
+# password (read there, never passed in).
+# shellcheck disable=SC2016  # the psql command line is expanded by the container's shell
+docker_db_psql() {
+  compose -f "$ROOT/docker-compose.yaml" exec -T db sh -c \
+    'PGPASSWORD="$(cat /run/secrets/db_password)" exec psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -v admin_role=vault_db_admin -v database="$POSTGRES_DB"' >/dev/null
 }
 
 wait_for_db_container() {

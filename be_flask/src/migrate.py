@@ -164,9 +164,10 @@ def migrate_as_owner(url: URL, owner: str) -> str:
 def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m src.migrate",
-        description="Migrate the schema as the table owner with a login of Vault's "
-        "flask-migrate role, read as JSON on stdin (the answer of `bao read -format=json "
-        "database/creds/flask-migrate`, or its data: username and password).",
+        description="Migrate the schema as the table owner (SET ROLE) with a login read as "
+        "JSON on stdin: the answer of `bao read -format=json database/creds/flask-migrate` "
+        "(dynamic mode), of `bao kv get -format=json secret/database/bootstrap` (static mode), "
+        "or {username, password}.",
     )
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, default=5432)
@@ -178,8 +179,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
 def _login_from(text_in: str) -> tuple[str, str]:
     """username and password from the JSON on stdin (never from argv or the environment)."""
     try:
-        answer = json.loads(text_in)
-        data = answer.get("data", answer)
+        data = json.loads(text_in)
+        while "username" not in data:  # a database/creds answer, or a KV v2 one (data.data)
+            data = data["data"]
         return str(data["username"]), str(data["password"])
     except (ValueError, AttributeError, KeyError, TypeError):
         raise SystemExit(

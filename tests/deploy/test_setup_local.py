@@ -500,10 +500,11 @@ def stack_secret_values(stack: LocalStack) -> set[str]:
             path="app/flask", version=version, mount_point="secret", raise_on_deleted_version=False
         )
         values.update(str(v) for v in (data["data"]["data"] or {}).values())
-    database = kv.read_secret_version(
-        path="database/postgres", mount_point="secret", raise_on_deleted_version=True
-    )["data"]["data"]
-    values.add(str(database.get("password") or ""))
+    for path in ("database/postgres", "database/bootstrap"):
+        database = kv.read_secret_version(
+            path=path, mount_point="secret", raise_on_deleted_version=True
+        )["data"]["data"]
+        values.add(str(database.get("password") or ""))
     keys = json.loads((stack.data_dir / "vault-keys.json").read_text())
     values.update([*keys.get("unseal_keys_b64", []), *keys.get("unseal_keys_hex", [])])
     values.add(str(keys.get("root_token") or ""))
