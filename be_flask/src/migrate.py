@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -28,8 +29,9 @@ from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
-from src.database import NO_DATABASE_ENDPOINTS, SCHEMA_ERROR
+from src.database import DATABASE_REFUSAL, NO_DATABASE_ENDPOINTS
 from src.db_utils import create_default_users
+from src.errors import error_response
 from src.extensions import db
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,22 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 ADVISORY_LOCK_KEY = 0x5F1A5C
 
 
-class SchemaBehindError(RuntimeError):
+class DatabaseRefusedError(RuntimeError):
+    """The database answers, but the app will not use it as it is; `reason` says why."""
+
+    reason = "database not usable"
+
+
+class SchemaBehindError(DatabaseRefusedError):
     """The database's schema is older than this code and the backend may not migrate it."""
+
+    reason = "database schema not migrated"
+
+
+class SuperuserLoginError(DatabaseRefusedError):
+    """The backend's login is a superuser: it must be a role of its own (issue 23)."""
+
+    reason = "database login is a superuser"
 
 
 def init_app(app: Flask) -> None:
@@ -56,30 +72,36 @@ def _try_prepare(app: Flask) -> None:
         return
     try:
         prepare_database(app)
-    except SchemaBehindError as error:
+    except DatabaseRefusedError as error:
         log.error("preparing database: %s", error)
-        app.extensions[SCHEMA_ERROR] = "database schema not migrated"  # readiness says so
+        app.extensions[DATABASE_REFUSAL] = error.reason
         return
     except Exception:
         log.warning("preparing database: failed, will retry", exc_info=True)
         return
-    app.extensions[SCHEMA_ERROR] = None
+    app.extensions[DATABASE_REFUSAL] = None
     app.extensions["database_prepared"] = True
 
 
-def _ensure_prepared() -> None:
+def _ensure_prepared() -> Any:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     if app.extensions["database_prepared"] or request.endpoint in NO_DATABASE_ENDPOINTS:
-        return
+        return None
     waited = time.monotonic() - app.extensions["database_prepare_tried"]
     if waited >= app.config["DATABASE_PREPARE_RETRY_SECONDS"]:
         _try_prepare(app)
+    refusal = app.extensions.get(DATABASE_REFUSAL)
+    if refusal and request.endpoint != "health.ready":  # readiness gives its own answer
+        return error_response(503, refusal)
+    return None
 
 
 def prepare_database(app: Flask) -> None:
     """Bring the schema to head (or check it is, with dynamic logins); default users."""
     log.info("preparing database")
     with db.engine(app).connect() as connection, _exclusive(connection):
+        if connection.dialect.name == "postgresql":
+            require_unprivileged_login(connection)
         if connection.dialect.name == "postgresql" and _dynamic_credentials(app):
             require_current_schema(connection)
         else:
@@ -100,6 +122,19 @@ def upgrade_schema(connection: Connection) -> None:
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
     connection.commit()
+
+
+def require_unprivileged_login(connection: Connection) -> None:
+    """Raise SuperuserLoginError when the backend logged in as a PostgreSQL superuser."""
+    superuser = connection.scalar(
+        text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    )
+    connection.commit()
+    if superuser:
+        raise SuperuserLoginError(
+            "the backend's login is a superuser: give it a role of its own that is not "
+            "(VAULT_INTEGRATION.md, Static mode); it is not used until then"
+        )
 
 
 def require_current_schema(connection: Connection) -> None:

@@ -1,4 +1,4 @@
-"""Issue 23 items 1 and 4, as an attacker with the backend's AppRole credentials tries them.
+"""Issue 23 items 1 and 4, as an attacker with the backend's credentials tries them.
 
 Dynamic mode against a real OpenBao configured by init-vault.sh and a scram PostgreSQL
 cluster whose bootstrap superuser is set up like the Compose db container's.
@@ -18,7 +18,7 @@ import pytest
 from psycopg import errors
 
 from tests.be_flask.test_database_dynamic import dynamic_app
-from tests.harness.app import login, read_secret, remember_secrets
+from tests.harness.app import login, put_secret, read_secret, remember_secrets, vault_client_for
 from tests.harness.dynamic_db import (
     ADMIN_ROLE,
     CONVERGE_SQL,
@@ -26,8 +26,8 @@ from tests.harness.dynamic_db import (
     apply_roles_sql,
     dynamic_site,
 )
-from tests.harness.openbao import every_readable_version
-from tests.harness.postgres import running_postgres
+from tests.harness.openbao import OpenBao, every_readable_version
+from tests.harness.postgres import PostgresCluster, running_postgres
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -216,3 +216,49 @@ def test_the_backend_never_migrates_with_its_own_login(app_log_dir: Any) -> None
             assert login(app.test_client(), "user", password).status_code == 200
         finally:
             db.dispose(app)
+
+
+def test_a_static_login_that_is_a_superuser_is_refused(
+    dev_openbao: OpenBao, postgres: PostgresCluster, app_log_dir: Any
+) -> None:
+    """Item 1, static mode: a superuser in secret/database/postgres (the Compose bootstrap's
+    login, as older versions of init-vault.sh wrote it) is not used: readiness and every
+    request say why (503), and nothing is created in the database as that superuser."""
+    from src.be import create_app
+    from src.extensions import db
+
+    database = postgres.create_database(f"su_{secrets.token_hex(4)}")
+    put_secret(
+        dev_openbao,
+        "database/postgres",
+        {
+            "host": postgres.host,
+            "port": str(postgres.port),
+            "database": database,
+            "username": postgres.superuser,
+            "password": postgres.superuser_password,
+        },
+    )
+    app = create_app(
+        {
+            "VAULT_CLIENT": vault_client_for(dev_openbao),
+            "LOG_FILE": str(app_log_dir / "in-process.log"),
+            "RATELIMIT_ENABLED": False,
+            "REDIS_URL": "",
+            "TESTING": True,
+        }
+    )
+    try:
+        client = app.test_client()
+        ready = client.get("/api/ready")
+        assert ready.status_code == 503, ready.get_json()
+        assert ready.get_json()["reason"] == "database login is a superuser"
+        password = read_secret(dev_openbao, "app/flask")["user_password"]
+        refused = login(client, "user", password)
+        assert refused.status_code == 503
+        assert refused.get_json()["error"] == "database login is a superuser"
+    finally:
+        db.dispose(app)
+    with postgres.admin_connect(database) as admin:
+        tables = admin.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert tables.fetchone() == (0,)
