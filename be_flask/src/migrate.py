@@ -75,6 +75,8 @@ def _try_prepare(app: Flask) -> None:
     except DatabaseRefusedError as error:
         log.error("preparing database: %s", error)
         app.extensions[DATABASE_REFUSAL] = error.reason
+        if isinstance(error, SuperuserLoginError):
+            db.dispose(app)  # no pooled superuser session; the next try logs in afresh
         return
     except Exception:
         log.warning("preparing database: failed, will retry", exc_info=True)

@@ -228,20 +228,13 @@ def test_a_static_login_that_is_a_superuser_is_refused(
     from src.extensions import db
 
     database = postgres.create_database(f"su_{secrets.token_hex(4)}")
-    put_secret(
-        dev_openbao,
-        "database/postgres",
-        {
-            "host": postgres.host,
-            "port": str(postgres.port),
-            "database": database,
-            "username": postgres.superuser,
-            "password": postgres.superuser_password,
-        },
-    )
+    location = {"host": postgres.host, "port": str(postgres.port), "database": database}
+    superuser = {"username": postgres.superuser, "password": postgres.superuser_password}
+    put_secret(dev_openbao, "database/postgres", {**location, **superuser})
     app = create_app(
         {
             "VAULT_CLIENT": vault_client_for(dev_openbao),
+            "DATABASE_PREPARE_RETRY_SECONDS": 0,
             "LOG_FILE": str(app_log_dir / "in-process.log"),
             "RATELIMIT_ENABLED": False,
             "REDIS_URL": "",
@@ -257,8 +250,22 @@ def test_a_static_login_that_is_a_superuser_is_refused(
         refused = login(client, "user", password)
         assert refused.status_code == 503
         assert refused.get_json()["error"] == "database login is a superuser"
+        with postgres.admin_connect(database) as admin:
+            tables = admin.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+            assert tables.fetchone() == (0,)
+
+        # The operator gives it a login of its own: served after a cache refresh, no restart.
+        own, own_password = f"own_{secrets.token_hex(4)}", secrets.token_urlsafe(24)
+        postgres.create_role(own, own_password)
+        with postgres.admin_connect() as admin:
+            admin.execute(f'ALTER DATABASE "{database}" OWNER TO "{own}"')
+        put_secret(
+            dev_openbao,
+            "database/postgres",
+            {**location, "username": own, "password": own_password},
+        )
+        app.extensions["vault"].invalidate_cache()
+        assert client.get("/api/ready").status_code == 200
+        assert login(client, "user", password).status_code == 200
     finally:
         db.dispose(app)
-    with postgres.admin_connect(database) as admin:
-        tables = admin.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
-        assert tables.fetchone() == (0,)
