@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck test test-docker test-topology chaos check bench clean
+.PHONY: install lint typecheck test test-docker test-docker-cold test-topology chaos check bench clean
 
 install: $(STAMP)
 
@@ -29,6 +29,12 @@ test: install lint typecheck
 # starts dockerd if none answers, builds stand-in images for unpullable official ones).
 test-docker: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -m docker tests/docker $(PYTEST_ARGS)
+
+# The same on a machine made bare first (engine, tools and images purged; root only): what the
+# first `.ci/run` on a new machine does. Slow (debootstrap and every image); not run by CI.
+test-docker-cold: install
+	$(PY) -m tests.docker.engine purge
+	$(MAKE) test-docker
 
 # Multi-node Vault (Raft HA, transit auto-unseal) and backend replicas behind Apache, under
 # load: a few minutes of their own, so kept out of `make test`; .ci/run runs both.

@@ -4,6 +4,10 @@
 # it runs the same topology as local processes under a git-ignored data directory.
 # Idempotent: re-running keeps every key, secret, user and row, and only starts what is down.
 set -euo pipefail
+# Everything it (and the servers it starts) creates is owner-only: logs carry failed-login
+# usernames (often mistyped passwords), and keys, tokens and metrics are nobody else's. What
+# PostgreSQL's and Apache's users must reach is opened explicitly (local_up, shared_with_apache).
+umask 077
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PROG="$(basename "$0")"
@@ -384,6 +388,11 @@ db_setting() {
   operator_bao kv get -mount=secret -field="$1" database/postgres
 }
 
+# The database's bootstrap login (operators only; the backend reads database/postgres).
+bootstrap_user() {
+  operator_bao kv get -mount=secret -field=username database/bootstrap
+}
+
 # Ports are overridable: keep Vault's idea of where the database is in step with PG_PORT.
 sync_database_location() {
   if [ "$(db_setting host)" != 127.0.0.1 ] || [ "$(db_setting port)" != "$PG_PORT" ]; then
@@ -750,7 +759,7 @@ ensure_certs() {
 vault_listener_tls() {
   local config="$1" stanza
   [ "$TLS_MODE" != off ] || return 0
-  stanza="  tls_cert_file   = \"$TLS_DIR/vault.pem\"\n  tls_key_file    = \"$TLS_DIR/vault-key.pem\"\n  tls_min_version = \"tls12\""
+  stanza="  tls_cert_file   = \"$TLS_DIR/vault.pem\"\n  tls_key_file    = \"$TLS_DIR/vault-key.pem\""
   if [ "$TLS_MODE" = mtls ]; then
     stanza="$stanza\n  tls_client_ca_file                 = \"$TLS_DIR/ca.pem\"\n  tls_require_and_verify_client_cert = true"
   fi
@@ -871,14 +880,15 @@ start_postgres() {
   say "starting PostgreSQL: ok"
 }
 
-# Role and database named by secret/database/postgres, with the password Vault holds
-# (init-vault.sh's secrets/db_password.txt), passed on stdin, never in argv.
+# The database secret/database/postgres names, owned by the bootstrap role of
+# secret/database/bootstrap with the password Vault holds for operators (init-vault.sh's
+# secrets/db_password.txt), passed on stdin, never in argv. The backend never logs in as it.
 ensure_database() {
   local user name password_file="$DATA_DIR/secrets/db_password.txt" password
-  user="$(db_setting username)"
+  user="$(bootstrap_user)"
   name="$(db_setting database)"
   [[ "$user" =~ ^[a-z_][a-z0-9_]*$ && "$name" =~ ^[a-z_][a-z0-9_]*$ ]] ||
-    die "secret/database/postgres names an unusual role/database ('$user'/'$name'): create them by hand"
+    die "secret/database/bootstrap and secret/database/postgres name an unusual role/database ('$user'/'$name'): create them by hand"
   [ -s "$password_file" ] || die "$password_file is missing: re-run ./setup.sh (init-vault.sh writes it)"
   password="$(cat "$password_file")"
   [[ "$password" != *"\$pw\$"* ]] || die "the database password contains \$pw\$: rotate it"
@@ -898,12 +908,16 @@ SQL
 # engine with a fresh admin password that Vault rotates at once, so it is stored nowhere.
 ensure_dynamic_credentials() {
   local name user exists
+  name="$(db_setting database)"
   if operator_bao read database/config/app-postgres >/dev/null 2>&1; then
+    # A cluster set up before the roles changed (issue 23): same grants as a fresh one.
+    as_pg_owner "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCKET_DIR" -p "$PG_PORT" \
+      -d "$name" -v admin_role=vault_db_admin <"$ROOT/vault/config/postgres-dynamic-roles-converge.sql" \
+      >>"$LOG_DIR/postgres.log" 2>&1 || die "updating the roles of dynamic credentials failed (see $LOG_DIR/postgres.log)"
     say "dynamic database credentials: configured (kept)"
     return 0
   fi
-  name="$(db_setting database)"
-  user="$(db_setting username)"
+  user="$(bootstrap_user)"
   DB_ADMIN_PASSWORD="$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(24))')"
   exists="$(as_pg_owner "$PG_BIN/psql" -X -qtA -h "$PG_SOCKET_DIR" -p "$PG_PORT" -d postgres \
     -c "SELECT 1 FROM pg_roles WHERE rolname = 'flask_owner'")"
@@ -934,6 +948,29 @@ stop_postgres() {
     as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null
     say "stopping PostgreSQL: ok"
   fi
+}
+
+# The schema changes as the table owner with a login of Vault's flask-migrate role, which the
+# operator token reads and the backend's cannot: fetched, piped to `python -m src.migrate`
+# (stdin, never argv), revoked. The backend only checks that the schema is current.
+# run_migrations HOST PORT DATABASE COMMAND...
+run_migrations() {
+  local host="$1" port="$2" name="$3" answer lease rc=0
+  shift 3
+  answer="$(operator_bao read -format=json database/creds/flask-migrate)" ||
+    die "no migration login from Vault (database/creds/flask-migrate): re-run ./setup.sh to configure it"
+  lease="$(printf '%s' "$answer" | python3 "$ROOT/vault/scripts/lib.py" get lease_id)"
+  printf '%s' "$answer" | "$@" python -m src.migrate --host "$host" --port "$port" \
+    --database "$name" | sed 's/^/  /' || rc=$?
+  operator_bao lease revoke "$lease" >/dev/null 2>&1 ||
+    say "warning: could not revoke the migration lease (it ends by itself within 1h)"
+  [ "$rc" -eq 0 ] || die "migrating the database failed (its message is above)"
+}
+
+local_migrations() {
+  say "migrating the database (python -m src.migrate, a flask-migrate login)"
+  run_migrations 127.0.0.1 "$PG_PORT" "$(db_setting database)" \
+    env -C "$ROOT/be_flask" PATH="$VENV/bin:$PATH"
 }
 
 # --- local mode: Redis (rate limits shared by every worker) ---------------------------------
@@ -1371,10 +1408,13 @@ local_up() {
   mkdir -p "$RUN_DIR" "$LOG_DIR"
   # Straight to the final mode (a running front must keep passing through on a re-run).
   if [ "$(id -u)" -eq 0 ]; then
-    chmod 711 "$DATA_DIR" # postgres and www-data pass through
+    # postgres and www-data pass through (sockets under run/, postgres.log), list nothing.
+    chmod 711 "$DATA_DIR" "$RUN_DIR" "$LOG_DIR"
   else
     chmod 700 "$DATA_DIR"
   fi
+  # Logs written before the umask above (appended to, so they keep their mode) close too.
+  find "$LOG_DIR" -maxdepth 1 -type f -exec chmod go-rwx {} +
   remember_mode local
   choose_replicas
   find_python_env
@@ -1394,6 +1434,7 @@ local_up() {
     start_postgres
     ensure_database
     ensure_dynamic_credentials
+    local_migrations
   else
     SQLITE_URL="sqlite:///$DATA_DIR/app.db"
     say "!!! No PostgreSQL (binaries not found, or --sqlite): using SQLite at $DATA_DIR/app.db."
@@ -1781,6 +1822,7 @@ docker_up() {
   # SECRETS_GID that init-vault.sh records in .env; secrets/ itself stays 0700.
   chmod 0700 "$ROOT/secrets"
   docker_dynamic_credentials
+  docker_migrations
   say "starting the app stack (docker-compose.yaml), $REPLICAS backend replica(s)"
   FE_MODSECURITY="$([ "$MODSECURITY" = true ] && echo MODSECURITY || echo NO_MODSECURITY)" \
     HTTP_PORT="$HTTP_PORT" BACKEND_REPLICAS="$REPLICAS" \
@@ -1821,14 +1863,17 @@ run_docker_vault_script() {
 docker_dynamic_credentials() {
   local token admin_password
   token="$(head -n1 "$ROOT/vault-operator-token")"
-  if VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_TOKEN="$token" "$BAO_BIN" \
-    read database/config/app-postgres >/dev/null 2>&1; then
-    say "dynamic database credentials: configured (kept)"
-    return 0
-  fi
   say "starting PostgreSQL (docker-compose.yaml: db) for the roles of dynamic credentials"
   HTTP_PORT="$HTTP_PORT" compose -f "$ROOT/docker-compose.yaml" up -d db
   wait_for_db_container
+  if VAULT_ADDR="$LOCAL_VAULT_ADDR" VAULT_TOKEN="$token" "$BAO_BIN" \
+    read database/config/app-postgres >/dev/null 2>&1; then
+    # A database set up before the roles changed (issue 23): same grants as a fresh one.
+    docker_db_psql <"$ROOT/vault/config/postgres-dynamic-roles-converge.sql" ||
+      die "updating the roles of dynamic credentials in the db container failed (output above)"
+    say "dynamic database credentials: configured (kept)"
+    return 0
+  fi
   admin_password="$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
   # Inside the container, as its superuser with the Docker secret's password (read there, never
   # passed in); the SQL and the admin password go in on stdin, never in argv.
@@ -1850,14 +1895,31 @@ DO $$DECLARE r record; BEGIN
   LOOP EXECUTE format('ALTER TABLE public.%I OWNER TO flask_owner', r.relname); END LOOP;
 END$$;
 SQL
-  } | compose -f "$ROOT/docker-compose.yaml" exec -T db sh -c \
-    'PGPASSWORD="$(cat /run/secrets/db_password)" exec psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -v admin_role=vault_db_admin -v database="$POSTGRES_DB"' >/dev/null ||
+  } | docker_db_psql ||
     die "creating the roles of dynamic credentials in the db container failed (output above)"
   say "roles flask_owner, flask_app and vault_db_admin: ready"
   DB_ADMIN_PASSWORD="$admin_password" VAULT_DB_MODE=dynamic DB_ADMIN_USER=vault_db_admin \
     DB_SSLMODE=disable run_docker_vault_script init-vault.sh --database-engine-only
   unset admin_password
   say "dynamic database credentials: configured (admin password rotated by Vault)"
+}
+
+# As locally, in a one-off backend container (the database is only on the stack's networks;
+# docker_dynamic_credentials has started it).
+docker_migrations() {
+  local OPERATOR_TOKEN_FILE="$ROOT/vault-operator-token" # Docker mode keeps it in the checkout
+  say "migrating the database (a one-off backend container, a flask-migrate login)"
+  HTTP_PORT="$HTTP_PORT" compose -f "$ROOT/docker-compose.yaml" build backend >/dev/null
+  run_migrations db 5432 "$(db_setting database)" \
+    compose -f "$ROOT/docker-compose.yaml" run --rm -T --no-deps backend
+}
+
+# SQL on stdin, in the db container as its bootstrap superuser with the Docker secret's
+# password (read there, never passed in).
+# shellcheck disable=SC2016  # the psql command line is expanded by the container's shell
+docker_db_psql() {
+  compose -f "$ROOT/docker-compose.yaml" exec -T db sh -c \
+    'PGPASSWORD="$(cat /run/secrets/db_password)" exec psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -v admin_role=vault_db_admin -v database="$POSTGRES_DB"' >/dev/null
 }
 
 wait_for_db_container() {

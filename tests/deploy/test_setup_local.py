@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import hvac
+import psycopg
 import pytest
 import redis
 import requests
 
+from tests.harness.openbao import every_readable_version, read_env
 from tests.harness.servers import free_port, missing_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,9 +180,71 @@ def assert_backend_unreachable_around_the_front(stack: LocalStack) -> None:
     assert "ANSWERED" not in probe.stdout, probe.stdout
 
 
+def assert_app_identity_reads_no_database_login(stack: LocalStack) -> None:
+    """Issue 23 item 1 on the stack setup.sh made: with the backend's AppRole credentials,
+    no KV value it reads logs into PostgreSQL as any role it names or the bootstrap's `app`."""
+    env = read_env(stack.data_dir / ".env")
+    app = stack.vault()
+    app.token = None
+    app.auth.approle.login(role_id=env["VAULT_ROLE_ID"], secret_id=env["VAULT_SECRET_ID"])
+    readable = [
+        entry
+        for path in ("database/postgres", "app/flask", "database/bootstrap")
+        for entry in every_readable_version(app, path)
+    ]
+    users = {"app", "postgres", *(str(e["username"]) for e in readable if e.get("username"))}
+    values = {str(value) for entry in readable for value in entry.values() if value}
+    for user, password in itertools.product(sorted(users), sorted(values)):
+        dsn = psycopg.conninfo.make_conninfo(
+            host="127.0.0.1", port=stack.env["PG_PORT"], user=user, password=password
+        )
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(dsn, dbname="appdb", connect_timeout=5).close()
+
+
 def port_open(port: str) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", int(port))) == 0
+
+
+# Run as `nobody`: which of the paths on stdin it can open for reading.
+READABLE = """
+import sys
+for path in sys.stdin.read().splitlines():
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError:
+        continue
+    print(path)
+"""
+
+
+def assert_other_users_read_nothing_setup_created(stack: LocalStack) -> None:
+    """Another local user reads no log (failed-login usernames are often mistyped passwords),
+    metrics file, key, token or password that setup.sh (run as root) and its servers wrote;
+    only public files: the certificates and the UI copy Apache serves."""
+    if os.geteuid() != 0:
+        return  # files are ours either way; the test as root (CI) is the one that counts
+    bad = requests.post(
+        f"{stack.url}/api/auth/login",
+        json={"username": "carol-correct-horse-42", "password": "x"},  # a password typed as name
+        timeout=10,
+    )
+    assert bad.status_code == 401
+    files = [str(p) for p in stack.data_dir.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert any("/logs/" in f for f in files) and any("/metrics-" in f for f in files), files
+    done = subprocess.run(
+        ["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", READABLE],
+        input="\n".join(files),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    public = re.compile(r"/run/apache/html/|/tls/(ca|vault|front|client)\.pem$")
+    readable = [f for f in done.stdout.splitlines() if not public.search(f)]
+    assert readable == [], f"user nobody can read {readable}"
 
 
 @pytest.mark.slow
@@ -204,10 +269,13 @@ def test_setup_local_survives_stop_and_start_with_its_data(local_stack: LocalSta
         timeout=10,
     )
     assert created.status_code == 201, created.text
+    assert_other_users_read_nothing_setup_created(local_stack)
     ready = requests.get(local_stack.url + "/api/ready", timeout=10).json()
     assert ready["status"] == "ready" and "source" not in ready
     status = admin.get(f"{local_stack.url}/api/admin/vault/status", timeout=10).json()
     assert status["source"] == "vault"
+    assert "migrating database: ok" in output  # as the owner, before the backend started
+    assert_app_identity_reads_no_database_login(local_stack)
 
     status = local_stack.run("--status")
     assert "unsealed" in status.stdout and "HTTP 200" in status.stdout
@@ -455,7 +523,8 @@ def audit_hmac_of(stack: LocalStack, secret_id: str) -> str:
     mark = len(audit_lines(stack))
     client = hvac.Client(url=f"http://127.0.0.1:{stack.env['VAULT_PORT']}")
     client.auth.approle.login(role_id=role_id.group(1), secret_id=secret_id)
-    (hashed,) = approle_login_secret_ids(audit_lines(stack)[mark:])
+    # A backend worker may log in meanwhile; with the same secret ID its HMAC is the same.
+    (hashed,) = set(approle_login_secret_ids(audit_lines(stack)[mark:]))
     return hashed
 
 
@@ -473,10 +542,11 @@ def stack_secret_values(stack: LocalStack) -> set[str]:
             path="app/flask", version=version, mount_point="secret", raise_on_deleted_version=False
         )
         values.update(str(v) for v in (data["data"]["data"] or {}).values())
-    database = kv.read_secret_version(
-        path="database/postgres", mount_point="secret", raise_on_deleted_version=True
-    )["data"]["data"]
-    values.add(str(database.get("password") or ""))
+    for path in ("database/postgres", "database/bootstrap"):
+        database = kv.read_secret_version(
+            path=path, mount_point="secret", raise_on_deleted_version=True
+        )["data"]["data"]
+        values.add(str(database.get("password") or ""))
     keys = json.loads((stack.data_dir / "vault-keys.json").read_text())
     values.update([*keys.get("unseal_keys_b64", []), *keys.get("unseal_keys_hex", [])])
     values.add(str(keys.get("root_token") or ""))

@@ -5,7 +5,9 @@ engine answers (and stops only that one), and builds STAND-IN images for the off
 that cannot be pulled here (Docker Hub is unreachable on these machines). Stand-ins are built
 on a debootstrap'd Debian bookworm base, carry the label `org.flask-vault.standin` saying what
 they stand in for, and are rebuilt only when their recipe's content hash changes.
-Run alone: `python -m tests.docker.engine` (builds and lists the images).
+Run alone: `python -m tests.docker.engine` (builds and lists the images), or
+`python -m tests.docker.engine purge` to make this machine as bare as a new one for Docker
+(`make test-docker-cold`: the path CI takes on a machine that never ran the Docker tests).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ APT_PACKAGES = {
     "docker-compose": "docker-compose",
     "debootstrap": "debootstrap",
 }
+# What a new machine lacks: the packages above, what docker.io pulls in, the engine's data.
+PURGED_PACKAGES = [*APT_PACKAGES, "containerd", "runc"]
+ENGINE_DATA = [Path("/var/lib/docker"), Path("/var/lib/containerd")]
 
 # Image name in the Compose files / Dockerfiles -> stand-in recipe directory.
 STANDIN_FOR = {
@@ -139,16 +144,19 @@ def build_base() -> None:
     with tempfile.TemporaryDirectory(prefix="standin-base-") as tmp:
         rootfs = Path(tmp) / "rootfs"
         must("debootstrap", "--variant=minbase", "bookworm", str(rootfs), MIRROR, timeout=900)
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        must(
-            "docker", "import",
-            "--change", f"LABEL {LABEL}=debian-bookworm-base {HASH_LABEL}={wanted}",
-            "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "--change", 'CMD ["bash"]',
-            "-", BASE,
-            stdin=tar.stdout,
-        )  # fmt: skip
-        tar.wait()
+        # The with-block closes tar's stdout pipe and reaps tar: left to the garbage collector
+        # (during the next long step) the pipe was a ResourceWarning, an error under pytest.
+        with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
+            must(
+                "docker", "import",
+                "--change", f"LABEL {LABEL}=debian-bookworm-base {HASH_LABEL}={wanted}",
+                "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "--change", 'CMD ["bash"]',
+                "-", BASE,
+                stdin=tar.stdout,
+            )  # fmt: skip
+        if tar.returncode != 0:
+            raise RuntimeError(f"tar of the debootstrap'd root failed ({tar.returncode})")
 
 
 def pullable(image: str) -> bool:
@@ -218,5 +226,25 @@ def prepare() -> tuple[bool, list[str]]:
     return started, [build_standin(image, recipe) for image, recipe in STANDIN_FOR.items()]
 
 
+def purge() -> None:
+    """Remove the engine, its tools and every image, as on a machine that never had them."""
+    stop_engine()
+    if engine_answers():
+        raise SystemExit("a Docker engine the tests did not start answers: stop it first")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    installed = [p for p in PURGED_PACKAGES if run("dpkg", "-s", p).returncode == 0]
+    if installed:
+        must("apt-get", "purge", "-y", "-qq", *installed, env=env)
+        must("apt-get", "autoremove", "-y", "-qq", "--purge", env=env)
+    for directory in ENGINE_DATA:
+        shutil.rmtree(directory, ignore_errors=True)
+    print(f"purged: {', '.join(installed) or 'nothing installed'}; removed the engine's data")
+
+
 if __name__ == "__main__":
-    print(*prepare()[1], sep="\n")
+    import sys
+
+    if sys.argv[1:] == ["purge"]:
+        purge()
+    else:
+        print(*prepare()[1], sep="\n")
