@@ -43,7 +43,7 @@ def backup_postgres(run: Run, postgres: Postgres, file: Path) -> None:
     """pg_dump runs as the cluster owner while we write the file (0600)."""
     name = db_settings(run).get("database", "")
     temporary = file.with_name(file.name + ".tmp")
-    argv = postgres._tool("pg_dump", "-Fc", "-h", str(postgres.sockets), "-p", str(postgres.port),
+    argv = postgres.tool("pg_dump", "-Fc", "-h", str(postgres.sockets), "-p", str(postgres.port),
                           "-d", name)  # fmt: skip
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as out, postgres.log.open("ab") as log:

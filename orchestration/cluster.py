@@ -55,7 +55,7 @@ class Cluster:
         """A re-run of a cluster that was set up: every node unsealed before anything talks
         to it (node 1 alone unsealed is one vote of three: no leader, no write)."""
         self.run.active_node = 1
-        if not self.run.ha or not _non_empty(self.keys_file):
+        if not self.run.ha or not non_empty(self.keys_file):
             return
         for number, vault in enumerate(self.vaults(), start=1):
             seal = vault.seal_status()
@@ -88,7 +88,7 @@ class Cluster:
             "after 60 s: the cluster cannot lose its leader yet (./setup.sh --status)")  # fmt: skip
 
 
-def _non_empty(path: Path) -> bool:
+def non_empty(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 0
 
 

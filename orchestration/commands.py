@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from orchestration import compose as compose_module
 from orchestration.compose import Compose
@@ -75,6 +74,3 @@ def run(options: Options, settings: Settings | None = None) -> None:
     mode = choose_mode(options, settings)
     target = docker_mode(options, settings) if mode == "docker" else local_mode(options, settings)
     getattr(target, options.verb.replace("-", "_"))()
-
-
-__all__ = ["Path", "run"]

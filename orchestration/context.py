@@ -65,7 +65,8 @@ class Run:
         return self.options.replicas or self.state.replicas or 1
 
     def vault(self, addr: str = "", token: str = "") -> Vault:
-        return Vault(addr or self.nodes[0].addr, self.tls.context(), token)
+        """A node's API (by default the active node: node 1 unless an election said else)."""
+        return Vault(addr or self.nodes[self.active_node - 1].addr, self.tls.context(), token)
 
     def require_bao(self) -> str:
         self.bao = self.bao or find_bao(self.settings.venv)

@@ -65,11 +65,11 @@ class Postgres:
         self.data, self.sockets = run.layout.pg_data, run.layout.pg_socket_dir
         self.port, self.log = run.settings.pg_port, run.layout.log_dir / "postgres.log"
 
-    def _tool(self, name: str, *args: str) -> list[str]:
+    def tool(self, name: str, *args: str) -> list[str]:
         return as_pg_owner([str(self.bin / name), *args])
 
     def psql(self, database: str, *args: str) -> list[str]:
-        return self._tool("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.sockets),
+        return self.tool("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.sockets),
                           "-p", str(self.port), "-d", database, *args)  # fmt: skip
 
     def logged(self, argv: list[str], stdin: str | None = None) -> bool:
@@ -81,7 +81,7 @@ class Postgres:
     def running(self) -> bool:
         if not (self.data / "PG_VERSION").exists():
             return False
-        argv = self._tool("pg_ctl", "-D", str(self.data), "status")
+        argv = self.tool("pg_ctl", "-D", str(self.data), "status")
         return subprocess.run(argv, capture_output=True, check=False).returncode == 0
 
     def _prepare_dirs(self) -> None:
@@ -105,7 +105,7 @@ class Postgres:
         self._prepare_dirs()
         if not (self.data / "PG_VERSION").exists():
             say(f"creating PostgreSQL cluster in {self.data} (scram-sha-256 over TCP)")
-            initdb = self._tool("initdb", "-D", str(self.data), "--auth-local=peer",
+            initdb = self.tool("initdb", "-D", str(self.data), "--auth-local=peer",
                                 "--auth-host=scram-sha-256", "--encoding=UTF8",
                                 "--no-instructions")  # fmt: skip
             if not self.logged(initdb):
@@ -119,7 +119,7 @@ class Postgres:
         require_free_port(self.port, "PG_PORT")
         say(f"starting PostgreSQL on 127.0.0.1:{self.port}")
         options = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1"
-        argv = self._tool("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+        argv = self.tool("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                           "-o", options, "start")  # fmt: skip
         if subprocess.run(argv, stdout=subprocess.DEVNULL, check=False).returncode != 0:
             raise SetupError(f"PostgreSQL did not start (see {self.log})")
@@ -128,7 +128,7 @@ class Postgres:
     def stop(self) -> None:
         if self.running():
             say("stopping PostgreSQL")
-            argv = self._tool("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+            argv = self.tool("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
             subprocess.run(argv, stdout=subprocess.DEVNULL, check=False)
             say("stopping PostgreSQL: ok")
 
@@ -152,7 +152,7 @@ def sync_location(run: Run) -> None:
     port = str(run.settings.pg_port)
     if settings.get("host") == "127.0.0.1" and settings.get("port") == port:
         return
-    env = {**os.environ, "VAULT_ADDR": run.nodes[0].addr,
+    env = {**os.environ, "VAULT_ADDR": run.vault().addr,
            "VAULT_TOKEN": read_token(run.layout.operator_token_file)}  # fmt: skip
     argv = [run.require_bao(), "kv", "patch", "-mount=secret", "database/postgres",
             "host=127.0.0.1", f"port={port}"]  # fmt: skip

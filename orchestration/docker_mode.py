@@ -94,11 +94,21 @@ class DockerMode:
         return Cluster(self.run, self.addrs, root / "vault-keys.json", root)
 
     def up(self) -> None:
-        run, root = self.run, self.run.root
+        """Everything up: a list of steps, each a method of its own."""
+        for step in (self.remember, self.start_vault_stack, self.init_vault,
+                     self.dynamic_credentials, self.start_app_stack, self.wait_ready,
+                     self.print_summary):  # fmt: skip
+            step()
+
+    def remember(self) -> None:
+        run = self.run
         run.state.mode, run.state.replicas, run.state.tls = "docker", run.replicas, run.tls.mode
         run.state.ha = run.ha
         run.save_state()
         run.require_bao()
+
+    def start_vault_stack(self) -> None:
+        run, root = self.run, self.run.root
         make_certs(root, root, run.tls)
         self.render_tls()
         say(f"starting the Vault stack ({self.compose.vault_files_label()})")
@@ -107,6 +117,9 @@ class DockerMode:
                               "docker-compose.vault.yaml logs vault)",
                               run.layout.log_dir)  # fmt: skip
         self.wait_for_vault_api()
+
+    def init_vault(self) -> None:
+        run, root = self.run, self.run.root
         say("initializing/unsealing Vault (vault/scripts/init-vault.sh)")
         run_vault_script(str(root), "init-vault.sh", self.script_env())
         self.cluster().join()
@@ -115,14 +128,17 @@ class DockerMode:
         env_upsert(root / ".env", {"BACKEND_VAULT_ADDR": docker_vault_addr(run.ha, run.tls.scheme)})
         # The containers read secrets through the group SECRETS_GID; secrets/ stays 0700.
         (root / "secrets").chmod(0o700)
-        self.dynamic_credentials()
-        say(f"starting the app stack (docker-compose.yaml), {run.replicas} backend replica(s)")
-        self.call("app", "up", "-d", "--build", "--scale", f"backend={run.replicas}",
-                  **self.app_env())  # fmt: skip
+
+    def start_app_stack(self) -> None:
+        replicas = self.run.replicas
+        say(f"starting the app stack (docker-compose.yaml), {replicas} backend replica(s)")
+        self.call("app", "up", "-d", "--build", "--scale", f"backend={replicas}", **self.app_env())
         self.recreate_front()
-        self.wait_ready()
+
+    def print_summary(self) -> None:
+        root = self.run.root
         files = (root / "vault-keys.json", root / "vault-operator-token")
-        say(summary(run, self.front_url(), self.addrs[0], files, "docker compose logs -f"))
+        say(summary(self.run, self.front_url(), self.addrs[0], files, "docker compose logs -f"))
 
     def wait_ready(self) -> None:
         def logs() -> None:

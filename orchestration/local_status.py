@@ -89,7 +89,7 @@ def postgres_line(run: Run) -> str:
 
 
 def status(run: Run) -> None:
-    layout, node = run.layout, run.nodes[0]
+    node = run.nodes[0]
     sealed = sealed_word(run)
     say(f"mode:       local (data in {run.data_dir})")
     say(f"vault:      {process.state_line(node.pid_file, 'server')}, {sealed} at {node.addr}")
@@ -116,4 +116,3 @@ def status(run: Run) -> None:
         f"app ready:  HTTP {http_status(f'{front}/api/ready', run.tls.context())} "
         f"from {front}/api/ready"
     )
-    del layout

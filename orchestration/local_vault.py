@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from orchestration import process, vault_config
-from orchestration.cluster import Cluster, _non_empty, read_token
+from orchestration.cluster import Cluster, non_empty, read_token
 from orchestration.console import SetupError, say
 from orchestration.context import Run
 from orchestration.layout import Node
@@ -206,7 +206,7 @@ def _configured(run: Run, digest: str) -> bool:
     files = [layout.keys_file, layout.operator_token_file, layout.env_file,
              layout.secrets_dir / "db_password.txt", layout.secrets_dir / "redis_password.txt",
              layout.secrets_dir / "approle" / "secret_id"]  # fmt: skip
-    if not all(_non_empty(path) for path in files):
+    if not all(non_empty(path) for path in files):
         return False
     env_lines = layout.env_file.read_text(encoding="utf-8").splitlines()
     return (
@@ -216,7 +216,7 @@ def _configured(run: Run, digest: str) -> bool:
 
 def check_half_initialized(run: Run) -> None:
     """A data dir that was initialized but whose keys file is gone can never be unsealed."""
-    if run.vault().seal_status().get("initialized") and not _non_empty(run.layout.keys_file):
+    if run.vault().seal_status().get("initialized") and not non_empty(run.layout.keys_file):
         raise SetupError(
             f"Vault in {run.layout.vault_dir} is initialized but {run.layout.keys_file} (unseal "
             "or recovery keys) is missing: restore it, or start over with ./setup.sh --reset "

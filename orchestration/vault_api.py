@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from orchestration.console import SetupError
+
 TIMEOUT = 3
 
 
-class VaultUnreachable(Exception):
-    """Nothing answered, or not with JSON."""
+class VaultUnreachable(SetupError):
+    """Nothing answered, or not with JSON (uncaught, it is one clear error line)."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class Vault:
             except ValueError:
                 return {"status": error.code}
         except (OSError, ValueError) as error:
-            raise VaultUnreachable(str(error)) from None
+            raise VaultUnreachable(f"Vault at {self.addr} did not answer ({error})") from None
 
     def ok(self, method: str, path: str, body: dict[str, Any] | None = None) -> bool:
         try:

@@ -8,18 +8,14 @@ import secrets
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from orchestration.database import ADMIN_ROLE, roles_script
 from tests.harness.app import remember_secrets
 from tests.harness.openbao import OpenBao, running_openbao
 from tests.harness.postgres import PostgresCluster, find_pg_bin
-
-REPO = Path(__file__).resolve().parents[2]
-ROLES_SQL = REPO / "vault" / "config" / "postgres-dynamic-roles.sql"
-ADMIN_ROLE = "vault_db_admin"
 
 
 @dataclass
@@ -44,7 +40,8 @@ class DynamicSite:
 
 
 def apply_roles_sql(postgres: PostgresCluster, database: str, admin_password: str) -> None:
-    """psql -f vault/config/postgres-dynamic-roles.sql, as the docs tell a DBA to run it."""
+    """vault/config/postgres-dynamic-roles.sql through psql, wrapped as setup.sh runs it
+    (orchestration.database.roles_script: the admin password on stdin, never argv)."""
     psql = find_pg_bin()
     binary = str(psql / "psql") if psql and (psql / "psql").exists() else "psql"
     env = {**os.environ, "PGPASSWORD": postgres.superuser_password}
@@ -66,12 +63,9 @@ def apply_roles_sql(postgres: PostgresCluster, database: str, admin_password: st
             "-v",
             f"admin_role={ADMIN_ROLE}",
             "-v",
-            f"admin_password={admin_password}",
-            "-v",
             f"database={database}",
-            "-f",
-            str(ROLES_SQL),
         ],
+        input=roles_script(admin_password).encode(),
         env=env,
         check=True,
         capture_output=True,
