@@ -1,4 +1,5 @@
-"""JSON and file helpers for the shell scripts in this directory (called by lib.sh only).
+"""JSON and file helpers for the shell scripts in this directory (lib.sh) and for setup.sh's
+orchestration package, which imports atomic_write, upsert_env and secret_id_expiry.
 
 Secrets travel through stdin and files, never argv or stdout seen by a user: every command
 here that handles a secret reads it from stdin or a file and writes to a file or a pipe.
@@ -364,12 +365,6 @@ def secret_id_expiry(answer: dict, warn_days: float) -> str:
     return f"expires {day} ({days:.0f} days)"
 
 
-def cmd_secret_id_expiry(warn_days: str) -> None:
-    """Print secret_id_expiry for the lookup answer on stdin."""
-    text = sys.stdin.read().strip()
-    print(secret_id_expiry(json.loads(text) if text.startswith("{") else {}, float(warn_days)))
-
-
 COMMANDS = {
     "get": cmd_get,
     "keys-check": cmd_keys_check,
@@ -389,7 +384,6 @@ COMMANDS = {
     "keys-of": cmd_keys_of,
     "secret-id-body": cmd_secret_id_body,
     "secret-id-file": cmd_secret_id_file,
-    "secret-id-expiry": cmd_secret_id_expiry,
     "gen-app": cmd_gen_app,
     "gen-db": cmd_gen_db,
     "gen-jwt-key": cmd_gen_jwt_key,
