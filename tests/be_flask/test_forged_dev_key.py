@@ -1,7 +1,7 @@
 """Attack: forge an admin token with the development key that ships in the repository.
 
 A worker that starts while Vault is sealed must never sign or verify with a public key. The
-backend runs the way `setup.sh --local` runs it (its APP_ENV, read from setup.sh itself).
+backend runs the way `setup.sh --local` runs it (its APP_ENV, from orchestration.backends).
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from tests.harness.openbao import running_openbao
 from tests.harness.servers import free_port, wait_for_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
-SETUP = Path(__file__).resolve().parents[2] / "setup.sh"
 
 
 def setup_sh_backend_env() -> dict[str, str]:
