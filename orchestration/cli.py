@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -124,7 +125,7 @@ def parse(argv: Sequence[str], environ: dict[str, str] | None = None) -> Options
 
 def main(argv: Sequence[str]) -> int:
     """Run one command; a SetupError is one line on stderr and exit status 1."""
-    from orchestration.commands import run
+    from orchestration.commands import run  # here: --help and bad flags need no mode loaded
 
     try:
         options = parse(argv)
@@ -138,4 +139,12 @@ def main(argv: Sequence[str]) -> int:
     except KeyboardInterrupt:
         error_line("interrupted")
         return 130
+    except BrokenPipeError:
+        # The reader went away (`./setup.sh --status | head`): stop quietly, as a shell does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as failure:
+        # A file or directory we could not use (permissions, a full disk): one line, no trace.
+        error_line(str(failure))
+        return 1
     return 0

@@ -4,14 +4,19 @@ credentials (both modes, and the tests), SQLite when there is no PostgreSQL."""
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import secrets
 import subprocess
 from pathlib import Path
+from shutil import which
 
 from orchestration.cluster import read_token
 from orchestration.console import SetupError, say
 from orchestration.context import Run
+from orchestration.local_vault import script_env
+from orchestration.process import require_free_port
+from orchestration.scripts import run_vault_script
 
 ROLES_SQL = Path(__file__).resolve().parents[1] / "vault" / "config" / "postgres-dynamic-roles.sql"
 ADMIN_ROLE = "vault_db_admin"
@@ -46,8 +51,6 @@ def find_postgres() -> Path | None:
     for directory in candidates:
         if os.access(directory / "initdb", os.X_OK) and os.access(directory / "pg_ctl", os.X_OK):
             return directory
-    from shutil import which
-
     initdb, pg_ctl = which("initdb"), which("pg_ctl")
     return Path(initdb).parent if initdb and pg_ctl else None
 
@@ -114,8 +117,6 @@ class Postgres:
         if self.running():
             say(f"PostgreSQL: already running on 127.0.0.1:{self.port}")
             return
-        from orchestration.process import require_free_port
-
         require_free_port(self.port, "PG_PORT")
         say(f"starting PostgreSQL on 127.0.0.1:{self.port}")
         options = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1"
@@ -134,8 +135,6 @@ class Postgres:
 
 
 def _postgres_ids() -> tuple[int, int]:
-    import pwd
-
     entry = pwd.getpwnam("postgres")
     return entry.pw_uid, entry.pw_gid
 
@@ -191,9 +190,6 @@ def ensure_dynamic_credentials(run: Run, postgres: Postgres) -> None:
     """VAULT_DB_MODE=dynamic: the roles once (tables of the static role move to the owner
     role), then init-vault.sh configures the engine with a fresh admin password that Vault
     rotates at once, so it is stored nowhere."""
-    from orchestration.local_vault import script_env
-    from orchestration.scripts import run_vault_script
-
     token = read_token(run.layout.operator_token_file)
     if run.vault(token=token).ok("GET", "database/config/app-postgres"):
         say("dynamic database credentials: configured (kept)")

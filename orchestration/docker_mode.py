@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from orchestration import process, vault_config
+from orchestration.backup import backup_target, snapshot
 from orchestration.cluster import Cluster, read_token
 from orchestration.compose import Compose
 from orchestration.console import SetupError, say
@@ -227,8 +228,6 @@ class DockerMode:
         self.call("app", "ps")
 
     def backup(self) -> None:
-        from orchestration.backup import backup_target, snapshot
-
         run = self.run
         run.require_bao()
         target = backup_target(Path(run.options.backup_dir or str(run.root / "backups")))

@@ -7,9 +7,11 @@ import subprocess
 import sys
 
 from orchestration import apache, backends, database, local_vault, process, redis
+from orchestration.backup import local_backup
 from orchestration.console import SetupError, say
 from orchestration.context import Run
 from orchestration.database import Postgres
+from orchestration.local_status import status
 from orchestration.process import Supervised
 from orchestration.summary import summary, wait_until_ready
 from orchestration.tls import make_certs
@@ -166,11 +168,7 @@ class LocalMode:
         say(f"deleted {run.data_dir}: ./setup.sh starts from scratch")
 
     def status(self) -> None:
-        from orchestration.local_status import status
-
         status(self.run)
 
     def backup(self) -> None:
-        from orchestration.backup import local_backup
-
         local_backup(self.run)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestration.console import SetupError, say
+from orchestration.scripts import run_indented
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,6 @@ def make_certs(root: Path, project_dir: Path, tls: Tls) -> None:
     if not tls.on:
         return
     say(f"certificates in {tls.dir} (vault/scripts/make-certs.sh)")
-    from orchestration.scripts import run_indented
-
     env = {"PROJECT_DIR": str(project_dir), "VAULT_TLS_DIR": str(tls.dir)}
     run_indented([str(root / "vault" / "scripts" / "make-certs.sh")], env,
                  "make-certs.sh failed (its message is above)")  # fmt: skip

@@ -62,3 +62,14 @@ def test_local_only_options_are_refused_for_docker(option: str) -> None:
     assert options is not None
     with pytest.raises(SetupError, match=f"{option} is a local-mode option"):
         options.refuse_local_only_options()
+
+
+def test_main_prints_help_and_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from orchestration.cli import main
+
+    assert main(["--help"]) == 0
+    shown = capsys.readouterr().out
+    for option in ("--local", "--docker", "--stop vault", "--backup [DIR]", "--replicas N"):
+        assert option in shown
+    assert main(["--local", "--bogus"]) == 1
+    assert capsys.readouterr().err == "setup.sh: error: unknown option '--bogus' (see --help)\n"
