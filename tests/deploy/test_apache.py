@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 import requests
+from fe_apache.ui_wsgi import with_ui
 from werkzeug.test import Client
 
-from fe_apache.ui_wsgi import with_ui
 from tests.harness.apache import FE_DIR, Apache, running_apache
 from tests.harness.servers import free_port
 
