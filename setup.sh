@@ -8,6 +8,10 @@
 # orchestration package (orchestration/: modes, verbs, state, process supervision), which
 # also reads the old flag forms (--status, --stop vault, --backup DIR...). See --help.
 set -euo pipefail
+# Everything it (and the servers it starts) creates is owner-only: logs carry failed-login
+# usernames (often mistyped passwords), and keys, tokens and metrics are nobody else's. What
+# PostgreSQL's and Apache's users must reach is opened explicitly (orchestration/local_mode.py).
+umask 077
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${VENV:-$ROOT/.venv}"

@@ -29,8 +29,14 @@ class LocalMode:
         layout.run_dir.mkdir(parents=True, exist_ok=True)
         layout.log_dir.mkdir(parents=True, exist_ok=True)
         # Straight to the final mode (a running front must keep passing through on a re-run):
-        # postgres and www-data pass through when we are root.
-        run.data_dir.chmod(0o711 if os.geteuid() == 0 else 0o700)
+        # as root, postgres and www-data pass through (sockets under run/, postgres.log) and
+        # list nothing.
+        for directory in (run.data_dir, layout.run_dir, layout.log_dir):
+            directory.chmod(0o711 if os.geteuid() == 0 else 0o700)
+        # Logs written before the umask (appended to, so they keep their mode) close too.
+        for log in layout.log_dir.iterdir():
+            if log.is_file():
+                log.chmod(log.stat().st_mode & 0o700)
         run.state.mode, run.state.replicas = "local", run.replicas
         run.state.ha, run.state.auto_unseal = run.ha, run.auto_unseal
         run.save_state()

@@ -58,7 +58,6 @@ def listener_tls(text: str, tls_dir: Path | str, mode: str) -> str:
     lines = [
         f'  tls_cert_file   = "{tls_dir}/vault.pem"',
         f'  tls_key_file    = "{tls_dir}/vault-key.pem"',
-        '  tls_min_version = "tls12"',
     ]
     if mode == "mtls":
         lines += [

@@ -43,6 +43,9 @@ TOKEN_TTL = Gauge(
 )
 
 SOURCES = ("vault", "cache", "fallback")
+# The method label takes these values and `other`: the method is the client's to choose, and
+# each new label value is a new series in every scrape and in Prometheus, for ever.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 bp = Blueprint("metrics", __name__)
 
 
@@ -54,7 +57,7 @@ def init_app(app: Flask) -> None:
 
 
 # The labelled children seen so far: labels() validates and locks on every call. Bounded
-# (the method is the client's to choose); past the bound, labels() as before.
+# (the status is the app's, but a bound costs nothing); past it, labels() as before.
 _CHILDREN_MAX = 1024
 _children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -62,7 +65,8 @@ _children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 def _count(response: Response) -> Response:
     current = request._get_current_object()  # type: ignore[attr-defined]
     rule = current.url_rule
-    key = (current.method, rule.rule if rule else "unmatched", response.status_code)
+    method = current.method if current.method in METHODS else "other"
+    key = (method, rule.rule if rule else "unmatched", response.status_code)
     children = _children.get(key)
     if children is None:
         method, endpoint, status = key

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -147,6 +148,28 @@ def test_metrics(admin_client: FlaskClient, client: FlaskClient) -> None:
     assert 'vault_secrets_source{source="vault"} 1.0' in text
     assert "vault_cache_age_seconds" in text
     assert "jwt_access_token_ttl_seconds 900.0" in text
+
+
+def request_series(client: FlaskClient) -> set[str]:
+    text = client.get("/metrics").get_data(as_text=True)
+    return {line.rsplit(" ", 1)[0] for line in text.splitlines() if line.startswith("http_req")}
+
+
+def test_made_up_http_methods_add_no_metric_series(client: FlaskClient) -> None:
+    """The method is the client's to choose: each one a new series would grow /metrics (and
+    Prometheus) without bound. Unknown methods are counted as `other`."""
+    paths = ("/api/health", "/api/no-such-route")
+    for path in paths:
+        client.open(path, method="FIRST")
+    before = request_series(client)
+    made_up = [f"M{n}X{secrets.token_hex(4).upper()}" for n in range(30)] + ["PROPFIND"]
+    for method in made_up:
+        for path in paths:
+            assert client.open(path, method=method).status_code in (404, 405)
+    after = request_series(client)
+    assert after - before <= {s for s in after if "/metrics" in s}, after - before
+    assert not [m for m in [*made_up, "FIRST"] if f'method="{m}"' in "".join(after)]
+    assert any('method="other"' in series for series in after)
 
 
 def test_metrics_carry_no_secret(client: FlaskClient, vault_secrets: dict[str, Any]) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import random
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -12,7 +16,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.harness.app import csrf_headers, login, read_secret, remember_secrets
+from tests.harness.app import csrf_headers, login, put_secret, read_secret, remember_secrets
 
 
 def access_token(client: FlaskClient) -> str:
@@ -48,8 +52,9 @@ def me(app: Flask, token: str) -> int:
 def restore_key(backend_openbao: Any) -> Iterator[int]:
     """The version before the test; afterwards its values are the newest again."""
     version = newest_version(backend_openbao)
+    original = read_secret(backend_openbao, "app/flask")
     yield version
-    rotate(backend_openbao, "--rollback", str(version))
+    put_secret(backend_openbao, "app/flask", original)
 
 
 def test_sessions_survive_rotation_and_rollback(
@@ -80,6 +85,107 @@ def test_sessions_survive_rotation_and_rollback(
     assert kid_of(fresh) == str(restore_key + 2)
     assert me(app, old_token) == 200  # version restore_key is still in service
     assert client.get("/api/auth/me").status_code == 200
+
+
+def test_rollback_restores_only_the_signing_key(backend_openbao: Any, restore_key: int) -> None:
+    """An old version also holds old passwords: --rollback brings back its jwt_secret only."""
+    original = read_secret(backend_openbao, "app/flask")
+    rotate(backend_openbao)
+    rotated_later = {"redis_password": "redis-" + secrets.token_urlsafe(24)}
+    remember_secrets(rotated_later["redis_password"])
+    put_secret(
+        backend_openbao, "app/flask", {**read_secret(backend_openbao, "app/flask"), **rotated_later}
+    )
+    before = read_secret(backend_openbao, "app/flask")
+
+    output = rotate(backend_openbao, "--rollback", str(restore_key))
+
+    after = read_secret(backend_openbao, "app/flask")
+    expected = {**before, "jwt_secret": original["jwt_secret"]}
+    # Names only in the failure message: the values are secrets.
+    assert sorted(k for k in {**expected, **after} if after.get(k) != expected.get(k)) == []
+    leaked = [k for data in (original, before) for k, v in data.items() if str(v) in output]
+    assert leaked == []
+
+
+def test_compromised_key_stops_verifying_in_every_worker_after_a_refresh(
+    make_app: Callable[..., Flask],
+    backend_openbao: Any,
+    vault_secrets: dict[str, Any],
+    restore_key: int,
+) -> None:
+    """rotate-jwt-key.sh --rollback N --compromised: tokens of the abandoned key are 401 in
+    every worker within a second of POST /api/admin/vault/refresh; those of version N live on.
+    Two apps with their own Vault clients (300 s cache) stand for two workers."""
+    worker_a, worker_b = make_app(), make_app()
+    admin, restored = worker_a.test_client(), worker_b.test_client()
+    assert login(admin, "admin", vault_secrets["admin_password"]).status_code == 200
+    assert login(restored, "user", vault_secrets["user_password"]).status_code == 200
+    assert kid_of(restored) == str(restore_key)
+    rotate(backend_openbao)
+    for worker in (worker_a, worker_b):
+        worker.extensions["vault"].invalidate_cache()
+    abandoned = worker_b.test_client()
+    assert login(abandoned, "user", vault_secrets["user_password"]).status_code == 200
+    assert kid_of(abandoned) == str(restore_key + 1)
+    token = access_token(abandoned)
+    assert (me(worker_a, token), me(worker_b, token)) == (200, 200)  # cached by both now
+
+    output = rotate(backend_openbao, "--rollback", str(restore_key), "--compromised")
+
+    assert f"{restore_key + 1}" in output
+    response = admin.post("/api/admin/vault/refresh", headers=csrf_headers(admin))
+    assert response.status_code == 200
+    deadline = time.monotonic() + 2.5  # the refresh bound (1 s) with room for a busy machine
+    while (me(worker_a, token), me(worker_b, token)) != (401, 401):
+        assert time.monotonic() < deadline, "a worker still accepts the compromised key"
+        time.sleep(0.1)
+    assert (
+        abandoned.post("/api/auth/refresh", headers=csrf_headers(abandoned, True)).status_code
+        == 401
+    )
+    for worker in (worker_a, worker_b):
+        assert me(worker, access_token(restored)) == 200  # the restored key's sessions live on
+    fresh = worker_b.test_client()
+    assert login(fresh, "user", vault_secrets["user_password"]).status_code == 200
+    assert kid_of(fresh) == str(restore_key + 2)
+
+
+def test_compromised_rotation_destroys_every_version_of_the_key(
+    make_app: Callable[..., Flask],
+    backend_openbao: Any,
+    real_claims: dict[str, Any],
+    restore_key: int,
+) -> None:
+    """A key outlives its version when another key of the secret is patched: every version
+    holding it goes, and nothing else (neither older keys nor the new one)."""
+    rotate(backend_openbao)  # restore_key + 1: key B
+    leaked = read_secret(backend_openbao, "app/flask")
+    redis_password = secrets.token_hex(16)
+    remember_secrets(redis_password)
+    put_secret(backend_openbao, "app/flask", {**leaked, "redis_password": redis_password})
+    token = sign(real_claims, leaked["jwt_secret"], kid=str(restore_key + 2))  # key B again
+    app = make_app(cache_ttl=0)
+    assert me(app, token) == 200
+
+    output = rotate(backend_openbao, "--compromised")
+
+    metadata = backend_openbao.client(backend_openbao.root_token).secrets.kv.v2
+    versions = metadata.read_secret_metadata(path="app/flask", mount_point="secret")["data"]
+    destroyed = sorted(int(n) for n, v in versions["versions"].items() if v["destroyed"])
+    assert [restore_key + 1, restore_key + 2] == [n for n in destroyed if n > restore_key]
+    assert not versions["versions"][str(restore_key)]["destroyed"]
+    assert me(app, token) == 401
+    assert leaked["jwt_secret"] not in output
+    result = backend_openbao.run_script(
+        "rotate-jwt-key.sh",
+        "--rollback",
+        str(restore_key + 1),
+        env={"VAULT_TOKEN": backend_openbao.root_token},
+    )
+    assert result.returncode == 1 and "holds no jwt_secret" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert newest_version(backend_openbao) == restore_key + 3  # nothing written
 
 
 def test_rollback_to_a_missing_version_is_a_clear_error(backend_openbao: Any) -> None:
@@ -132,3 +238,51 @@ def test_token_with_a_retired_kid_is_401(
     assert me(long, token) == 200  # the control: still in service for a 7-day refresh lifetime
     assert me(short, token) == 401  # superseded longer ago than any of its tokens lives
     remember_secrets(read_secret(backend_openbao, "app/flask")["jwt_secret"])
+
+
+def anonymous_token(kid: Any) -> str:
+    """What anyone can make without a key: a header naming `kid`, empty claims, no signature."""
+    header = json.dumps({"alg": "HS256", "kid": kid}, separators=(",", ":"), ensure_ascii=False)
+    header_bytes = header.encode()
+    return f"{base64.urlsafe_b64encode(header_bytes).decode().rstrip('=')}.e30.AAAA"
+
+
+@pytest.mark.parametrize("kid", ["²", "\u0663", "\uff11", "0", "01", "1" * 10, "1 ", 1, None])
+def test_anonymous_token_with_a_malformed_kid_is_401(app: Flask, kid: Any) -> None:
+    """'²' passes str.isdigit() and int() refuses it (it was a 500)."""
+    assert me(app, anonymous_token(kid)) == 401
+
+
+def test_kid_in_other_digits_is_401(
+    app: Flask, real_claims: dict[str, Any], vault_secrets: dict[str, Any], backend_openbao: Any
+) -> None:
+    """int() reads Arabic-Indic digits: the current version spelled so is not a kid we issue."""
+    arabic = "".join(chr(0x660 + int(digit)) for digit in str(newest_version(backend_openbao)))
+    token = sign(real_claims, vault_secrets["jwt_secret"], kid=arabic)
+    assert me(app, token) == 401
+
+
+def test_made_up_kids_cost_vault_no_requests_and_the_worker_no_memory(
+    make_app: Callable[..., Flask], backend_openbao: Any
+) -> None:
+    """200 anonymous tokens naming versions that do not exist: a handful of Vault reads at
+    most (the current secret re-read at most once a second) and no state per made-up kid."""
+    app = make_app()
+    cache = app.extensions["vault"].cache
+    assert me(app, anonymous_token("1")) == 401  # warm: the versions that exist are cached
+    current = newest_version(backend_openbao)
+    state = (len(cache.entries), len(cache._locks), len(cache.missing))
+    mark = len(backend_openbao.audit_entries())
+    started = time.monotonic()
+    kids = [str(current + n) for n in range(1, 101)]
+    kids += [str(random.randint(current + 1, 999_999_999)) for _ in range(100)]
+    statuses = {me(app, anonymous_token(kid)) for kid in kids}
+    elapsed = time.monotonic() - started
+    reads = [
+        entry
+        for entry in backend_openbao.audit_entries()[mark:]
+        if entry.get("type") == "request" and entry["request"]["path"].startswith("secret/")
+    ]
+    assert statuses == {401}
+    assert (len(cache.entries), len(cache._locks), len(cache.missing)) == state
+    assert len(reads) <= elapsed + 2, f"{len(reads)} Vault reads in {elapsed:.1f} s"

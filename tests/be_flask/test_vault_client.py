@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import hvac
@@ -10,11 +11,16 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
-from src.vault_client import PermissionDeniedError, SecretIdWrappingError
+from src.vault_client import (
+    PermissionDeniedError,
+    SecretIdWrappingError,
+    SecretNotFoundError,
+    VaultClientError,
+)
 from tests.harness.openbao import OpenBao
 from tests.harness.postgres import PostgresCluster
 
-from .vault_support import SecretWatch, audit_paths, secret_watch, settings_for
+from .vault_support import FAST, SecretWatch, audit_paths, secret_watch, settings_for
 
 __all__ = ["secret_watch"]  # the fixture, imported for pytest
 
@@ -247,3 +253,29 @@ def test_sealed_first_node_is_skipped(
     assert client.status()["outage"] is None
     # login: sealed node (503), then the good one; the KV read goes straight to the good one
     assert client.adapter.requests_sent == 3
+
+
+def test_a_destroyed_version_is_never_served_stale(
+    dev_openbao: OpenBao, secret_watch: SecretWatch
+) -> None:
+    """Once Vault said a version is destroyed (a compromised JWT key), the cached copy is gone:
+    not served while the refresh runs, nor as stale-if-error when Vault goes down after."""
+    secret_watch.add_server(dev_openbao)
+    client = secret_watch.client(settings_for(dev_openbao, **FAST, cache_ttl=1.0))
+    root = dev_openbao.client(dev_openbao.root_token)
+    metadata = root.secrets.kv.v2.read_secret_metadata(path="app/flask", mount_point="secret")
+    version = int(metadata["data"]["current_version"])
+    path = f"app/flask?version={version}"
+    assert client.read_secret_entry(path).version == version
+    root.secrets.kv.v2.destroy_secret_versions(
+        path="app/flask", versions=[version], mount_point="secret"
+    )
+    client.invalidate_cache()  # what POST /api/admin/vault/refresh does in every worker
+    with pytest.raises(SecretNotFoundError):
+        client.read_secret_entry(path)
+    dev_openbao.stop()
+    with pytest.raises(VaultClientError):
+        client.read_secret_entry(path)  # within the TTL: Vault's last word was "destroyed"
+    time.sleep(1.1)
+    with pytest.raises(VaultClientError):
+        client.read_secret_entry(path)  # past it: Vault is down, and nothing stale to serve

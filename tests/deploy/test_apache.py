@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
@@ -188,6 +189,28 @@ def test_oversize_api_body_is_refused_before_the_backend(front: Apache) -> None:
     ok = requests.post(front.url + "/api/users", data=b"x" * 90_000, timeout=10)
     assert ok.status_code == 200
     assert ok.json()["body_length"] == 90_000
+
+
+@pytest.mark.parametrize("size", [102_401, 999_999, 1_000_000, 2**32 + 100])
+def test_declared_length_is_compared_as_a_number(front: Apache, size: int) -> None:
+    """`1000000` sorts before `102400` as a string, and 2^32 + 100 is 100 as a C int: the
+    pre-check must compare numbers, or a 1 MB body reaches the backend."""
+    EchoBackend.seen.clear()
+    conn = http.client.HTTPConnection("127.0.0.1", front.port, timeout=10)
+    try:
+        conn.putrequest("POST", "/api/users")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(size))
+        conn.endheaders()
+        # The whole body: a front that lets it through forwards it to the backend. An error
+        # here means it was refused (and closed) before the body was read: what we want.
+        with contextlib.suppress(OSError):
+            conn.send(b"x" * min(size, 1_000_000))
+        status = conn.getresponse().status
+    finally:
+        conn.close()
+    assert status == 413
+    assert EchoBackend.seen == []
 
 
 def test_jwt_sized_cookies_fit_the_header_limits(front: Apache) -> None:

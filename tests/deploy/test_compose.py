@@ -58,9 +58,10 @@ def test_vault_stack_creates_the_networks_the_app_joins() -> None:
 
 def test_vault_reaches_only_postgres_over_its_own_internal_network() -> None:
     assert load(VAULT)["networks"]["vault_db_net"]["internal"] is True
-    assert set(load(VAULT)["services"]["vault"]["networks"]) == {"vault_net", "vault_db_net"}
+    own = {"vault_net", "vault_db_net", "vault_pub_net"}
+    assert set(load(VAULT)["services"]["vault"]["networks"]) == own
     for node in ("vault-1", "vault-2", "vault-3"):
-        assert set(load(VAULT_HA)["services"][node]["networks"]) == {"vault_net", "vault_db_net"}
+        assert set(load(VAULT_HA)["services"][node]["networks"]) == own
     on_it = [n for n, s in load(APP)["services"].items() if "vault_db_net" in s["networks"]]
     assert on_it == ["db"]
 
@@ -108,7 +109,8 @@ def test_redis_requires_the_password_of_the_docker_secret_init_vault_writes() ->
 @pytest.mark.parametrize(("file", "name", "service"), SERVICES, ids=SERVICE_IDS)
 def test_no_secret_value_in_environment(file: str, name: str, service: dict[str, Any]) -> None:
     for key, value in environment(service).items():
-        if SECRET_NAME.search(key) and not FILE_POINTER.search(key):
+        # An empty value (the backend's VAULT_SECRET_ID) blanks what env_file would hand over.
+        if SECRET_NAME.search(key) and not FILE_POINTER.search(key) and value:
             pytest.fail(f"{file}:{name} sets {key} in environment:")
         assert not re.fullmatch(r"[sh]vs\.[A-Za-z0-9]{20,}|s\.[A-Za-z0-9]{24}", value), key
 
@@ -394,3 +396,41 @@ def test_backend_replicas_sit_behind_the_fronts_balancer() -> None:
     mounted = "./fe_apache/balancer-members.sh:/etc/fe_apache/balancer-members.sh:ro"
     assert mounted in front["volumes"]
     assert members.startswith("/tmp/") and "/tmp" in front["tmpfs"]
+
+
+def test_front_is_published_on_loopback_unless_http_bind_says_otherwise() -> None:
+    """Like Vault's port and the TLS overlay's: plain HTTP is for this host by default;
+    HTTP_BIND (README) publishes it on another address."""
+    assert load(APP)["services"]["frontend"]["ports"] == [
+        "${HTTP_BIND:-127.0.0.1}:${HTTP_PORT:-8080}:8080"
+    ]
+    tls = load(ROOT / "docker-compose.tls.yaml")["services"]["frontend"]["ports"]
+    assert all(str(port).startswith("127.0.0.1:") for port in tls)
+
+
+def test_backend_gets_the_secret_id_only_as_the_file_it_rereads() -> None:
+    """.env (env_file) holds VAULT_SECRET_ID for the scripts: the backend's own entry blanks
+    it, so `docker inspect` shows no secret ID; the file is mounted instead."""
+    backend = load(APP)["services"]["backend"]
+    env = environment(backend)
+    assert env["VAULT_SECRET_ID"] == ""
+    assert env["VAULT_SECRET_ID_FILE"] == "/run/approle/secret_id"
+    assert "./secrets/approle:/run/approle:ro" in backend["volumes"]
+
+
+def test_backend_has_no_route_out_and_only_vault_publishes_from_its_own_network() -> None:
+    """Every network the backend is on is internal; Vault's published ports live on a
+    separate non-internal network that holds Vault alone."""
+    app = load(APP)
+    for stack in (VAULT, VAULT_HA):
+        networks = load(stack)["networks"]
+        internal = {n for n, spec in networks.items() if spec.get("internal")}
+        internal |= {n for n, spec in app["networks"].items() if (spec or {}).get("internal")}
+        assert set(app["services"]["backend"]["networks"]) <= internal, stack.name
+        assert "vault_pub_net" not in internal
+        for name, service in load(stack)["services"].items():
+            if service.get("ports"):
+                assert "vault_pub_net" in service["networks"], name
+            else:
+                assert "vault_pub_net" not in service.get("networks", []), name
+    assert "vault_pub_net" not in app["networks"]

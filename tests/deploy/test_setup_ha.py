@@ -25,6 +25,7 @@ from tests.deploy.test_setup_local import (  # noqa: F401  (local_stack is a fix
 )
 from tests.deploy.test_setup_tls import https_login, tls_files
 from tests.harness.servers import free_port
+from tests.harness.tls_scan import mozilla_intermediate_issues
 
 pytestmark = pytest.mark.topology
 
@@ -151,6 +152,11 @@ def test_setup_ha_tls_auto_unseal_survives_a_killed_leader(local_stack: LocalSta
     env_file = (stack.data_dir / ".env").read_text()
     assert f"VAULT_ADDR={','.join(node_addresses(stack, 'https'))}\n" in env_file
     leader = assert_whole_cluster(node_states(stack), "transit")
+    # Each node's listener and the front, scanned as `sslyze --mozilla_config=intermediate`.
+    for port in [int(a.rsplit(":", 1)[1]) for a in node_addresses(stack, "https")] + [
+        int(stack.env["HTTPS_PORT"])
+    ]:
+        assert mozilla_intermediate_issues(port, tls_files(stack) / "ca.pem") == {}, port
 
     admin = https_login(url, ca, "admin", admin_password_over_tls(stack))
     assert admin.get(f"{url}/api/admin/vault/status", timeout=10).json()["source"] == "vault"

@@ -182,6 +182,46 @@ def port_open(port: str) -> bool:
         return sock.connect_ex(("127.0.0.1", int(port))) == 0
 
 
+# Run as `nobody`: which of the paths on stdin it can open for reading.
+READABLE = """
+import sys
+for path in sys.stdin.read().splitlines():
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError:
+        continue
+    print(path)
+"""
+
+
+def assert_other_users_read_nothing_setup_created(stack: LocalStack) -> None:
+    """Another local user reads no log (failed-login usernames are often mistyped passwords),
+    metrics file, key, token or password that setup.sh (run as root) and its servers wrote;
+    only public files: the certificates and the UI copy Apache serves."""
+    if os.geteuid() != 0:
+        return  # files are ours either way; the test as root (CI) is the one that counts
+    bad = requests.post(
+        f"{stack.url}/api/auth/login",
+        json={"username": "carol-correct-horse-42", "password": "x"},  # a password typed as name
+        timeout=10,
+    )
+    assert bad.status_code == 401
+    files = [str(p) for p in stack.data_dir.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert any("/logs/" in f for f in files) and any("/metrics-" in f for f in files), files
+    done = subprocess.run(
+        ["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", READABLE],
+        input="\n".join(files),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    public = re.compile(r"/run/apache/html/|/tls/(ca|vault|front|client)\.pem$")
+    readable = [f for f in done.stdout.splitlines() if not public.search(f)]
+    assert readable == [], f"user nobody can read {readable}"
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_setup_local_survives_stop_and_start_with_its_data(local_stack: LocalStack) -> None:
@@ -204,6 +244,7 @@ def test_setup_local_survives_stop_and_start_with_its_data(local_stack: LocalSta
         timeout=10,
     )
     assert created.status_code == 201, created.text
+    assert_other_users_read_nothing_setup_created(local_stack)
     ready = requests.get(local_stack.url + "/api/ready", timeout=10).json()
     assert ready["status"] == "ready" and "source" not in ready
     status = admin.get(f"{local_stack.url}/api/admin/vault/status", timeout=10).json()

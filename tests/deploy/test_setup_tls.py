@@ -20,6 +20,7 @@ from tests.deploy.test_setup_local import (  # noqa: F401  (local_stack is a fix
     local_stack,
 )
 from tests.harness.servers import free_port
+from tests.harness.tls_scan import mozilla_intermediate_issues
 
 
 def tls_files(stack: LocalStack) -> Path:
@@ -87,6 +88,16 @@ def assert_front_is_https_with_hsts(stack: LocalStack, url: str, ca: str) -> Non
         requests.get(url + "/", timeout=10)
 
 
+def assert_every_listener_meets_mozilla_intermediate(stack: LocalStack) -> None:
+    """sslyze, as an auditor runs it, finds nothing below Mozilla's intermediate profile on
+    the users' https front or on Vault's listener (entered with the client certificate)."""
+    tls = tls_files(stack)
+    assert mozilla_intermediate_issues(int(stack.env["HTTPS_PORT"]), tls / "ca.pem") == {}
+    client = (tls / "client.pem", tls / "client-key.pem")
+    vault_port = int(stack.env["VAULT_PORT"])
+    assert mozilla_intermediate_issues(vault_port, tls / "ca.pem", client) == {}
+
+
 def test_setup_local_mtls_https_status_and_backup(local_stack: LocalStack) -> None:  # noqa: F811
     stack = local_stack
     # Certificates that expire within the 30 days --status warns about (the CA lives 5x longer).
@@ -104,6 +115,7 @@ def test_setup_local_mtls_https_status_and_backup(local_stack: LocalStack) -> No
     assert stat.S_IMODE(client_key.stat().st_mode) == 0o600
     assert_vault_refuses_plain_http_and_anonymous_tls(stack)
     assert_front_is_https_with_hsts(stack, url, ca)
+    assert_every_listener_meets_mozilla_intermediate(stack)
 
     # The backend reads its secrets from Vault over mutual TLS: the admin password works.
     password = vault_over_mtls(stack).secrets.kv.v2.read_secret_version(

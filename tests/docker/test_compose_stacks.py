@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import stat
 import subprocess
 import time
@@ -121,8 +122,12 @@ def check_promises(stack: Project) -> None:
         " --scan --pattern '*login*'",
     )  # fmt: skip
     assert counters.strip(), "no login counter in the stack's Redis"
-    # No secret value in `docker inspect` or in any container's environment.
-    secrets = [db_password, *kv(stack, "app/flask").values()]
+    # No secret value in `docker inspect` or in any container's environment: the AppRole
+    # secret ID (in .env for the scripts, in the file the backend re-reads) included.
+    secret_id = (stack.root / "secrets" / "approle" / "secret_id").read_text().strip()
+    secrets = [db_password, secret_id, *kv(stack, "app/flask").values()]
+    env_file = (stack.root / ".env").read_text()
+    secrets += re.findall(r"^VAULT_SECRET_ID=(\S+)$", env_file, re.M)
     ids = [c["Id"] for c in app.values()] + [c["Id"] for c in containers(stack, "vault").values()]
     dumped = stack.sh("docker", "inspect", *ids)
     for cid in ids:
@@ -152,6 +157,16 @@ def check_promises(stack: Project) -> None:
     net = json.loads(stack.sh("docker", "network", "inspect", f"{stack.vault_project}_db_net"))
     assert net[0]["Internal"] is True
     assert set(net[0]["Containers"]) == {vault_id, app["db"]["Id"]}
+    # The backend has no route out: each of its networks is internal (vault_net too); Vault
+    # publishes its port from vault_pub_net, which holds nothing of the app stack.
+    for name in app["backend"]["NetworkSettings"]["Networks"]:
+        net = json.loads(stack.sh("docker", "network", "inspect", name))
+        assert net[0]["Internal"] is True, name
+    pub = json.loads(stack.sh("docker", "network", "inspect", f"{stack.vault_project}_pub_net"))
+    assert set(pub[0]["Containers"]) == {vault_id}
+    # The plain-HTTP front is published on loopback only (HTTP_BIND unset).
+    bindings = app["frontend"]["HostConfig"]["PortBindings"]["8080/tcp"]
+    assert {b["HostIp"] for b in bindings} == {"127.0.0.1"}, bindings
 
 
 def bao(stack: Project, token: str, *args: str, stdin: str = "") -> str:

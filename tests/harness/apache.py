@@ -30,6 +30,8 @@ class Apache:
     more_backends: list[str] = field(default_factory=list)
     html_dir: Path = FE_DIR / "html"
     modsecurity: bool = False
+    # FE_TRUSTED_PROXIES: the ingress/load balancer addresses whose X-Forwarded-For is believed.
+    trusted_proxies: str = ""
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -46,11 +48,13 @@ class Apache:
             "FE_CONF_DIR": str(FE_DIR),
             "FE_RUN_DIR": str(self.run_dir),
             "FE_SERVER_NAME": "localhost",
+            "FE_TRUSTED_PROXIES": self.trusted_proxies,
         }
 
     def command(self) -> list[str]:
         cmd = [APACHE_BIN, "-f", str(FE_DIR / "httpd.conf"), "-d", str(self.run_dir)]
         cmd += ["-D", "FOREGROUND"]
+        cmd += ["-D", "TRUSTED_PROXIES"] if self.trusted_proxies else []
         return cmd + (["-D", "MODSECURITY"] if self.modsecurity else [])
 
     def start(self) -> None:
@@ -111,13 +115,19 @@ def writable_run_dir() -> Path:
 
 
 def running_apache(
-    backend_url: str, modsecurity: bool = False, more_backends: tuple[str, ...] = ()
+    backend_url: str,
+    modsecurity: bool = False,
+    more_backends: tuple[str, ...] = (),
+    trusted_proxies: str = "",
 ) -> Iterator[Apache]:
     """A started front for `backend_url` (and any more balancer members); stopped and its
     run dir removed afterwards."""
     require_apache(modsecurity)
     apache = Apache(
-        run_dir=writable_run_dir(), backend_url=backend_url, more_backends=list(more_backends)
+        run_dir=writable_run_dir(),
+        backend_url=backend_url,
+        more_backends=list(more_backends),
+        trusted_proxies=trusted_proxies,
     )
     apache.modsecurity = modsecurity
     apache.start()

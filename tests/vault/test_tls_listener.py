@@ -25,6 +25,7 @@ import requests
 
 from tests.harness.openbao import REPO, SCRIPTS, VENV_BIN, OpenBao, find_bao
 from tests.harness.servers import free_port, missing_server, wait_for_port
+from tests.harness.tls_scan import mozilla_intermediate_issues
 
 MAKE_CERTS = SCRIPTS / "make-certs.sh"
 # One Raft server plus init-vault.sh over TLS: about 20 s for the module.
@@ -276,3 +277,20 @@ def test_backend_reads_vault_tls_settings_from_the_environment_mutual_tls(
         refused = backend_over_mtls(tls_bao, **given)
         assert refused["source"] != "vault", (missing, refused)
         assert "TLS handshake or certificate verification failed" in str(refused["error"])
+
+
+def test_listener_meets_mozilla_intermediate_as_sslyze_judges_it(tls_bao: TLSOpenBao) -> None:
+    """The project's listener with TLS on, scanned as an auditor would: no CBC suite, no
+    P-521 (Go's defaults offer both), TLS 1.2 at least, a certificate that chains to the CA."""
+    assert mozilla_intermediate_issues(tls_bao.port, tls_bao.tls_dir / "ca.pem") == {}
+
+
+def listener_tls_settings(config: Path) -> list[str]:
+    return re.findall(r"^\s*(tls_(?!disable)\w+\s*=.*)$", config.read_text(), re.M)
+
+
+def test_the_unsealer_listener_carries_the_same_tls_profile() -> None:
+    """The unsealer's own config turns TLS on the same way, with the same settings."""
+    main = listener_tls_settings(REPO / "vault" / "config" / "vault-config.hcl")
+    assert any(line.startswith("tls_cipher_suites") for line in main)
+    assert listener_tls_settings(REPO / "vault" / "config" / "vault-unsealer.hcl") == main

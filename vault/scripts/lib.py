@@ -333,6 +333,32 @@ def cmd_gen_jwt_key() -> None:
     print(json.dumps({"jwt_secret": secrets.token_hex(32)}))
 
 
+def cmd_jwt_key(what: str, required: str = "required") -> None:
+    """Print {"jwt_secret": ...} of the `kv get -format=json` answer on stdin, for a variable
+    or a pipe into kv patch; a version without one (deleted, destroyed) fails unless optional
+    (then an empty line)."""
+    data = (read_stdin_json().get("data") or {}).get("data") or {}
+    key = data.get("jwt_secret")
+    if isinstance(key, str) and key:
+        print(json.dumps({"jwt_secret": key}))
+    elif required == "optional":
+        print("")
+    else:
+        raise Fail(f"{what} holds no jwt_secret (deleted or destroyed?)")
+
+
+def cmd_live_versions() -> None:
+    """Print the versions of `kv metadata get -format=json` on stdin that still hold data
+    (neither deleted nor destroyed), oldest first, separated by spaces."""
+    versions = (read_stdin_json().get("data") or {}).get("versions") or {}
+    live = [
+        int(number)
+        for number, meta in versions.items()
+        if not meta.get("destroyed") and not meta.get("deletion_time")
+    ]
+    print(" ".join(str(number) for number in sorted(live)))
+
+
 def cmd_gen_db() -> None:
     """Print the fresh JSON body of secret/database/postgres; location from the environment."""
     print(
@@ -387,6 +413,8 @@ COMMANDS = {
     "gen-app": cmd_gen_app,
     "gen-db": cmd_gen_db,
     "gen-jwt-key": cmd_gen_jwt_key,
+    "jwt-key": cmd_jwt_key,
+    "live-versions": cmd_live_versions,
 }
 
 

@@ -107,6 +107,14 @@ class VaultClient:
             return entry
         return self._read_slow(path)
 
+    def reread_secret_entry(self, path: str, at_most_every: float) -> CacheEntry:
+        """`path` read from Vault again now, unless its entry is less than `at_most_every`
+        seconds old (what a caller may ask for on behalf of anyone, e.g. a token's kid)."""
+        entry = self._entries.get(path)
+        if entry is not None and _monotonic() - entry.fetched_at < at_most_every:
+            return entry
+        return self._read_slow(path)
+
     def get_app_secrets(self) -> dict[str, Any]:
         """jwt_secret, admin_password and user_password."""
         return self.read_secret(APP_SECRETS_PATH)
@@ -160,6 +168,8 @@ class VaultClient:
 
     def _read_slow(self, path: str) -> CacheEntry:
         self.check_fork()
+        if self.cache.is_missing(path, _monotonic()):
+            raise SecretNotFoundError(f"{self.settings.kv_mount}/{path} not found")
         entry = self._entries.get(path)
         # First read of a path, or caching off: wait for the one reader; else don't wait.
         wait = entry is None or self.settings.cache_ttl <= 0
@@ -187,8 +197,14 @@ class VaultClient:
             self.last_error = f"{path}: {reason}"
             self.gate.record_failure(reason)
             return self._without_vault(path, previous, reason)
-        except (SecretNotFoundError, PermissionDeniedError):
+        except SecretNotFoundError:
             self.gate.record_success()  # Vault answered; the path is what's wrong
+            # Deleted or destroyed (a retired key): never served again, not even stale.
+            self.cache.forget(path, missing_until=_monotonic() + self.settings.cache_ttl)
+            raise
+        except PermissionDeniedError:
+            self.gate.record_success()
+            self.cache.forget(path)  # no longer ours to read: not ours to serve either
             raise
         self.gate.record_success()
         now = _monotonic()
