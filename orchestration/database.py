@@ -18,7 +18,11 @@ from orchestration.local_vault import script_env
 from orchestration.process import require_free_port
 from orchestration.scripts import run_vault_script
 
-ROLES_SQL = Path(__file__).resolve().parents[1] / "vault" / "config" / "postgres-dynamic-roles.sql"
+VAULT_CONFIG = Path(__file__).resolve().parents[1] / "vault" / "config"
+ROLES_SQL = VAULT_CONFIG / "postgres-dynamic-roles.sql"
+# Brings roles made by an older ROLES_SQL to what it creates now (issue 23); harmless on a
+# current cluster, so every run applies it to a database that was configured before.
+CONVERGE_SQL = VAULT_CONFIG / "postgres-dynamic-roles-converge.sql"
 ADMIN_ROLE = "vault_db_admin"
 SQL_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -37,6 +41,11 @@ def roles_script(admin_password: str, then: str = "") -> str:
         "\\endif",
         then,
     ])  # fmt: skip
+
+
+def converge_script() -> str:
+    """psql input bringing the roles of an already configured database up to date."""
+    return CONVERGE_SQL.read_text(encoding="utf-8")
 
 
 def new_admin_password() -> str:
@@ -145,6 +154,13 @@ def db_settings(run: Run) -> dict[str, str]:
     return {k: str(v) for k, v in run.vault(token=token).kv_get("database/postgres").items()}
 
 
+def bootstrap_user(run: Run) -> str:
+    """The database's bootstrap login (secret/database/bootstrap, operators only; the backend
+    reads database/postgres, which holds no login)."""
+    token = read_token(run.layout.operator_token_file)
+    return str(run.vault(token=token).kv_get("database/bootstrap").get("username") or "")
+
+
 def sync_location(run: Run) -> None:
     """Ports are overridable: keep Vault's idea of where the database is in step."""
     settings = db_settings(run)
@@ -160,13 +176,13 @@ def sync_location(run: Run) -> None:
 
 
 def ensure_database(run: Run, postgres: Postgres) -> None:
-    """Role and database named by secret/database/postgres, with the password Vault holds
-    (init-vault.sh's secrets/db_password.txt), passed on stdin, never in argv."""
-    settings = db_settings(run)
-    user, name = settings.get("username", ""), settings.get("database", "")
+    """The database secret/database/postgres names, owned by the bootstrap role of
+    secret/database/bootstrap with the password Vault holds for operators (init-vault.sh's
+    secrets/db_password.txt), passed on stdin, never in argv. The backend never logs in as it."""
+    user, name = bootstrap_user(run), db_settings(run).get("database", "")
     if not (SQL_NAME.match(user) and SQL_NAME.match(name)):
-        raise SetupError(f"secret/database/postgres names an unusual role/database "
-                         f"('{user}'/'{name}'): create them by hand")  # fmt: skip
+        raise SetupError("secret/database/bootstrap and secret/database/postgres name an unusual "
+                         f"role/database ('{user}'/'{name}'): create them by hand")  # fmt: skip
     password_file = run.layout.secrets_dir / "db_password.txt"
     password = password_file.read_text(encoding="utf-8").strip() if password_file.exists() else ""
     if not password:
@@ -191,11 +207,16 @@ def ensure_dynamic_credentials(run: Run, postgres: Postgres) -> None:
     role), then init-vault.sh configures the engine with a fresh admin password that Vault
     rotates at once, so it is stored nowhere."""
     token = read_token(run.layout.operator_token_file)
+    name = db_settings(run).get("database", "")
     if run.vault(token=token).ok("GET", "database/config/app-postgres"):
+        # A cluster set up before the roles changed (issue 23): same grants as a fresh one.
+        argv = postgres.psql(name, "-v", f"admin_role={ADMIN_ROLE}")
+        if not postgres.logged(argv, converge_script()):
+            raise SetupError("updating the roles of dynamic credentials failed "
+                             f"(see {postgres.log})")  # fmt: skip
         say("dynamic database credentials: configured (kept)")
         return
-    settings = db_settings(run)
-    name, user = settings.get("database", ""), settings.get("username", "")
+    user = bootstrap_user(run)
     admin_password = new_admin_password()
     script = roles_script(admin_password, f"REASSIGN OWNED BY {user} TO flask_owner;")
     argv = postgres.psql(name, "-v", f"admin_role={ADMIN_ROLE}", "-v", f"database={name}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from orchestration import process, vault_config
@@ -14,8 +15,9 @@ from orchestration.cluster import Cluster, read_token
 from orchestration.compose import Compose
 from orchestration.console import SetupError, say
 from orchestration.context import Run
-from orchestration.database import ADMIN_ROLE, new_admin_password, roles_script
+from orchestration.database import ADMIN_ROLE, converge_script, new_admin_password, roles_script
 from orchestration.layout import docker_vault_addr, published_node_addrs
+from orchestration.migrations import migrate_argv, run_migrations
 from orchestration.scripts import child_env, run_vault_script
 from orchestration.summary import summary, wait_until_ready
 from orchestration.tls import cert_state, make_certs
@@ -47,9 +49,21 @@ class DockerMode:
         self.addrs = published_node_addrs(run.ha, run.settings.vault_port, run.tls.scheme)
 
     def call(self, stack: str, *args: str, stdin: str | None = None, **env: str) -> None:
+        self.compose_run(stack, args, env, stdin)
+
+    def compose_run(
+        self,
+        stack: str,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        stdin: str | None = None,
+        quiet: bool = False,
+    ) -> None:
+        """Compose on a stack; `quiet`: its stdout is dropped (stderr still shows)."""
         argv = self.compose.argv(stack, *args)
-        done = subprocess.run(argv, env=child_env(self.compose.env(**env)),
-                              input=stdin, text=True, check=False)  # fmt: skip
+        done = subprocess.run(argv, env=child_env(self.compose.env(**env)), input=stdin,
+                              stdout=subprocess.DEVNULL if quiet else None, text=True,
+                              check=False)  # fmt: skip
         if done.returncode != 0:
             raise SetupError(f"{' '.join(argv[:2])} {' '.join(args)} failed (output above)")
 
@@ -97,8 +111,8 @@ class DockerMode:
     def up(self) -> None:
         """Everything up: a list of steps, each a method of its own."""
         for step in (self.remember, self.start_vault_stack, self.init_vault,
-                     self.dynamic_credentials, self.start_app_stack, self.wait_ready,
-                     self.print_summary):  # fmt: skip
+                     self.dynamic_credentials, self.migrations, self.start_app_stack,
+                     self.wait_ready, self.print_summary):  # fmt: skip
             step()
 
     def remember(self) -> None:
@@ -158,24 +172,43 @@ class DockerMode:
         init-vault.sh points the engine at it with an admin password Vault rotates at once."""
         run, root = self.run, self.run.root
         token = read_token(root / "vault-operator-token")
-        if run.vault(self.addrs[0], token).ok("GET", "database/config/app-postgres"):
-            say("dynamic database credentials: configured (kept)")
-            return
         say("starting PostgreSQL (docker-compose.yaml: db) for the roles of dynamic credentials")
         self.call("app", "up", "-d", "db", HTTP_PORT=str(run.settings.http_port))
         self.wait_for_db()
+        if run.vault(self.addrs[0], token).ok("GET", "database/config/app-postgres"):
+            # A database set up before the roles changed (issue 23): same grants as a fresh one.
+            self.db_psql(converge_script(), "updating the roles of dynamic credentials in the "
+                         "db container failed (output above)")  # fmt: skip
+            say("dynamic database credentials: configured (kept)")
+            return
         admin_password = new_admin_password()
-        try:
-            self.call("app", "exec", "-T", "db", "sh", "-c", DB_SHELL,
-                      stdin=roles_script(admin_password, REOWN_TABLES))  # fmt: skip
-        except SetupError:
-            raise SetupError("creating the roles of dynamic credentials in the db container "
-                             "failed (output above)") from None  # fmt: skip
+        self.db_psql(roles_script(admin_password, REOWN_TABLES), "creating the roles of dynamic "
+                     "credentials in the db container failed (output above)")  # fmt: skip
         say("roles flask_owner, flask_app and vault_db_admin: ready")
         env = self.script_env(DB_ADMIN_PASSWORD=admin_password, VAULT_DB_MODE="dynamic",
                               DB_ADMIN_USER=ADMIN_ROLE, DB_SSLMODE="disable")  # fmt: skip
         run_vault_script(str(root), "init-vault.sh", env, "--database-engine-only")
         say("dynamic database credentials: configured (admin password rotated by Vault)")
+
+    def db_psql(self, sql: str, failure: str) -> None:
+        """SQL on stdin, in the db container as its bootstrap superuser with the Docker
+        secret's password (read there, never passed in)."""
+        try:
+            self.compose_run("app", ["exec", "-T", "db", "sh", "-c", DB_SHELL], {}, sql, quiet=True)
+        except SetupError:
+            raise SetupError(failure) from None
+
+    def migrations(self) -> None:
+        """As locally, in a one-off backend container (the database is only on the stack's
+        networks; dynamic_credentials has started it). Docker mode keeps the operator token in
+        the checkout."""
+        operator = self.run.vault(self.addrs[0], read_token(self.run.root / "vault-operator-token"))
+        say("migrating the database (a one-off backend container, a flask-migrate login)")
+        port = {"HTTP_PORT": str(self.run.settings.http_port)}
+        self.compose_run("app", ["build", "backend"], port, quiet=True)
+        name = str(operator.kv_get("database/postgres").get("database") or "")
+        backend = self.compose.argv("app", "run", "--rm", "-T", "--no-deps", "backend", "python")
+        run_migrations(operator, migrate_argv(backend, "db", "5432", name), self.compose.env())
 
     def wait_for_db(self) -> None:
         argv = self.compose.argv("app", "exec", "-T", "db", "pg_isready", "-q", "-h", "127.0.0.1")

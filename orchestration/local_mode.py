@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from orchestration import apache, backends, database, local_vault, process, redis
+from orchestration import apache, backends, database, local_vault, migrations, process, redis
 from orchestration.backup import local_backup
 from orchestration.console import SetupError, say
 from orchestration.context import Run
@@ -74,6 +74,7 @@ class LocalMode:
             postgres.start()
             database.ensure_database(run, postgres)
             database.ensure_dynamic_credentials(run, postgres)
+            migrations.local_migrations(run)
             return {"VAULT_DB_MODE": "dynamic"}
         say(
             "!!! No PostgreSQL (binaries not found, or --sqlite): using SQLite at "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from orchestration.console import SetupError
 
@@ -20,13 +22,27 @@ def child_env(extra: Mapping[str, str], drop: Sequence[str] = ()) -> dict[str, s
 
 
 def run_indented(
-    argv: Sequence[str], extra_env: Mapping[str, str], failure: str, drop: Sequence[str] = ()
+    argv: Sequence[str],
+    extra_env: Mapping[str, str],
+    failure: str,
+    drop: Sequence[str] = (),
+    stdin: str | None = None,
+    cwd: Path | None = None,
 ) -> None:
-    """Run argv, each line of its stdout indented by two spaces as it comes; stderr as is."""
+    """Run argv, each line of its stdout indented by two spaces as it comes; stderr as is.
+    `stdin`: what it reads (secrets go this way, never in argv)."""
     proc = subprocess.Popen(
-        list(argv), env=child_env(extra_env, drop), stdout=subprocess.PIPE, text=True
+        list(argv),
+        env=child_env(extra_env, drop),
+        stdin=None if stdin is None else subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
     )
     assert proc.stdout is not None
+    if proc.stdin is not None:
+        with contextlib.suppress(BrokenPipeError), proc.stdin:
+            proc.stdin.write(stdin or "")
     with proc.stdout:
         for line in proc.stdout:
             sys.stdout.write(f"  {line}")

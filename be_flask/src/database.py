@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 # Liveness and scraping must answer even while the database is down.
 NO_DATABASE_ENDPOINTS = frozenset({"health.health", "metrics.metrics"})
+# app.extensions key: why the app will not use the database (src/migrate.py; None when it
+# does): readiness and every request answer 503 with it.
+DATABASE_REFUSAL = "database_refusal"
 # Connection record key: the credentials generation the connection logged in with.
 GENERATION = "vault_credentials_generation"
 # Connection record key: when the connection last went back to the pool (time.monotonic()).

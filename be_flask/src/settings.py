@@ -42,8 +42,6 @@ DEFAULTS: dict[str, Any] = {
     "CACHE_GENERATION_CHECK_SECONDS": 1.0,
     # Longest a worker trusts a remembered session check (src/session_cache.py); 0: never.
     "SESSION_CACHE_SECONDS": 2.0,
-    # VAULT_DB_MODE=dynamic: the role owning the tables, which migrations SET ROLE to.
-    "DB_OWNER_ROLE": "flask_owner",
 }
 
 # Environment variables read as settings (never secrets: those come from Vault).
@@ -61,7 +59,6 @@ _ENV_KEYS = (
     "LOG_LEVEL",
     "LOG_FILE",
     "AUTO_MIGRATE",
-    "DB_OWNER_ROLE",
     "SESSION_CACHE_SECONDS",
 )
 _BOOLEAN_KEYS = ("JWT_COOKIE_SECURE", "RATELIMIT_ENABLED", "AUTO_MIGRATE")

@@ -57,7 +57,7 @@ class SecretWatch:
     def add_server(self, server: OpenBao) -> None:
         self.add(server.root_token, server.operator_token, server.secret_id)
         root = server.client(server.root_token)
-        for path in ("app/flask", "database/postgres"):
+        for path in ("app/flask", "database/postgres", "database/bootstrap"):
             try:
                 secret = root.secrets.kv.v2.read_secret_version(
                     path=path, mount_point="secret", raise_on_deleted_version=True

@@ -162,7 +162,8 @@ def test_config_and_content_mounts_are_read_only(
 
 
 def test_database_names_match_what_init_vault_stores() -> None:
-    """The db container creates the role and database secret/database/postgres names."""
+    """The db container creates the database of secret/database/postgres and the bootstrap
+    login of secret/database/bootstrap (operators only)."""
     db_env = environment(load(APP)["services"]["db"])
     lib = (ROOT / "vault" / "scripts" / "lib.py").read_text()
     assert f'"DB_NAME", "{db_env["POSTGRES_DB"]}"' in lib

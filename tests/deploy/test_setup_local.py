@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import hvac
+import psycopg
 import pytest
 import redis
 import requests
 
+from tests.harness.openbao import every_readable_version, read_env
 from tests.harness.servers import free_port, missing_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,6 +180,28 @@ def assert_backend_unreachable_around_the_front(stack: LocalStack) -> None:
     assert "ANSWERED" not in probe.stdout, probe.stdout
 
 
+def assert_app_identity_reads_no_database_login(stack: LocalStack) -> None:
+    """Issue 23 item 1 on the stack setup.sh made: with the backend's AppRole credentials,
+    no KV value it reads logs into PostgreSQL as any role it names or the bootstrap's `app`."""
+    env = read_env(stack.data_dir / ".env")
+    app = stack.vault()
+    app.token = None
+    app.auth.approle.login(role_id=env["VAULT_ROLE_ID"], secret_id=env["VAULT_SECRET_ID"])
+    readable = [
+        entry
+        for path in ("database/postgres", "app/flask", "database/bootstrap")
+        for entry in every_readable_version(app, path)
+    ]
+    users = {"app", "postgres", *(str(e["username"]) for e in readable if e.get("username"))}
+    values = {str(value) for entry in readable for value in entry.values() if value}
+    for user, password in itertools.product(sorted(users), sorted(values)):
+        dsn = psycopg.conninfo.make_conninfo(
+            host="127.0.0.1", port=stack.env["PG_PORT"], user=user, password=password
+        )
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(dsn, dbname="appdb", connect_timeout=5).close()
+
+
 def port_open(port: str) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", int(port))) == 0
@@ -249,6 +274,8 @@ def test_setup_local_survives_stop_and_start_with_its_data(local_stack: LocalSta
     assert ready["status"] == "ready" and "source" not in ready
     status = admin.get(f"{local_stack.url}/api/admin/vault/status", timeout=10).json()
     assert status["source"] == "vault"
+    assert "migrating database: ok" in output  # as the owner, before the backend started
+    assert_app_identity_reads_no_database_login(local_stack)
 
     status = local_stack.run("--status")
     assert "unsealed" in status.stdout and "HTTP 200" in status.stdout
@@ -515,10 +542,11 @@ def stack_secret_values(stack: LocalStack) -> set[str]:
             path="app/flask", version=version, mount_point="secret", raise_on_deleted_version=False
         )
         values.update(str(v) for v in (data["data"]["data"] or {}).values())
-    database = kv.read_secret_version(
-        path="database/postgres", mount_point="secret", raise_on_deleted_version=True
-    )["data"]["data"]
-    values.add(str(database.get("password") or ""))
+    for path in ("database/postgres", "database/bootstrap"):
+        database = kv.read_secret_version(
+            path=path, mount_point="secret", raise_on_deleted_version=True
+        )["data"]["data"]
+        values.add(str(database.get("password") or ""))
     keys = json.loads((stack.data_dir / "vault-keys.json").read_text())
     values.update([*keys.get("unseal_keys_b64", []), *keys.get("unseal_keys_hex", [])])
     values.add(str(keys.get("root_token") or ""))

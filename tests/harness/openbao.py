@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
+import itertools
 import json
 import os
 import shutil
@@ -20,8 +21,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import hvac
+import hvac.exceptions
 import pytest
 import requests
 
@@ -267,6 +270,25 @@ class OpenBao:
             return []
         lines = self.audit_log.read_text(encoding="utf-8").splitlines()
         return [json.loads(line) for line in lines if line.strip()]
+
+
+def every_readable_version(client: hvac.Client, path: str) -> list[dict[str, Any]]:
+    """Each version of a KV v2 secret the token may read (versions by number: no metadata)."""
+    found: list[dict[str, Any]] = []
+    misses = 0
+    for version in itertools.count(1):
+        try:
+            response = client.secrets.kv.v2.read_secret_version(
+                path=path, version=version, mount_point="secret", raise_on_deleted_version=False
+            )
+        except hvac.exceptions.Forbidden:
+            return found
+        except hvac.exceptions.InvalidPath:
+            misses += 1
+            if misses > 5:
+                return found
+            continue
+        found.append(dict((response["data"] or {}).get("data") or {}))
 
 
 def read_env(path: Path) -> dict[str, str]:

@@ -7,6 +7,7 @@ loopback port, and refuses any connection without the right password.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import secrets
@@ -161,9 +162,9 @@ class PostgresCluster:
                 shutil.chown(path, user="postgres", group="postgres")
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresCluster]:
-    """A private PostgreSQL cluster with password auth, stopped and removed at session end."""
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresCluster]:
+    """A private PostgreSQL cluster with password auth, stopped and removed on exit."""
     bindir = find_pg_bin()
     if bindir is None:
         missing_server("PostgreSQL server binaries (initdb, pg_ctl) not found")
@@ -179,3 +180,10 @@ def postgres() -> Iterator[PostgresCluster]:
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """The session's cluster (tests that need cluster-wide roles of their own start one)."""
+    with running_postgres() as cluster:
+        yield cluster

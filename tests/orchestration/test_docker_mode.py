@@ -12,6 +12,7 @@ import pytest
 from orchestration import docker_mode
 from orchestration.compose import Compose
 from orchestration.context import new_run
+from orchestration.database import CONVERGE_SQL
 from orchestration.docker_mode import DockerMode
 from orchestration.options import Options, Settings
 
@@ -123,11 +124,30 @@ def test_dynamic_roles_go_in_on_stdin_never_argv(
     assert stdin is not None and f"\\set admin_password '{password}'" in stdin
     assert "CREATE ROLE" in stdin and "ALTER TABLE public.%I OWNER TO flask_owner" in stdin
     assert not any(password in arg for arg in argv)
+    assert tails(calls)[1][5:] == ["sh", "-c", docker_mode.DB_SHELL]
+
+
+def test_configured_engine_converges_the_roles_in_the_db_container(
+    tmp_path: Path, calls: Calls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database configured before issue 23 gets the converge SQL, and Vault is left as is."""
+    scripts: list[str] = []
+    monkeypatch.setattr(docker_mode, "run_vault_script", lambda _r, s, *_: scripts.append(s))
+    monkeypatch.setattr(DockerMode, "wait_for_db", lambda _self: None)
+    monkeypatch.setattr("orchestration.vault_api.Vault.ok", lambda *_: True)
+    mode(tmp_path).dynamic_credentials()
+    assert [t[2:] for t in tails(calls)] == [
+        ["up", "-d", "db"],
+        ["exec", "-T", "db", "sh", "-c", docker_mode.DB_SHELL],
+    ]
+    assert calls[1][2] == CONVERGE_SQL.read_text(encoding="utf-8")
+    assert "REVOKE flask_owner FROM flask_app" in (calls[1][2] or "")
+    assert scripts == []
 
 
 def test_up_is_its_steps_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     done: list[str] = []
-    steps = ["remember", "start_vault_stack", "init_vault", "dynamic_credentials",
+    steps = ["remember", "start_vault_stack", "init_vault", "dynamic_credentials", "migrations",
              "start_app_stack", "wait_ready", "print_summary"]  # fmt: skip
     for name in steps:
         monkeypatch.setattr(DockerMode, name, lambda _self, name=name: done.append(name))

@@ -26,7 +26,7 @@ def generated_secrets(server: OpenBao, workdir: Path | None = None) -> list[str]
     root = server.client(server.root_token)
     app = root.secrets.kv.v2.read_secret_version(path="app/flask", raise_on_deleted_version=True)
     db = root.secrets.kv.v2.read_secret_version(
-        path="database/postgres", raise_on_deleted_version=True
+        path="database/bootstrap", raise_on_deleted_version=True
     )
     values = [
         *keys.get("unseal_keys_b64", []),

@@ -47,6 +47,9 @@ DENIED: dict[str, Callable[[hvac.Client], object]] = {
     "read another path under database/": lambda c: c.secrets.kv.v2.read_secret_version(
         path="database/other", raise_on_deleted_version=True
     ),
+    "read the database's bootstrap login": lambda c: c.secrets.kv.v2.read_secret_version(
+        path="database/bootstrap", raise_on_deleted_version=True
+    ),
     "read metadata": lambda c: c.secrets.kv.v2.read_secret_metadata(path="app/flask"),
     "write its cubbyhole (default policy)": lambda c: c.adapter.post(
         "/v1/cubbyhole/stash", json={"k": "v"}
@@ -80,6 +83,9 @@ CAPABILITIES = {
     # Dynamic database credentials: its own role's logins and leases, nothing of the engine.
     "database/creds/flask-app": ["read"],
     "database/creds/other-role": ["deny"],
+    # Neither the database's bootstrap login nor the owner's migration logins (issue 23).
+    "secret/data/database/bootstrap": ["deny"],
+    "database/creds/flask-migrate": ["deny"],
     "database/config/app-postgres": ["deny"],
     "database/roles/flask-app": ["deny"],
     "database/rotate-root/app-postgres": ["deny"],

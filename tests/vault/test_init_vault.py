@@ -60,11 +60,13 @@ def test_both_secret_paths_hold_every_key_with_strong_values(openbao: OpenBao) -
     assert len(app["redis_password"]) >= 40  # 256 random bits, URL-safe (a redis.conf word)
     assert re.fullmatch(r"[A-Za-z0-9_-]+", app["redis_password"])
     assert len({app["admin_password"], app["user_password"], app["redis_password"]}) == 3
+    # The app's path says where the database is, never how to log in (issue 23 item 1): the
+    # bootstrap login sits where only operators read.
     db = kv(openbao, "database/postgres")
-    assert set(db) == {"host", "port", "database", "username", "password"}
-    location = (db["host"], db["port"], db["database"], db["username"])
-    assert location == ("db", "5432", "appdb", "app")
-    assert len(db["password"]) >= 20
+    assert db == {"host": "db", "port": "5432", "database": "appdb"}
+    bootstrap = kv(openbao, "database/bootstrap")
+    assert set(bootstrap) == {"username", "password"} and bootstrap["username"] == "app"
+    assert len(bootstrap["password"]) >= 20
 
 
 def test_written_files_are_private_and_hold_only_what_was_asked(openbao: OpenBao) -> None:
@@ -97,7 +99,7 @@ def test_written_files_are_private_and_hold_only_what_was_asked(openbao: OpenBao
     assert env["SECRETS_GID"] == str(os.getgid())
     assert sid_file.read_text().strip() == env["VAULT_SECRET_ID"]
     assert read_env(env_file)["VAULT_ADDR"] == openbao.addr
-    assert db_file.read_text() == kv(openbao, "database/postgres")["password"]
+    assert db_file.read_text() == kv(openbao, "database/bootstrap")["password"]
     assert redis_file.read_text() == kv(openbao, "app/flask")["redis_password"]
     keys = openbao.keys()
     assert set(keys) == {
@@ -122,7 +124,8 @@ def test_first_run_prints_no_secret(openbao: OpenBao) -> None:
 def test_second_run_changes_no_secret_and_keeps_other_env_lines(openbao: OpenBao) -> None:
     env_file = openbao.workdir / ".env"
     env_file.write_text("# operator notes\nFLASK_DEBUG=0\n" + env_file.read_text())
-    before = {path: current_version(openbao, path) for path in ("app/flask", "database/postgres")}
+    paths = ("app/flask", "database/postgres", "database/bootstrap")
+    before = {path: current_version(openbao, path) for path in paths}
     keys_before = openbao.keys()
 
     result = openbao.run_script("init-vault.sh")
@@ -130,6 +133,7 @@ def test_second_run_changes_no_secret_and_keeps_other_env_lines(openbao: OpenBao
     assert result.returncode == 0, result.stderr
     assert "secret/app/flask exists: kept" in result.stdout
     assert "secret/database/postgres exists: kept" in result.stdout
+    assert "secret/database/bootstrap exists: kept" in result.stdout
     # No root token in the keys file works any more: the re-run made its own and revoked it.
     assert "root token for this run: generated from the unseal keys" in result.stdout
     assert "root token: revoked" in result.stdout
@@ -146,7 +150,7 @@ def test_two_fresh_inits_make_different_secrets_and_honour_flags(
     openbao: OpenBao, spare_openbao: OpenBao
 ) -> None:
     other = spare_openbao  # made with --key-shares 3 --key-threshold 2 and DB_* set
-    for path in ("app/flask", "database/postgres"):
+    for path in ("app/flask", "database/bootstrap"):
         mine, theirs = kv(openbao, path), kv(other, path)
         for key in ("jwt_secret", "admin_password", "user_password", "password"):
             if key in mine:
@@ -162,7 +166,8 @@ def test_two_fresh_inits_make_different_secrets_and_honour_flags(
     assert read_env(env_file)["VAULT_ADDR"] == "http://vault:8200"
     db = kv(other, "database/postgres")
     location = {"DB_HOST": db["host"], "DB_PORT": db["port"], "DB_NAME": db["database"]}
-    assert {**location, "DB_USER": db["username"]} == SPARE_DB
+    user = kv(other, "database/bootstrap")["username"]
+    assert {**location, "DB_USER": user} == SPARE_DB
 
 
 def test_dev_server_with_token_and_no_keys_file_is_configured(dev_openbao: OpenBao) -> None:

@@ -63,6 +63,13 @@ path "database/rotate-root/*" {
   capabilities = ["update"]
 }
 
+# Migrations' short-lived logins, which may SET ROLE to the table owner. Only here: the
+# operator runs migrations (setup.sh does, before it starts the backend); app-policy has no
+# way to the owner. Revoked with sys/leases/revoke below once the migration ends.
+path "database/creds/flask-migrate" {
+  capabilities = ["read"]
+}
+
 path "sys/mounts" {
   capabilities = ["read"]
 }

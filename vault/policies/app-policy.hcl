@@ -9,7 +9,9 @@ path "secret/data/app/flask" {
   capabilities = ["read"]
 }
 
-# Database connection settings and password.
+# Where the database is (host, port, database). In static mode also the app's login, a
+# non-superuser role; in dynamic mode no password at all: the login is a lease (below). The
+# database's bootstrap login (secret/database/bootstrap) is for operators only.
 path "secret/data/database/postgres" {
   capabilities = ["read"]
 }

@@ -11,8 +11,9 @@ Usage: $PROG [options]
 
 Initialize and unseal the Vault at \$VAULT_ADDR (default $VAULT_ADDR), then configure it for
 the Flask backend: KV v2 at secret/, policies app-policy and admin-policy, AppRole role
-$ROLE_NAME, random secrets at secret/app/flask (also the Redis password) and
-secret/database/postgres, the operator token.
+$ROLE_NAME, random secrets at secret/app/flask (also the Redis password),
+secret/database/postgres (where the database is; no login) and secret/database/bootstrap (the
+database's bootstrap login, for operators only), the operator token.
 An already initialized server is used as is with \$VAULT_TOKEN (e.g. \`bao server -dev\`).
 
 Options (environment variable in brackets):
@@ -29,14 +30,18 @@ Options (environment variable in brackets):
 
 Other environment: PROJECT_DIR (where files go, default the repo root), VAULT_KEYS_FILE,
 ENV_FILE, APP_VAULT_ADDR (VAULT_ADDR for .env; default: keep an existing line, else
-\$VAULT_ADDR), DB_HOST, DB_PORT, DB_NAME, DB_USER, OPERATOR_TOKEN_TTL (default 768h),
+\$VAULT_ADDR), DB_HOST, DB_PORT, DB_NAME, DB_USER (the bootstrap login's name, default app),
+OPERATOR_TOKEN_TTL (default 768h),
 VAULT_OPERATOR_TOKEN_FILE (default vault-operator-token),
 AUDIT_FILE_PATH (HashiCorp Vault only), VAULT_BIN, VAULT_GENERATE_ROOT_SOCKET (a private Unix
 socket listener serving generate-root without a token, for a re-run whose operator token
 expired; setup.sh --local has one).
 VAULT_DB_MODE=dynamic also configures the database secrets engine: DB_ADMIN_USER and
 DB_ADMIN_PASSWORD (a CREATEROLE role, not the superuser; its password is rotated by Vault),
-DB_CREDS_TTL (1h), DB_CREDS_MAX_TTL (24h), DB_GROUP_ROLE (flask_app), DB_SSLMODE (prefer).
+DB_CREDS_TTL (1h), DB_CREDS_MAX_TTL (24h), DB_GROUP_ROLE (flask_app), DB_SSLMODE (prefer);
+migrations' logins (role $MIGRATE_ROLE, admin-policy only): DB_OWNER_ROLE (flask_owner),
+DB_MIGRATE_TTL (15m), DB_MIGRATE_MAX_TTL (1h). It also removes any login from
+secret/database/postgres, older versions included.
 
 --kubernetes (pods log in with their service-account token, VAULT_AUTH_METHOD=kubernetes):
 K8S_HOST (the Kubernetes API URL Vault calls for TokenReview, required), K8S_CA_CERT (PEM
@@ -67,6 +72,7 @@ SECRET_ID_NUM_USES="${SECRET_ID_NUM_USES:-0}"
 APPROLE_CIDRS="${APPROLE_CIDRS:-}"
 OPERATOR_TOKEN_TTL="${OPERATOR_TOKEN_TTL:-768h}"
 KUBERNETES=false
+MIGRATE_ROLE="flask-migrate"
 
 parse_args() {
   while [ $# -gt 0 ]; do
@@ -277,6 +283,7 @@ configure_kubernetes_auth() {
 }
 
 # Write the generated keys a KV path lacks; existing values (and the version) stay untouched.
+# ensure_secret PATH GENERATOR [GENERATOR-ARG...]
 ensure_secret() {
   local path="$1" generator="$2" exists=true rc=0
   "$VAULT_BIN" kv get -format=json -mount=secret "$path" >"$RUN_TMP/current" 2>"$RUN_TMP/err" ||
@@ -286,7 +293,7 @@ ensure_secret() {
     exists=false
     : >"$RUN_TMP/current"
   fi
-  py "$generator" >"$RUN_TMP/fresh"
+  py "$generator" "${@:3}" >"$RUN_TMP/fresh"
   py missing "$RUN_TMP/current" "$RUN_TMP/fresh" >"$RUN_TMP/patch"
   if [ "$exists" = false ]; then
     vcli kv put -mount=secret "$path" - <"$RUN_TMP/patch" >/dev/null
@@ -301,7 +308,7 @@ ensure_secret() {
 }
 
 # A container's Docker secret file holds the same password as Vault: the database's
-# (secret/database/postgres) and Redis's (secret/app/flask, key redis_password, which the
+# bootstrap superuser's (secret/database/bootstrap, which only operators read) and Redis's (secret/app/flask, key redis_password, which the
 # backend reads from Vault; setup.sh --local puts it in its redis.conf).
 # write_password_file KV_PATH FIELD FILE CONTAINER
 write_password_file() {
@@ -339,41 +346,101 @@ write_app_credentials() {
   publish_secret_id
 }
 
+# The database's bootstrap login lives where only operators read it (admin-policy's secret/*;
+# app-policy names secret/data/database/postgres alone). A deployment from before kept it in
+# secret/database/postgres: ensure_secret copies it from there (configure_database_engine
+# then removes it from the app's path).
+ensure_bootstrap_login() {
+  "$VAULT_BIN" kv get -format=json -mount=secret database/postgres >"$RUN_TMP/db-old" 2>/dev/null ||
+    : >"$RUN_TMP/db-old"
+  ensure_secret database/bootstrap gen-db-bootstrap "$RUN_TMP/db-old"
+  rm -f "$RUN_TMP/db-old"
+}
+
+# Dynamic mode: the app's path says only where to connect. A login in it (a static-mode
+# deployment, or one from before secret/database/bootstrap) goes, and so do the older
+# versions that hold it: app-policy reads any version of the path (?version=N).
+remove_standing_login() {
+  local versions
+  vcli kv get -format=json -mount=secret database/postgres >"$RUN_TMP/db-now"
+  if [ -n "$(py login-keys "$RUN_TMP/db-now")" ]; then
+    vcli kv put -mount=secret database/postgres host="$1" port="$2" database="$3" >/dev/null
+    say "secret/database/postgres: login removed (dynamic mode: only where to connect)"
+  fi
+  vcli kv metadata get -format=json -mount=secret database/postgres >"$RUN_TMP/db-meta"
+  versions="$(py live-versions-below "$RUN_TMP/db-meta")"
+  if [ -n "$versions" ]; then
+    vcli kv destroy -mount=secret -versions="$versions" database/postgres >/dev/null
+    say "secret/database/postgres: older versions $versions destroyed"
+  fi
+  rm -f "$RUN_TMP/db-now" "$RUN_TMP/db-meta"
+}
+
+# write_database_role NAME GROUP INHERIT|NOINHERIT TTL MAX_TTL: logins that are members of
+# GROUP. Revocation first ends the login's sessions (pg_terminate_backend), then drops it:
+# a revoked lease leaves no connection behind.
+write_database_role() {
+  vcli write "database/roles/$1" db_name=app-postgres default_ttl="$4" max_ttl="$5" \
+    creation_statements="CREATE ROLE \"{{name}}\" WITH LOGIN $3 PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE $2;" \
+    revocation_statements="SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}'; DROP ROLE IF EXISTS \"{{name}}\";" \
+    >/dev/null
+  say "database/roles/$1: written (members of $2, TTL $4, max $5)"
+}
+
+database_engine_configured() {
+  "$VAULT_BIN" read -format=json database/config/app-postgres >/dev/null 2>&1
+}
+
+# A connection written before flask-migrate existed allows the app's role alone. An update
+# keeps the other settings (and the password Vault rotated).
+allow_migrate_role() {
+  local allowed
+  allowed="$(vcli read -format=json database/config/app-postgres | py get data.allowed_roles)"
+  if [[ "$allowed" != *"\"$MIGRATE_ROLE\""* ]]; then
+    vcli write database/config/app-postgres allowed_roles="$ROLE_NAME,$MIGRATE_ROLE" >/dev/null
+    say "database/config/app-postgres: allowed roles $ROLE_NAME, $MIGRATE_ROLE"
+  fi
+}
+
 # VAULT_DB_MODE=dynamic: the database secrets engine hands the app short-lived logins. Vault
 # connects as a dedicated admin role (DB_ADMIN_USER, never the superuser) whose password it
 # rotates at once, so afterwards no human or file knows it. A re-run keeps that connection.
+# A configured engine means a dynamic deployment, whatever this run's VAULT_DB_MODE (setup.sh
+# re-runs the script without it): its roles and the app's path converge on every run.
 configure_database_engine() {
   local mounts host port name
-  [ "${VAULT_DB_MODE:-static}" = "dynamic" ] || return 0
+  [ "${VAULT_DB_MODE:-static}" = "dynamic" ] || database_engine_configured || return 0
   mounts="$(vcli secrets list -format=json)"
   if [ -z "$(py get 'database/.type' <<<"$mounts")" ]; then
     vcli secrets enable database >/dev/null
     say "database secrets engine at database/: enabled"
   fi
-  if "$VAULT_BIN" read -format=json database/config/app-postgres >/dev/null 2>&1; then
+  host="$(vcli kv get -mount=secret -field=host database/postgres)"
+  port="$(vcli kv get -mount=secret -field=port database/postgres)"
+  name="$(vcli kv get -mount=secret -field=database database/postgres)"
+  if database_engine_configured; then
     say "database/config/app-postgres: kept (its admin password is Vault's alone)"
+    allow_migrate_role
   else
     if [ -z "${DB_ADMIN_USER:-}" ] || [ -z "${DB_ADMIN_PASSWORD:-}" ]; then
       die "VAULT_DB_MODE=dynamic needs DB_ADMIN_USER and DB_ADMIN_PASSWORD (a CREATEROLE role)"
     fi
-    host="$(vcli kv get -mount=secret -field=host database/postgres)"
-    port="$(vcli kv get -mount=secret -field=port database/postgres)"
-    name="$(vcli kv get -mount=secret -field=database database/postgres)"
     vcli write database/config/app-postgres plugin_name=postgresql-database-plugin \
       connection_url="postgresql://{{username}}:{{password}}@$host:$port/$name?sslmode=${DB_SSLMODE:-prefer}" \
-      username="$DB_ADMIN_USER" password="$DB_ADMIN_PASSWORD" allowed_roles="$ROLE_NAME" \
+      username="$DB_ADMIN_USER" password="$DB_ADMIN_PASSWORD" allowed_roles="$ROLE_NAME,$MIGRATE_ROLE" \
       password_authentication=scram-sha-256 >/dev/null
     vcli write -f database/rotate-root/app-postgres >/dev/null
     say "database/config/app-postgres: written as $DB_ADMIN_USER, root password rotated"
   fi
-  # Logins are members of the stable group role (privileges only); tables belong to the
-  # owner role, which migrations SET ROLE to. Revocation drops the login and nothing else:
-  # sessions in flight finish their queries.
-  vcli write "database/roles/$ROLE_NAME" db_name=app-postgres \
-    default_ttl="${DB_CREDS_TTL:-1h}" max_ttl="${DB_CREDS_MAX_TTL:-24h}" \
-    creation_statements="CREATE ROLE \"{{name}}\" WITH LOGIN INHERIT PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE ${DB_GROUP_ROLE:-flask_app};" \
-    revocation_statements="DROP ROLE IF EXISTS \"{{name}}\";" >/dev/null
-  say "database/roles/$ROLE_NAME: written (TTL ${DB_CREDS_TTL:-1h}, max ${DB_CREDS_MAX_TTL:-24h})"
+  # The backend's logins: members of the group role that holds the table privileges only.
+  write_database_role "$ROLE_NAME" "${DB_GROUP_ROLE:-flask_app}" INHERIT \
+    "${DB_CREDS_TTL:-1h}" "${DB_CREDS_MAX_TTL:-24h}"
+  # Migrations' logins: SET ROLE to the table owner (NOINHERIT: nothing they create is their
+  # own, so the drop at revocation works). Only admin-policy reads them: the operator runs
+  # migrations (setup.sh, `python -m src.migrate`), the backend never holds the owner.
+  write_database_role "$MIGRATE_ROLE" "${DB_OWNER_ROLE:-flask_owner}" NOINHERIT \
+    "${DB_MIGRATE_TTL:-15m}" "${DB_MIGRATE_MAX_TTL:-1h}"
+  remove_standing_login "$host" "$port" "$name"
   # The backend's env_file in Docker (sourced before starting gunicorn locally): dynamic from now on.
   printf 'VAULT_DB_MODE=dynamic\n' | py env-upsert "$ENV_FILE"
 }
@@ -437,7 +504,8 @@ main() {
   configure_kubernetes_auth
   ensure_secret app/flask gen-app
   ensure_secret database/postgres gen-db
-  write_password_file database/postgres password db_password.txt db
+  ensure_bootstrap_login
+  write_password_file database/bootstrap password db_password.txt db
   write_password_file app/flask redis_password redis_password.txt redis
   configure_database_engine
   write_app_credentials

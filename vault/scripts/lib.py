@@ -287,10 +287,15 @@ def cmd_secret_id_file(env_path: str, path: str) -> None:
     atomic_write(Path(path), value + "\n", 0o640)
 
 
+def kv_data(path: str) -> dict:
+    """The data of a `kv get -format=json` answer saved in `path` ({} for an empty file)."""
+    text = Path(path).read_text(encoding="utf-8").strip() if path else ""
+    return (json.loads(text).get("data") or {}).get("data") or {} if text else {}
+
+
 def cmd_missing(current: str, fresh: str) -> None:
     """Print the keys of `fresh` absent from the KV read in `current` (empty if no secret)."""
-    text = Path(current).read_text(encoding="utf-8").strip()
-    have = (json.loads(text).get("data") or {}).get("data") or {} if text else {}
+    have = kv_data(current)
     new = json.loads(Path(fresh).read_text(encoding="utf-8"))
     print(json.dumps({key: value for key, value in new.items() if key not in have}))
 
@@ -360,19 +365,53 @@ def cmd_live_versions() -> None:
 
 
 def cmd_gen_db() -> None:
-    """Print the fresh JSON body of secret/database/postgres; location from the environment."""
+    """Print the fresh JSON body of secret/database/postgres: where to connect, no login.
+
+    The backend reads this path. Its login is a lease (dynamic mode) or, in static mode, a
+    non-superuser role the operator creates and writes here (VAULT_INTEGRATION.md).
+    """
     print(
         json.dumps(
             {
                 "host": os.environ.get("DB_HOST", "db"),
                 "port": os.environ.get("DB_PORT", "5432"),
                 "database": os.environ.get("DB_NAME", "appdb"),
-                "username": os.environ.get("DB_USER", "app"),
-                # URL-safe alphabet: the password goes into DATABASE_URL without quoting.
-                "password": secrets.token_urlsafe(24),
             }
         )
     )
+
+
+def cmd_gen_db_bootstrap(current: str = "") -> None:
+    """Print the fresh JSON body of secret/database/bootstrap (operator-only).
+
+    The database's bootstrap login: the Compose db container's superuser (POSTGRES_USER, the
+    Docker secret db_password.txt), the database owner of setup.sh --local. A deployment from
+    before this path existed kept that login in secret/database/postgres (`current`, a KV
+    read): it carries over, since an existing database knows that password.
+    """
+    old = kv_data(current)
+    if old.get("username") and old.get("password"):
+        print(json.dumps({"username": old["username"], "password": old["password"]}))
+        return
+    # URL-safe alphabet: the password goes into a connection URL without quoting.
+    body = {"username": os.environ.get("DB_USER", "app"), "password": secrets.token_urlsafe(24)}
+    print(json.dumps(body))
+
+
+def cmd_login_keys(current: str) -> None:
+    """Print "yes" when the KV read in `current` holds a login (username or password)."""
+    print("yes" if {"username", "password"} & set(kv_data(current)) else "")
+
+
+def cmd_live_versions_below(metadata: str) -> None:
+    """Comma-separated KV versions older than the current one and not destroyed yet."""
+    data = json.loads(Path(metadata).read_text(encoding="utf-8")).get("data") or {}
+    current = int(data.get("current_version") or 0)
+    versions = data.get("versions") or {}
+    live = sorted(
+        int(v) for v, meta in versions.items() if int(v) < current and not meta["destroyed"]
+    )
+    print(",".join(str(v) for v in live))
 
 
 def secret_id_expiry(answer: dict, warn_days: float) -> str:
@@ -412,6 +451,9 @@ COMMANDS = {
     "secret-id-file": cmd_secret_id_file,
     "gen-app": cmd_gen_app,
     "gen-db": cmd_gen_db,
+    "gen-db-bootstrap": cmd_gen_db_bootstrap,
+    "login-keys": cmd_login_keys,
+    "live-versions-below": cmd_live_versions_below,
     "gen-jwt-key": cmd_gen_jwt_key,
     "jwt-key": cmd_jwt_key,
     "live-versions": cmd_live_versions,

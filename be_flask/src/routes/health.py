@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
 from src.app_secrets import app_secrets
+from src.database import DATABASE_REFUSAL
 from src.extensions import db
 from src.vault.errors import VaultUnavailableError
 
@@ -41,7 +42,7 @@ def _database_error() -> str | None:
     """None when the database answers, else why not (fail closed, e.g. lease ended)."""
     try:
         db.session().execute(text("SELECT 1"))
-        return None
+        return current_app.extensions.get(DATABASE_REFUSAL)
     except VaultUnavailableError as error:
         log.warning("readiness: %s", error)
         return str(error)
