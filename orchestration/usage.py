@@ -44,7 +44,9 @@ web UI; wait until the app is ready; print the URL and where the admin password 
   --stop          stop what {prog} started (data is kept)
   --stop vault    stop only the Vault server (the app serves from its cache); {prog}
                   with no option starts it again and unseals it
-  --restart-app   restart the backend and the front only (not needed after
+  --restart-app   restart the backend and the front only, without failing a request:
+                  new gunicorn workers (new code) replica by replica, Apache reloaded
+                  gracefully; whatever is stopped is started (not needed after
                   rotate-secret-id.sh: the backend re-reads secrets/approle/secret_id)
   --status        show what runs, whether Vault is sealed, its seal type and (with TLS)
                   when its certificate expires (warns within CERT_WARN_DAYS, default 30)
