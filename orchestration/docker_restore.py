@@ -18,8 +18,8 @@ from orchestration.restore import (
     check_database_kind,
     check_keys,
     read_backup,
-    restore_snapshot,
 )
+from orchestration.root_token import restore_snapshot_as_root
 from orchestration.scripts import child_env
 
 if TYPE_CHECKING:
@@ -69,8 +69,9 @@ def docker_restore(mode: DockerMode, db_shell: str) -> None:
     type(mode)(replace(run, options=replace(run.options, backup_dir=str(safety_dir))),
                mode.compose).backup()  # fmt: skip
     mode.call("app", "stop", "frontend", "backend")
-    restore_snapshot(run, backup.snapshot, {"PROJECT_DIR": str(run.root),
-                                            "VAULT_ADDR": mode.addrs[0]})  # fmt: skip
+    env = {"PROJECT_DIR": str(run.root), "VAULT_ADDR": mode.addrs[0]}
+    token_file, keys_file = run.root / "vault-operator-token", run.root / "vault-keys.json"
+    restore_snapshot_as_root(run, mode.addrs[0], backup.snapshot, env, token_file, keys_file)
     pg_restore(mode, backup.database_file)
     mode.call("app", "exec", "-T", "db", "sh", "-c", db_shell, stdin=END_SESSIONS_SQL)
     say(f"restored {backup.path}: every session ended; unsealing Vault and starting the app")

@@ -23,8 +23,8 @@ from orchestration.restore import (
     check_database_kind,
     check_keys,
     read_backup,
-    restore_snapshot,
 )
+from orchestration.root_token import restore_snapshot_as_root
 
 
 def restore_dir(run: Run) -> Path:
@@ -101,7 +101,8 @@ def local_restore(run: Run, bring_back: Callable[[], None]) -> None:
     env = {"PROJECT_DIR": str(run.data_dir), "VAULT_ADDR": addr,
            "VAULT_KEYS_FILE": str(run.layout.keys_file),
            "VAULT_OPERATOR_TOKEN_FILE": str(run.layout.operator_token_file)}  # fmt: skip
-    restore_snapshot(run, backup.snapshot, env)
+    restore_snapshot_as_root(run, addr, backup.snapshot, env, run.layout.operator_token_file,
+                             run.layout.keys_file)  # fmt: skip
     if postgres is None:
         restore_sqlite(run, backup.database_file)
     else:

@@ -60,8 +60,8 @@ class Backup:
         return self.path / self.database
 
 
-def keys_fingerprint(keys_file: Path) -> str:
-    """A hash naming the unseal/recovery keys of keys_file (order-independent)."""
+def key_shares(keys_file: Path) -> list[str]:
+    """The unseal (or, with auto-unseal, recovery) keys of a keys file."""
     try:
         data = json.loads(keys_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -70,6 +70,12 @@ def keys_fingerprint(keys_file: Path) -> str:
         data, dict) else None  # fmt: skip
     if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
         raise SetupError(f"{keys_file} holds no unseal_keys_b64 or recovery_keys_b64 list")
+    return keys
+
+
+def keys_fingerprint(keys_file: Path) -> str:
+    """A hash naming the unseal/recovery keys of keys_file (order-independent)."""
+    keys = key_shares(keys_file)
     digest = hashlib.sha256(FINGERPRINT_CONTEXT + "\n".join(sorted(keys)).encode())
     return "sha256:" + digest.hexdigest()
 
@@ -181,9 +187,10 @@ def ask_to_restore(run: Run, backup: Backup, safety_dir: Path) -> None:
     confirm(question, run.options.yes, sys.stdin.isatty(), input)
 
 
-def restore_snapshot(run: Run, snapshot: Path, env: dict[str, str]) -> None:
-    """vault/scripts/snapshot.sh restore (forced: the keys were checked above)."""
-    env = {"VAULT_BIN": run.require_bao(), "SNAPSHOT_RESTORE_WAIT": SNAPSHOT_RESTORE_WAIT, **env}
+def restore_snapshot(run: Run, snapshot: Path, env: dict[str, str], root_token: str) -> None:
+    """vault/scripts/snapshot.sh restore (forced: the keys were checked above) with a root
+    token of this run (root_token.py), passed in the environment."""
+    env = {"VAULT_BIN": run.require_bao(), "SNAPSHOT_RESTORE_WAIT": SNAPSHOT_RESTORE_WAIT,
+           **env, "VAULT_TOKEN": root_token}  # fmt: skip
     run_indented([str(run.root / "vault" / "scripts" / "snapshot.sh"), "restore", str(snapshot)],
-                 env, "snapshot.sh restore failed (its message is above)",
-                 drop=("VAULT_TOKEN",))  # fmt: skip
+                 env, "snapshot.sh restore failed (its message is above)")  # fmt: skip

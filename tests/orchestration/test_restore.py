@@ -4,6 +4,7 @@ round trip against real servers is tests/deploy/test_setup_restore.py)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
@@ -25,6 +26,7 @@ from orchestration.restore import (
     read_backup,
     write_manifest,
 )
+from orchestration.root_token import decode_root
 from tests.orchestration.test_docker_mode import Calls, calls, mode, tails
 
 __all__ = ["calls"]  # the fixture, shared with test_docker_mode
@@ -192,8 +194,9 @@ def test_docker_restore_argv_with_compose_stubbed(
     monkeypatch.setattr(DockerMode, "backup", lambda self: steps.append(
         f"backup {self.run.options.backup_dir}"))  # fmt: skip
     monkeypatch.setattr(DockerMode, "up", lambda _self: steps.append("up"))
-    monkeypatch.setattr(docker_restore, "restore_snapshot",
-                        lambda _run, snap, env: steps.append(f"snapshot {snap} {env}"))  # fmt: skip
+    monkeypatch.setattr(docker_restore, "restore_snapshot_as_root",
+                        lambda _run, addr, snap, env, token_file, keys_file: steps.append(
+                            f"snapshot {addr} {snap} {env} {token_file} {keys_file}"))  # fmt: skip
     stdins: list[Any] = []
 
     def fake_run(argv: list[str], env: dict[str, str], input: str | None = None,
@@ -210,8 +213,9 @@ def test_docker_restore_argv_with_compose_stubbed(
         "vault",
         "db",
         f"backup {Path('/repo/backups')}",
-        f"snapshot {backup / 'vault.snap'} "
-        + str({"PROJECT_DIR": "/repo", "VAULT_ADDR": "http://127.0.0.1:8200"}),
+        f"snapshot http://127.0.0.1:8200 {backup / 'vault.snap'} "
+        + str({"PROJECT_DIR": "/repo", "VAULT_ADDR": "http://127.0.0.1:8200"})
+        + " /repo/vault-operator-token /repo/vault-keys.json",
         "up",
     ]
     assert tails(calls) == [
@@ -236,3 +240,14 @@ def test_docker_restore_refuses_before_any_call(tmp_path: Path, calls: Calls) ->
     ):
         mode(tmp_path, verb="restore", restore_dir=str(backup)).restore()
     assert calls == []
+
+
+def test_root_token_decoding() -> None:
+    otp = "abcdefghijklmnopqrstuvwxyz0123"
+    token = "s.AAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    encoded = base64.b64encode(
+        bytes(a ^ b for a, b in zip(token.encode(), otp.encode(), strict=True))
+    ).decode()
+    assert decode_root(otp, encoded.rstrip("=")) == token
+    with pytest.raises(SetupError, match="not enough unseal keys"):
+        decode_root(otp, "")
