@@ -10,7 +10,7 @@ from typing import Any
 
 import requests
 
-from tests.deploy.test_setup_local import LocalStack, csrf, local_stack, login
+from tests.deploy.test_setup_local import LocalStack, csrf, local_stack, login, new_local_stack
 
 __all__ = ["local_stack"]  # the fixture: a setup.sh --local stack in a temp DATA_DIR
 
@@ -120,13 +120,17 @@ def test_restore_refuses_bad_directories_and_other_keys(local_stack: LocalStack)
         code, _out, err = restore(stack, *([argument] if argument else []), "--yes")
         assert (code, err) == (1, error)
 
-    # Another cluster's backup: its manifest names other keys (the fingerprint, not keys).
-    (taken / "manifest.json").write_text(json.dumps({**manifest, "keys_fingerprint": "sha256:0"}))
-    code, _out, err = restore(stack, str(taken), "--yes")
-    assert code == 1 and err.count("\n") == 1, err
-    assert f"backup {taken} comes from a Vault with other unseal keys than" in err
+    # Another cluster's backup (a second stack, its own keys): refused by the fingerprint.
+    with new_local_stack() as other:  # its directory goes when the block ends
+        other.up()
+        theirs = backup(other, other.data_dir.parent / "backups")
+        code, _out, err = restore(stack, str(theirs), "--yes")
+        assert code == 1 and err.count("\n") == 1, err
+        assert f"backup {theirs} comes from a Vault with other unseal keys than" in err
+        their_fingerprint = json.loads((theirs / "manifest.json").read_text())["keys_fingerprint"]
+    assert their_fingerprint != manifest["keys_fingerprint"]
 
-    (taken / "manifest.json").write_text(json.dumps(manifest))
+    vault_snap = (taken / "vault.snap").read_bytes()
     (taken / "vault.snap").unlink()
     code, _out, err = restore(stack, str(backups), "--yes")
     assert (code, err) == (1, f"setup.sh: error: incomplete backup {taken}: vault.snap is "
@@ -135,3 +139,10 @@ def test_restore_refuses_bad_directories_and_other_keys(local_stack: LocalStack)
     # Nothing changed: same users, same secret, the session still good, no safety backup.
     assert user_names(admin, url) == users_now and app_secret(stack) == secret_now
     assert not (stack.data_dir / "backups").exists()
+
+    # A stopped stack cannot be backed up first nor restored into: said, not attempted.
+    (taken / "vault.snap").write_bytes(vault_snap)
+    assert stack.run("--stop").returncode == 0
+    code, _out, err = restore(stack, str(taken), "--yes")
+    assert (code, err) == (1, "setup.sh: error: PostgreSQL is not running: run ./setup.sh "
+                              "first; nothing changed\n")  # fmt: skip
