@@ -11,6 +11,7 @@ from orchestration.backup import local_backup
 from orchestration.console import SetupError, say
 from orchestration.context import Run
 from orchestration.database import Postgres
+from orchestration.local_restore import local_restore
 from orchestration.local_status import status
 from orchestration.process import Supervised
 from orchestration.reload import reload_app
@@ -183,3 +184,6 @@ class LocalMode:
 
     def backup(self) -> None:
         local_backup(self.run)
+
+    def restore(self) -> None:
+        local_restore(self.run, self.up)
