@@ -12,6 +12,7 @@ from orchestration import database, local_vault
 from orchestration.console import SetupError, say
 from orchestration.context import Run
 from orchestration.database import Postgres, db_settings
+from orchestration.restore import write_manifest
 from orchestration.scripts import run_indented
 
 
@@ -91,6 +92,7 @@ def local_backup(run: Run) -> None:
            "VAULT_KEYS_FILE": str(layout.keys_file),
            "VAULT_OPERATOR_TOKEN_FILE": str(layout.operator_token_file)}  # fmt: skip
     snapshot(run, target, env)
+    write_manifest(target, layout.keys_file)
     vault_env = f"PROJECT_DIR={run.data_dir} VAULT_ADDR={addr}"
     if run.tls.mode == "mtls":
         vault_env += (

@@ -21,6 +21,7 @@ VERB_FLAGS = {
     "--status": "status",
     "--restart-app": "restart-app",
     "--backup": "backup",
+    "--restore": "restore",
     "--reset": "reset",
 }
 VALUE_OPTIONS = {"-p": "a name", "--project-name": "a name", "--replicas": "a number"}
@@ -30,7 +31,7 @@ def _verb_argument(verb: str, following: str) -> bool:
     """`stop vault` and `backup DIR` take one word after them; nothing else does."""
     if verb == "stop":
         return following == "vault"
-    return verb == "backup" and following != "" and not following.startswith("-")
+    return verb in ("backup", "restore") and following != "" and not following.startswith("-")
 
 
 def to_verb_form(argv: Sequence[str]) -> list[str]:
@@ -93,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("what", nargs="?", choices=["vault"])
         elif verb == "backup":
             sub.add_argument("directory", nargs="?")
+        elif verb == "restore":
+            sub.add_argument("restore_dir", nargs="?")
     return parser
 
 
@@ -119,6 +122,7 @@ def parse(argv: Sequence[str], environ: dict[str, str] | None = None) -> Options
         yes=namespace.yes,
         stop_vault_only=getattr(namespace, "what", None) == "vault",
         backup_dir=getattr(namespace, "directory", None),
+        restore_dir=getattr(namespace, "restore_dir", None),
         project_name=namespace.project_name or environ.get("COMPOSE_PROJECT_NAME", ""),
     )
 

@@ -16,8 +16,10 @@ from orchestration.compose import Compose
 from orchestration.console import SetupError, say
 from orchestration.context import Run
 from orchestration.database import ADMIN_ROLE, converge_script, new_admin_password, roles_script
+from orchestration.docker_restore import docker_restore
 from orchestration.layout import docker_vault_addr, published_node_addrs
 from orchestration.migrations import migrate_argv, run_migrations
+from orchestration.restore import write_manifest
 from orchestration.scripts import child_env, run_vault_script
 from orchestration.summary import summary, wait_until_ready
 from orchestration.tls import cert_state, make_certs
@@ -276,4 +278,8 @@ class DockerMode:
         say(f"database: pg_dump (custom format) in {target / 'app-db.dump'} (mode 0600); restore: "
             'README.md, "With Docker"')  # fmt: skip
         snapshot(run, target, {"PROJECT_DIR": str(run.root), "VAULT_ADDR": self.addrs[0]})
+        write_manifest(target, run.root / "vault-keys.json")
         say(f"backup written to {target}")
+
+    def restore(self) -> None:
+        docker_restore(self, DB_SHELL)

@@ -9,6 +9,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from orchestration.vault_scripts import lib
+
 
 def http_status(url: str, context: ssl.SSLContext | None = None) -> str:
     """The status of a GET as three digits, or 000 when nothing answers."""
@@ -21,20 +23,9 @@ def http_status(url: str, context: ssl.SSLContext | None = None) -> str:
         return "000"
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=5)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(5)
-        self.sock.connect(str(self.path))
-
-
 def socket_health(path: Path) -> str:
     """The status of GET /api/health over a replica's Unix socket, or 000."""
-    connection = _UnixConnection(path)
+    connection = lib.UnixHTTPConnection(str(path), 5)
     try:
         connection.request("GET", "/api/health")
         return str(connection.getresponse().status)

@@ -11,8 +11,10 @@ from orchestration.backup import local_backup
 from orchestration.console import SetupError, say
 from orchestration.context import Run
 from orchestration.database import Postgres
+from orchestration.local_restore import local_restore
 from orchestration.local_status import status
 from orchestration.process import Supervised
+from orchestration.reload import reload_app
 from orchestration.summary import summary, wait_until_ready
 from orchestration.tls import make_certs
 from orchestration.vault_scripts import env_upsert
@@ -157,6 +159,10 @@ class LocalMode:
         say(f"stopped (data kept in {run.data_dir})")
 
     def restart_app(self) -> None:
+        """Gapless when everything runs (reload.py); else stop and start the app."""
+        if reload_app(self.run):
+            wait_until_ready(self.run, self.run.state.front_url, "see the backend logs")
+            return
         backends.stop_all(self.run, apache.supervised(self.run))
         self.up()
 
@@ -179,3 +185,6 @@ class LocalMode:
 
     def backup(self) -> None:
         local_backup(self.run)
+
+    def restore(self) -> None:
+        local_restore(self.run, self.up)

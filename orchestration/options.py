@@ -11,7 +11,7 @@ from pathlib import Path
 from orchestration.console import SetupError
 
 ROOT = Path(__file__).resolve().parents[1]
-VERBS = ("up", "stop", "status", "restart-app", "backup", "reset")
+VERBS = ("up", "stop", "status", "restart-app", "backup", "restore", "reset")
 MODES = ("local", "docker")
 TLS_CHOICES = ("tls", "mtls", "off")
 MAX_REPLICAS = 16
@@ -50,6 +50,7 @@ class Options:
     yes: bool = False
     stop_vault_only: bool = False
     backup_dir: str | None = None
+    restore_dir: str | None = None
     project_name: str = ""
 
     def __post_init__(self) -> None:

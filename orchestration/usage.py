@@ -3,8 +3,10 @@
 USAGE = """\
 Usage: {prog} [--local | --docker [-p NAME]] [--replicas N] [--ha] [--auto-unseal]
        [--tls | --mtls | --no-tls] [--modsecurity] [--no-apache] [--sqlite]
-       [--stop [vault] | --status | --restart-app | --backup [DIR] | --reset] [--yes]
-       {prog} [up | stop [vault] | status | restart-app | backup [DIR] | reset] [OPTION...]
+       [--stop [vault] | --status | --restart-app | --backup [DIR] | --restore DIR |
+        --reset] [--yes]
+       {prog} [up | stop [vault] | status | restart-app | backup [DIR] | restore DIR | reset]
+       [OPTION...]
 
 Bring up everything: the Vault (OpenBao) server, its initialization and unsealing
 (vault/scripts/init-vault.sh), PostgreSQL, the Flask backend and the Apache front with the
@@ -44,19 +46,28 @@ web UI; wait until the app is ready; print the URL and where the admin password 
   --stop          stop what {prog} started (data is kept)
   --stop vault    stop only the Vault server (the app serves from its cache); {prog}
                   with no option starts it again and unseals it
-  --restart-app   restart the backend and the front only (not needed after
+  --restart-app   restart the backend and the front only, without failing a request:
+                  new gunicorn workers (new code) replica by replica, Apache reloaded
+                  gracefully; whatever is stopped is started (not needed after
                   rotate-secret-id.sh: the backend re-reads secrets/approle/secret_id)
   --status        show what runs, whether Vault is sealed, its seal type and (with TLS)
                   when its certificate expires (warns within CERT_WARN_DAYS, default 30)
   --backup [DIR]  pg_dump of the app database (custom format) and a Raft snapshot of
                   Vault into DIR/<UTC time>/ (default $DATA_DIR/backups), files mode 0600;
-                  prints the restore commands
+                  and manifest.json (the files' SHA-256, a hash of the unseal keys);
+                  prints the restore commands (all in one: --restore DIR)
+  --restore DIR   put back the backup in DIR (one DIR/<UTC time>/, or the newest in DIR):
+                  refuses an incomplete one, one whose unseal keys are not this data dir's,
+                  or a stopped stack; asks first (--yes: don't), backs up the current state
+                  into the default backup directory, restores the Raft snapshot and the
+                  database, ends every session (users log in again), unseals, starts the app
   --reset         local mode: stop and delete $DATA_DIR (keys, secrets, database!)
-  --yes           do not ask before --reset
+  --yes           do not ask before --reset or --restore
   -h, --help      this help
 
-Each of --stop, --status, --restart-app, --backup and --reset is also a command word
-(`{prog} stop vault`, `{prog} backup DIR`); without one the command is `up`.
+Each of --stop, --status, --restart-app, --backup, --restore and --reset is also a command
+word (`{prog} stop vault`, `{prog} backup DIR`, `{prog} restore DIR`); without one the
+command is `up`.
 
 Environment: DATA_DIR, VENV (Python env with bao and the app's requirements, default .venv;
 created with `make install` when missing), VAULT_PORT (8200), VAULT_CLUSTER_PORT

@@ -162,15 +162,16 @@ def cmd_decode_root(attempt: str, last: str) -> None:
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a Unix socket: the Vault listener setup.sh --local keeps in a private dir."""
+    """HTTP over a Unix socket: the Vault listener setup.sh --local keeps in a private dir,
+    a backend replica's socket (setup.sh --status)."""
 
-    def __init__(self, socket_path: str) -> None:
-        super().__init__("localhost", timeout=30)
+    def __init__(self, socket_path: str, timeout: float = 30) -> None:
+        super().__init__("localhost", timeout=timeout)
         self.socket_path = socket_path
 
     def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(30)
+        self.sock.settimeout(self.timeout)
         self.sock.connect(self.socket_path)
 
 
