@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck test test-docker test-docker-cold test-topology check bench clean
+.PHONY: install lint typecheck test test-docker test-docker-cold test-topology chaos check bench clean
 
 install: $(STAMP)
 
@@ -40,6 +40,12 @@ test-docker-cold: install
 # load: a few minutes of their own, so kept out of `make test`; .ci/run runs both.
 test-topology: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -m topology tests $(PYTEST_ARGS)
+
+# The fault matrix (tests/chaos): each dependency killed, frozen or restarted once under load;
+# writes its figures into VAULT_INTEGRATION.md ("What the stack survives"). About 3 minutes
+# on 2 cores; needs root (a tmpfs for the audit log), as setup.sh --local tests do.
+chaos: install
+	CHAOS_TABLE=1 PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -m chaos tests/chaos $(PYTEST_ARGS)
 
 bench: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m bench

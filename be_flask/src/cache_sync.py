@@ -15,7 +15,7 @@ from src.app_secrets import vault_client
 from src.database import NO_DATABASE_ENDPOINTS, insert_ignoring_conflict
 from src.extensions import db
 from src.models import CacheGeneration
-from src.vault.errors import VaultClientError, VaultUnavailableError
+from src.vault.errors import VaultClientError
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,9 @@ def check_generation() -> None:
             log.info("vault cache refresh requested", extra={"generation": generation})
             vault_client().invalidate_cache()
         state.seen = generation
-    except (SQLAlchemyError, VaultUnavailableError):
-        # e.g. the database lease ended while Vault is down: /api/ready says so, not this.
+    except (SQLAlchemyError, VaultClientError):
+        # e.g. the database lease ended while Vault is down, or Vault never answered: the
+        # request's own work meets it and says why (/api/ready its own reasons), not this.
         log.warning("cache generation check failed: database unreachable")
         _end_failed_transaction()
     finally:
@@ -97,7 +98,7 @@ def _end_failed_transaction() -> None:
     InFailedSqlTransaction (a 500) instead of getting its own chance."""
     try:
         db.session().rollback()
-    except (SQLAlchemyError, VaultUnavailableError):
+    except (SQLAlchemyError, VaultClientError):
         log.warning("cache generation check: rollback failed", exc_info=True)
 
 

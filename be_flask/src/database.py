@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.expression import Select
 
+from src import stuck_connections
 from src.app_secrets import database_config, vault_client
 from src.logging_setup import secrets_registry
 from src.vault.database import RENEW_AT
@@ -47,6 +48,8 @@ REFUSED_SQLSTATES = frozenset({"28P01", "28000", "42501"})
 REFUSED_AT_LOGIN = ("authentication failed", "is not permitted to log in", "permission denied")
 # The dynamic credentials of each engine, told when PostgreSQL refuses them.
 _CREDENTIALS: weakref.WeakKeyDictionary[Engine, DatabaseCredentials] = weakref.WeakKeyDictionary()
+# Connections requests hold, shut down when held past a bound (a frozen server).
+STUCK = stuck_connections.StuckConnections()
 
 
 class Database:
@@ -149,6 +152,8 @@ def _create_engine(app: Flask) -> Engine:
         # Fail fast instead of hanging a worker thread when the database is unreachable.
         connect_args={"connect_timeout": 5},
     )
+    # First checkout listener: its bound covers the others (the idle ping).
+    stuck_connections.watch(engine, STUCK, credentials_refused)
     if from_vault:
         _follow_vault_credentials(engine, app)
     if dynamic:

@@ -23,9 +23,16 @@ class ApiError(Exception):
         self.message = message
 
 
+# A 503 is a dependency away for a moment (database, Vault): clients are told when to retry.
+RETRY_AFTER_SECONDS = 2
+
+
 def error_response(status: int, message: str) -> tuple[Response, int]:
     """The JSON body of every error: {"error": <short reason>, "status": <code>}."""
-    return jsonify(error=message, status=status), status
+    response = jsonify(error=message, status=status)
+    if status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response, status
 
 
 def _http_error(error: HTTPException) -> Response:

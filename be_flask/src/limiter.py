@@ -25,6 +25,7 @@ from werkzeug.exceptions import TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from src.logging_setup import security_event
+from src.outage import Outage
 from src.redis_auth import storage_options
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,13 @@ log = logging.getLogger(__name__)
 def client_address() -> str:
     """The peer address, or the one trusted proxy hop's X-Forwarded-For entry (see ProxyFix)."""
     return request.remote_addr or "unknown"
+
+
+def redis_outage() -> Outage:
+    """Redis as this process's login counters see it: its failure said once, then left alone
+    for a second at a time (the per-process counters count meanwhile), never waited on."""
+    outage: Outage = current_app.extensions["login_redis"]
+    return outage
 
 
 # The slow-down of failed logins for an account under attack: doubles per breached tier.
@@ -60,13 +68,15 @@ def slow_down_failed_login(username: str) -> None:
     if limiter is None or not current_app.config["RATELIMIT_ENABLED"]:
         return
     prefix, account = current_app.config["RATELIMIT_KEY_PREFIX"], account_name(username)
+    if isinstance(limiter.storage, RedisStorage) and not redis_outage().usable():
+        return  # Redis failed a moment ago: the hard per-address limits still hold
     try:
         breached = sum(
             not limiter.limiter.hit(item, prefix, "account-failures", account)
             for item in parse_many(current_app.config["ACCOUNT_ALERT_LIMITS"])
         )
-    except Exception:  # storage down: the hard per-address limits still hold
-        log.warning("account failure count unavailable", exc_info=True)
+    except Exception as error:  # storage down: the hard per-address limits still hold
+        redis_outage().failed(error)
         return
     if breached:
         security_event("account under attack", user=account, limits_breached=breached)
@@ -84,7 +94,12 @@ def limit_login(view: Callable[..., Any]) -> Callable[..., Any]:
             return view(*args, **kwargs)
         budgets = _login_budgets()
         counters = _take_login_budget(budgets)
-        response = current_app.make_response(view(*args, **kwargs))  # a failure raises: kept
+        try:
+            response = current_app.make_response(view(*args, **kwargs))
+        except Exception as error:
+            if _server_failure(error):  # database or Vault away: no password was checked
+                counters.give_back(budgets)
+            raise  # a refused login (401) keeps its unit
         if response.status_code == 200:
             counters.give_back(budgets)  # successful logins do not use up the budget
         return response
@@ -93,6 +108,12 @@ def limit_login(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 Budgets = list[tuple[RateLimitItem, str]]
+
+
+def _server_failure(error: Exception) -> bool:
+    """An error the server answers 5xx (not the client's: a wrong password is a 401)."""
+    status = getattr(error, "status", None) or getattr(error, "code", None)
+    return not (isinstance(status, int) and status < 500)
 
 
 def _login_budgets() -> Budgets:
@@ -108,13 +129,14 @@ def _take_login_budget(budgets: Budgets) -> LoginCounters:
     prefix = current_app.config["RATELIMIT_KEY_PREFIX"]
     limiter: Limiter = current_app.extensions["rate_limiter"]
     counters: LoginCounters = ProcessCounters(current_app.extensions["login_limit_fallback"])
-    if isinstance(limiter.storage, RedisStorage):
+    if isinstance(limiter.storage, RedisStorage) and redis_outage().usable():
         try:
             shared = RedisCounters(limiter.storage, prefix)
             breached = shared.take(budgets)
             counters = shared
-        except Exception:  # Redis down (or failing): the per-process counters still hold
-            log.warning("rate limit storage down: counting logins in this process")
+            redis_outage().answered()
+        except Exception as error:  # Redis down (or failing): the per-process counters hold
+            redis_outage().failed(error)
             breached = counters.take(budgets)
     else:
         breached = counters.take(budgets)
@@ -202,8 +224,8 @@ class RedisCounters(LoginCounters):
     def give_back(self, budgets: Budgets) -> None:
         try:
             self._add(budgets, -1)
-        except Exception:  # storage gone since the attempt was counted: the unit stays used
-            log.warning("rate limit storage down: login budget not given back")
+        except Exception as error:  # storage gone since the attempt was counted: unit kept
+            redis_outage().failed(error)
 
     def _add(self, budgets: Budgets, amount: int) -> int:
         keys = [
@@ -252,6 +274,11 @@ def init_app(app: Flask) -> None:
     _headers_only_on_refresh(app, limiter)
     app.extensions["rate_limiter"] = limiter
     app.extensions["login_limit_fallback"] = FixedWindowRateLimiter(MemoryStorage())
+    app.extensions["login_redis"] = Outage(
+        log,
+        "rate limit storage down: counting logins in this process",
+        "rate limit storage back: counting logins in Redis",
+    )
     # Registered now (no I/O; EVALSHA from its first use on): no storage when limits are off.
     if app.config["RATELIMIT_ENABLED"] and isinstance(limiter.storage, RedisStorage):
         script = limiter.storage.get_connection().register_script(ADD_TO_BUDGETS.encode())

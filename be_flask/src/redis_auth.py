@@ -11,7 +11,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask
+from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
+from redis.retry import Retry
 
 from src.app_secrets import app_secrets
 
@@ -35,10 +37,17 @@ class VaultRedisCredentials(CredentialProvider):
         return "VaultRedisCredentials()"
 
 
+# Redis must answer quickly or not at all: a frozen Redis costs a request this much, once
+# (then each process leaves it alone for a second, see src/outage.py).
+REDIS_TIMEOUT_SECONDS = 0.25
+
+
 def storage_options(app: Flask, redis_url: str) -> dict[str, Any]:
-    """Options of the limiter's Redis storage: the password from Vault unless the URL has one
-    (an operator's choice) or REDIS_AUTH=none (a Redis without a password, chosen knowingly)."""
+    """Options of the limiter's Redis storage: a short timeout and no retries (a failure is
+    counted in the process instead), the password from Vault unless the URL has one (an
+    operator's choice) or REDIS_AUTH=none (a Redis without a password, chosen knowingly)."""
     options = redis_credentials(app, redis_url)
+    bounds = bounded_redis_options()
     if options:
         log.info("redis password: from Vault (secret/app/flask, key %s)", REDIS_PASSWORD_KEY)
     elif app.config["REDIS_AUTH"] == "none":
@@ -47,7 +56,16 @@ def storage_options(app: Flask, redis_url: str) -> dict[str, Any]:
         )
     else:
         log.info("redis password: from REDIS_URL")
-    return options
+    return {**bounds, **options}
+
+
+def bounded_redis_options() -> dict[str, Any]:
+    """Timeouts and retries of every Redis client of the app."""
+    return {
+        "socket_timeout": REDIS_TIMEOUT_SECONDS,
+        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+        "retry": Retry(NoBackoff(), 0),
+    }
 
 
 def redis_credentials(app: Flask, redis_url: str) -> dict[str, Any]:

@@ -23,20 +23,17 @@ from typing import Any
 
 import redis
 from flask import Flask, current_app, has_app_context
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from src.metrics import SESSION_CHECKS
-from src.redis_auth import redis_credentials
+from src.outage import Outage
+from src.redis_auth import REDIS_TIMEOUT_SECONDS, bounded_redis_options, redis_credentials
 
 log = logging.getLogger(__name__)
 
 # The tables whose rows decide whether a session is still good.
 SESSION_TABLES = frozenset({"users", "revoked_tokens", "revoked_families"})
-# Redis must answer quickly or not at all: a hung Redis costs a request this much, once.
-REDIS_TIMEOUT_SECONDS = 0.25
 # After Redis failed, this process reads the database without asking Redis for a while.
 PAUSE_AFTER_FAILURE_SECONDS = 1.0
 MAX_ENTRIES = 10_000  # bounded: one entry per live access token seen by this worker
@@ -52,7 +49,13 @@ class SessionCache:
         self.key = key
         self.max_age = max_age
         self.entries: dict[Hashable, tuple[bytes, float, Any]] = {}
-        self.paused_until = 0.0
+        self.reset_pending = False  # a reset Redis refused, to do when it answers again
+        self.redis = Outage(
+            log,
+            "session cache: Redis failed, checking sessions in the database",
+            "session cache: Redis answers again",
+            PAUSE_AFTER_FAILURE_SECONDS,
+        )
         self.from_cache = SESSION_CHECKS.labels("cache")
         self.from_database = SESSION_CHECKS.labels("database")
 
@@ -76,16 +79,20 @@ class SessionCache:
 
     def generation(self) -> bytes | None:
         """The current generation; a new one when none is set; None: do not use the cache."""
-        if self.client is None or time.monotonic() < self.paused_until:
+        if self.client is None or not self.redis.usable():
             return None
         try:
+            if self.reset_pending:  # a reset Redis refused earlier: done now it answers
+                self.client.delete(self.key)
+                self.reset_pending = False
             value: Any = self.client.get(self.key)
             if value is None:  # deleted by a change (or Redis restarted): start a new one
                 fresh = secrets.token_hex(16).encode()
                 value = self.client.set(self.key, fresh, nx=True, get=True) or fresh
         except redis.RedisError as error:
-            self._pause("read", error)
+            self.redis.failed(error)
             return None
+        self.redis.answered()
         return bytes(value)
 
     def invalidate(self) -> None:
@@ -94,28 +101,26 @@ class SessionCache:
         self.entries.clear()
         if self.client is None:
             return
-        for _attempt in range(3):
-            try:
-                self.client.delete(self.key)
-                return
-            except redis.RedisError as error:
-                failure = error
-        self._pause("reset", failure)
-        log.error(
-            "ALERT: session generation not reset in Redis: other workers may accept a session "
-            "ended now for up to %s s",
-            self.max_age,
-            extra={"error": type(failure).__name__},
-        )
-
-    def _pause(self, what: str, error: Exception) -> None:
-        if time.monotonic() >= self.paused_until:
-            log.warning(
-                "session cache: Redis %s failed, checking sessions in the database",
-                what,
-                extra={"error": type(error).__name__},
+        failure: Exception | None = None
+        if self.redis.usable():
+            started = time.monotonic()
+            # Resent at once after a quick refusal; never waited on past one timeout.
+            while time.monotonic() - started < REDIS_TIMEOUT_SECONDS:
+                try:
+                    self.client.delete(self.key)
+                    return
+                except redis.RedisError as error:
+                    failure = error
+        self.reset_pending = True
+        was_down = self.redis.down
+        self.redis.failed(failure or redis.ConnectionError("Redis failed a moment ago"))
+        if not was_down:  # said once per outage; the reset is done when Redis answers again
+            log.error(
+                "ALERT: session generation not reset in Redis: other workers may accept a "
+                "session ended now for up to %s s (reset again once Redis answers)",
+                self.max_age,
+                extra={"error": type(failure).__name__},
             )
-        self.paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_SECONDS
 
 
 def init_app(app: Flask) -> None:
@@ -145,13 +150,8 @@ def _new_cache(app: Flask) -> SessionCache:
     url = app.config["REDIS_URL"]
     client = None
     if _enabled(app):
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=REDIS_TIMEOUT_SECONDS,
-            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            retry=Retry(NoBackoff(), 0),  # a failure is answered from the database, not waited on
-            **redis_credentials(app, url),
-        )
+        # A failure is answered from the database, not waited on.
+        client = redis.Redis.from_url(url, **bounded_redis_options(), **redis_credentials(app, url))
     key = f"{app.config['RATELIMIT_KEY_PREFIX']}:session-generation"
     return SessionCache(client, key, app.config["SESSION_CACHE_SECONDS"])
 

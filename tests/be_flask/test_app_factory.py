@@ -116,6 +116,7 @@ def test_database_down_means_not_ready_but_alive(make_app: Any) -> None:
     login = client.post("/api/auth/login", json={"username": "admin", "password": "whatever"})
     assert login.status_code == 503
     assert login.json == {"error": "database unavailable, try again shortly", "status": 503}
+    assert login.headers["Retry-After"] == "2"  # "shortly", said the way clients understand
 
 
 def test_vault_refused_at_start_means_not_ready_but_alive(make_app: Any) -> None:
@@ -130,7 +131,11 @@ def test_vault_refused_at_start_means_not_ready_but_alive(make_app: Any) -> None
     client = app.test_client()
     assert client.get("/api/health").status_code == 200
     ready = client.get("/api/ready")
-    assert ready.json == {"error": "secrets unavailable, try again shortly", "status": 503}
+    # /api/ready's own checks ran and say why (not an error handler answering before them).
+    assert ready.status_code == 503
+    assert ready.json["status"] == "not ready"
+    assert (ready.json["database"], ready.json["secrets"]) == (False, False)
+    assert "secrets unavailable" in ready.json["reason"]
 
 
 def test_alembic_cli_uses_the_app_engine(tmp_path: Any) -> None:

@@ -93,17 +93,31 @@ def test_revoked_token_and_its_lease_recover_without_a_500(
 
     app = dynamic_app(dynamic, app_log_dir, CACHE_GENERATION_CHECK_SECONDS=check_seconds)
     password = read_secret(dynamic.server, "app/flask")["user_password"]
+    credentials = app.extensions["vault"].database
     try:
         assert login(app.test_client(), "user", password).status_code == 200
+        before = credentials.current()
         dynamic.server.client(dynamic.server.root_token).sys.revoke_prefix("auth/approle/login")
+        # The revocation did take the login role away (else nothing below is tested).
+        assert before.username not in [name for name, _ in dynamic.login_roles()]
         statuses: list[tuple[int, str]] = []
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and [s for s, _ in statuses[-3:]] != [200] * 3:
             response = login(app.test_client(), "user", password)
             statuses.append((response.status_code, (response.get_json() or {}).get("error", "")))
             time.sleep(0.2)
+        after = credentials.current()
+        with dynamic.postgres.admin_connect() as admin:
+            sessions = admin.execute(
+                "SELECT usename, count(*) FROM pg_stat_activity WHERE datname = %s GROUP BY 1",
+                (dynamic.database,),
+            ).fetchall()
     finally:
         db.dispose(app)
+    # Swapped: a new lease (new login role, next generation), and the pool logged in with it.
+    assert after.username != before.username and after.generation > before.generation
+    assert after.lease_id != before.lease_id
+    assert before.username not in dict(sessions) and after.username in dict(sessions), sessions
     assert all(status != 500 for status, _ in statuses), statuses
     assert all(reason for status, reason in statuses if status == 503), statuses
     assert [s for s, _ in statuses[-3:]] == [200] * 3, statuses

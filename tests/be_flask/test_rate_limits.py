@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +18,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.harness.app import random_name
-from tests.harness.redis_server import system_redis_url
+from tests.harness.redis_server import private_redis_server, system_redis_url
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +114,20 @@ def test_successful_logins_do_not_use_up_the_budget(
         assert attempt(client, "user", vault_secrets["user_password"]).status_code == 200
 
 
+def test_logins_the_database_could_not_check_do_not_use_up_the_budget(
+    limited_app: Callable[..., Flask], vault_secrets: dict[str, Any]
+) -> None:
+    """A database outage answers logins 503: no password was checked, so no budget is spent
+    (else every user is locked out for the window once the database is back)."""
+    down = limited_app(DATABASE_URL="postgresql+psycopg://nobody:nothing@127.0.0.1:1/none")
+    client = down.test_client()
+    password = vault_secrets["user_password"]
+    assert [attempt(client, "user", password).status_code for _ in range(6)] == [503] * 6
+    back = limited_app().test_client()  # same counters (prefix), same address
+    assert attempt(back, "user", password).status_code == 200
+    assert [attempt(back, "user").status_code for _ in range(6)] == [401] * 5 + [429]
+
+
 def test_refresh_is_limited_per_address(
     limited_app: Callable[..., Flask], vault_secrets: dict[str, Any]
 ) -> None:
@@ -135,6 +153,44 @@ def test_redis_down_does_not_take_logins_down(
     assert attempt(client, "user", vault_secrets["user_password"]).status_code == 200
     statuses = [attempt(client, "user").status_code for _ in range(6)]
     assert statuses == [401] * 5 + [429]
+
+
+def test_a_frozen_redis_costs_logins_its_timeout_once_and_is_said_once(
+    make_app: Callable[..., Flask],
+    vault_secrets: dict[str, Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis stopped (SIGSTOP) under logins: none waits on it past its 0.25 s timeout (then
+    the process counts for a second without asking), and the log says so once, not per login.
+    Resumed after 5 s whatever happens, so that a login waiting on it shows as a 5 s one."""
+    password = vault_secrets["user_password"]
+    with private_redis_server(tmp_path) as (port, server):
+        app = make_app(
+            RATELIMIT_ENABLED=True,
+            REDIS_URL=f"redis://127.0.0.1:{port}/0",
+            REDIS_AUTH="none",
+            RATELIMIT_KEY_PREFIX=random_name("frozen"),
+        )
+        client = app.test_client()
+        assert attempt(client, "user", password).status_code == 200
+        os.kill(server.pid, signal.SIGSTOP)
+        resume = threading.Timer(5.0, os.kill, (server.pid, signal.SIGCONT))
+        resume.start()
+        answers = []
+        try:
+            with caplog.at_level(logging.WARNING, logger="src.limiter"):
+                for _ in range(8):
+                    started = time.monotonic()
+                    status = attempt(client, "user", password).status_code
+                    answers.append((status, round(time.monotonic() - started, 2)))
+                    time.sleep(0.2)
+        finally:
+            resume.cancel()
+            os.kill(server.pid, signal.SIGCONT)
+    assert [status for status, _ in answers] == [200] * 8, answers
+    assert max(took for _, took in answers) < 1.0, answers
+    assert caplog.text.count("rate limit storage down") == 1, caplog.text
 
 
 def from_address(index: int) -> dict[str, str]:

@@ -103,7 +103,7 @@ def test_a_frozen_redis_costs_one_request_a_quarter_second_then_nothing(
         os.kill(proc.pid, signal.SIGCONT)
     assert first < 2.0, f"the first request with Redis frozen took {first:.2f} s"
     assert next_ten < first, f"10 more requests took {next_ten:.2f} s: Redis asked again"
-    assert "Redis read failed, checking sessions in the database" in caplog.text
+    assert "session cache: Redis failed, checking sessions in the database" in caplog.text
 
 
 def test_a_lost_generation_and_a_change_made_in_sql_refuse_the_next_request(
@@ -126,16 +126,26 @@ def test_a_change_made_in_sql_alone_is_seen_within_session_cache_seconds(
     app_database: AppDatabase,
     private_redis: tuple[str, Any],
 ) -> None:
-    """Nothing resets the generation for SQL typed around the app: the entry's age does."""
+    """Nothing resets the generation for SQL typed around the app: the entry's age does. Until
+    then the remembered check answers (from memory, not the database), then the session ends."""
     app = cached_app(make_app, private_redis[0], 1.0)
     client = used_then_disabled_in_sql(app, admin_client, app_database)
     changed = time.monotonic()
+    served_from_memory = 0
     while True:  # the check remembered before the change is at most 1 s old from `changed` on
         started = time.monotonic()
-        if client.get("/api/auth/me").status_code != 200:
+        from_cache = checks("cache")
+        answer = client.get("/api/auth/me")
+        if answer.status_code != 200:
             break
         assert started - changed < 1.0, "served past SESSION_CACHE_SECONDS"
+        assert checks("cache") == from_cache + 1, "a 200 after the change came from the database"
+        served_from_memory += 1
         time.sleep(0.05)
+    # The user is disabled: the session's own refusal, not a database or Redis failure.
+    assert (answer.status_code, answer.json["error"]) == (401, ENDED)
+    assert time.monotonic() - changed < 1.5
+    assert served_from_memory >= 1, "no answer from memory: the bound was never exercised"
 
 
 def used_then_disabled_in_sql(app: Flask, admin: FlaskClient, database: AppDatabase) -> FlaskClient:
@@ -148,23 +158,49 @@ def used_then_disabled_in_sql(app: Flask, admin: FlaskClient, database: AppDatab
     return client
 
 
-class RefusingRedis:
-    """A Redis client whose every command fails (the seam: SessionCache's client)."""
-
-    def delete(self, _key: str) -> None:
-        raise redis.ConnectionError("refused")
-
-    def get(self, _key: str) -> None:
-        raise redis.ConnectionError("refused")
-
-
+@pytest.mark.parametrize("refusal", ["wrong password", "stopped"])
 def test_a_reset_redis_refused_is_an_alert_and_this_worker_forgets_at_once(
-    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, refusal: str
 ) -> None:
-    cache = SessionCache(RefusingRedis(), "k", 2.0)  # type: ignore[arg-type]
-    cache.entries["session"] = (b"generation", time.monotonic(), ("row",))
-    with caplog.at_level(logging.ERROR, logger="src.session_cache"):
-        cache.invalidate()
+    """A real Redis that refuses the deletion: one that wants another password, or one that
+    has stopped since the check was remembered."""
+    with private_redis_server(tmp_path, password="the-servers-password") as (port, server):
+        password = "not-its-password" if refusal == "wrong password" else "the-servers-password"
+        client = redis.Redis.from_url(
+            f"redis://:{password}@127.0.0.1:{port}/0", socket_timeout=0.25
+        )
+        cache = SessionCache(client, "k", 2.0)
+        if refusal == "stopped":
+            assert cache.generation() is not None  # it did answer before it stopped
+            server.terminate()
+            server.wait(timeout=10)
+        cache.entries["session"] = (b"generation", time.monotonic(), ("row",))
+        with caplog.at_level(logging.ERROR, logger="src.session_cache"):
+            cache.invalidate()
     assert cache.entries == {}
     assert "ALERT: session generation not reset in Redis" in caplog.text
     assert cache.generation() is None  # paused: checks read the database
+
+
+def test_resets_refused_by_a_frozen_redis_alert_once_and_are_done_when_it_answers(
+    private_redis: tuple[str, subprocess.Popen[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every commit during the outage fails its reset: one ALERT, not one per commit, and the
+    generation other workers compare is renewed as soon as Redis answers again (else their
+    remembered checks of a session ended meanwhile would count until they age out)."""
+    url, proc = private_redis
+    cache = SessionCache(redis.Redis.from_url(url, socket_timeout=0.25), "k", 2.0)
+    before = cache.generation()
+    assert before is not None
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        with caplog.at_level(logging.ERROR, logger="src.session_cache"):
+            for _ in range(3):  # three commits, each a second apart (past the pause)
+                cache.invalidate()
+                time.sleep(1.05)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    assert caplog.text.count("ALERT: session generation not reset in Redis") == 1
+    time.sleep(1.05)  # past the pause after the last failure
+    after = cache.generation()
+    assert after is not None and after != before

@@ -125,20 +125,26 @@ def login_from(
         conn.close()
 
 
+def forged_logins(
+    target: Apache | int, source: str, prefix: str, host: str = "127.0.0.1", real_ip: bool = False
+) -> list[int]:
+    """Six failed logins from `source`, each claiming another address in X-Forwarded-For
+    (and X-Real-IP) for a new username: what a client resetting its budget would send."""
+    statuses = []
+    for n in range(6):
+        forged = {"X-Forwarded-For": f"198.51.100.{n}"}
+        if real_ip:
+            forged["X-Real-IP"] = f"198.51.100.{n}"
+        statuses.append(login_from(target, source, f"{prefix}-{n}", host, **forged))
+    return statuses
+
+
 def test_forged_forwarded_for_does_not_escape_the_per_address_limit_behind_apache(
     front_of_backend: Apache,
 ) -> None:
     # A new username and a new forged address each time: only the per-address budget of the
     # real address (127.0.0.1, as Apache saw it) is shared by these attempts.
-    statuses = [
-        login_from(
-            front_of_backend,
-            "127.0.0.1",
-            f"nobody-{n}",
-            **{"X-Forwarded-For": f"198.51.100.{n}", "X-Real-IP": f"198.51.100.{n}"},
-        )
-        for n in range(6)
-    ]
+    statuses = forged_logins(front_of_backend, "127.0.0.1", "nobody", real_ip=True)
     assert statuses == [401] * 5 + [429]
     # Another client address on the same machine has its own budget.
     assert login_from(front_of_backend, "127.0.0.2", "nobody-0") == 401
@@ -154,16 +160,7 @@ def test_clients_behind_the_ingress_have_their_own_login_limits(ingress: int) ->
 def test_a_forwarded_for_sent_through_the_ingress_is_not_believed(ingress: int) -> None:
     """What the client itself puts in X-Forwarded-For stays left of the ingress's entry: the
     front takes the address the ingress saw, so forging it does not reset the budget."""
-    statuses = [
-        login_from(
-            ingress,
-            "127.0.0.23",
-            f"carol-{n}",
-            host=INGRESS,
-            **{"X-Forwarded-For": f"198.51.100.{n}"},
-        )
-        for n in range(6)
-    ]
+    statuses = forged_logins(ingress, "127.0.0.23", "carol", host=INGRESS)
     assert statuses == [401] * 5 + [429]
 
 
@@ -172,13 +169,5 @@ def test_a_forwarded_for_from_an_untrusted_peer_is_not_believed(
 ) -> None:
     """Straight to a front that trusts an ingress: a direct client is not the ingress, so its
     X-Forwarded-For is ignored and every forged address shares the peer's one budget."""
-    statuses = [
-        login_from(
-            front_behind_ingress,
-            "127.0.0.24",
-            f"dave-{n}",
-            **{"X-Forwarded-For": f"198.51.100.{n}"},
-        )
-        for n in range(6)
-    ]
+    statuses = forged_logins(front_behind_ingress, "127.0.0.24", "dave")
     assert statuses == [401] * 5 + [429]

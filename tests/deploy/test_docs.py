@@ -160,3 +160,15 @@ def test_every_script_option_in_the_docs_is_in_its_help() -> None:
             assert option in help_text, f"{script} {option}"
             checked.add((script, option))
     assert ("rotate-jwt-key.sh", "--compromised") in checked  # the scan works
+
+
+def test_the_fault_table_has_every_row_and_nothing_lost() -> None:
+    """`make chaos` writes it (tests/chaos/test_fault_matrix.py): every row, 0 lost, 0 twice."""
+    from tests.chaos.test_fault_matrix import ROWS, TABLE_END, TABLE_START
+
+    table = INTEGRATION[INTEGRATION.index(TABLE_START) : INTEGRATION.index(TABLE_END)]
+    lines = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[1:]]
+    assert [(c[0], c[1]) for c in cells] == [(row.dependency, row.fault) for row in ROWS]
+    for row in cells:
+        assert (row[7], row[8], row[9]) == ("0", "0", "0"), row  # lost, twice, rules broken

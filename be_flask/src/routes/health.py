@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from src.app_secrets import app_secrets
 from src.database import DATABASE_REFUSAL
+from src.errors import RETRY_AFTER_SECONDS
 from src.extensions import db
 from src.vault.errors import VaultUnavailableError
 
@@ -35,7 +36,9 @@ def ready() -> Any:
         return jsonify(status="ready", **checks), 200
     reasons = [database_error] if database_error else []
     reasons += [] if checks["secrets"] else ["secrets unavailable"]
-    return jsonify(status="not ready", reason=", ".join(reasons), **checks), 503
+    response = jsonify(status="not ready", reason=", ".join(reasons), **checks)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response, 503
 
 
 def _database_error() -> str | None:
