@@ -14,8 +14,8 @@ $(STAMP): requirements-dev.txt be_flask/requirements.txt
 	touch $(STAMP)
 
 lint: install
-	$(VENV)/bin/ruff check be_flask tests bench
-	$(VENV)/bin/ruff format --check be_flask tests bench
+	$(VENV)/bin/ruff check be_flask tests bench orchestration
+	$(VENV)/bin/ruff format --check be_flask tests bench orchestration
 	@if command -v shellcheck >/dev/null; then shellcheck vault/scripts/*.sh setup.sh .ci/run; \
 	 else echo "shellcheck not installed: skipped (CI installs it)"; fi
 

@@ -1,12 +1,11 @@
 """Attack: forge an admin token with the development key that ships in the repository.
 
 A worker that starts while Vault is sealed must never sign or verify with a public key. The
-backend runs the way `setup.sh --local` runs it (its APP_ENV, read from setup.sh itself).
+backend runs the way `setup.sh --local` runs it (its APP_ENV, from orchestration.backends).
 """
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
@@ -18,22 +17,17 @@ import jwt
 import pytest
 import requests
 
+from orchestration.backends import BACKEND_ENV
 from tests.harness.app import BACKEND, Gunicorn, gunicorn_env, wait_until_ready
 from tests.harness.openbao import running_openbao
 from tests.harness.servers import free_port, wait_for_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-SETUP = Path(__file__).resolve().parents[2] / "setup.sh"
-
 
 def setup_sh_backend_env() -> dict[str, str]:
-    """The APP_ENV / JWT_COOKIE_SECURE that setup.sh --local exports for the backend."""
-    exported = re.search(r"export (APP_ENV=\S+.*)", SETUP.read_text())
-    assert exported, "setup.sh no longer exports APP_ENV for the backend"
-    pairs = (word.split("=", 1) for word in exported.group(1).split())
-    wanted = ("APP_ENV", "JWT_COOKIE_SECURE")
-    env = {p[0]: p[1] for p in pairs if len(p) == 2 and p[0] in wanted}
+    """The APP_ENV that setup.sh --local gives the backend (orchestration.backends)."""
+    env = {"JWT_COOKIE_SECURE": "false", **BACKEND_ENV}
     assert env.get("APP_ENV") != "development", "setup.sh must not run the backend in development"
     return env
 

@@ -11,15 +11,12 @@ from typing import Any
 import pytest
 import yaml
 
+from orchestration.compose import TLS_OVERLAYS
 from tests.harness.servers import missing_server
 
 ROOT = Path(__file__).resolve().parents[2]
 # overlay -> the file it is layered on (the order setup.sh passes them with -f)
-OVERLAYS = {
-    "docker-compose.vault-tls.yaml": "docker-compose.vault.yaml",
-    "docker-compose.vault-ha-tls.yaml": "docker-compose.vault-ha.yaml",
-    "docker-compose.tls.yaml": "docker-compose.yaml",
-}
+OVERLAYS = {overlay: base for base, overlay in TLS_OVERLAYS.items()}
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|PRIVATE|_KEY$|CREDENTIAL)", re.I)
 # The one-shot copy an overlay may bring (the app stack has none of its own to extend).
 ONE_SHOTS = {"docker-compose.tls.yaml": "frontend-volumes"}

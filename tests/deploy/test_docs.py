@@ -94,7 +94,8 @@ def test_vault_snapshots_are_never_one_git_add_away_from_a_commit() -> None:
     assert backups and all('".data/backups/vault-' in line for line in backups), backups
 
 
-# What the original design document names (DESIGN.md's interface contract and issue 10).
+# What the original design document names (its interface contract, issue 10); the docs'
+# own map of it is VAULT_INTEGRATION.md, "Coming from the design document".
 DESIGN_FILES = [
     "docker-compose.vault.yaml", "docker-compose.yaml", "setup.sh", ".env.example", ".gitignore",
     "vault/config/vault-config.hcl", "vault/policies/app-policy.hcl",

@@ -7,13 +7,11 @@ answers is chosen, not left to the balancer); and the front must ride out a repl
 
 from __future__ import annotations
 
-import http.client
 import itertools
 import json
 import os
 import re
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from orchestration.vault_scripts import lib
 from tests.deploy.test_setup_local import LocalStack, login, new_local_stack
 from tests.harness.load import Load
 
@@ -42,19 +41,6 @@ def stack() -> Iterator[LocalStack]:
         output = local.up("--replicas", str(REPLICAS))
         assert f"balancing over {REPLICAS} backend replica(s)" in output
         yield local
-
-
-class UnixConnection(http.client.HTTPConnection):
-    """HTTP over a replica's Unix socket (root may enter the 0750 root:www-data directory)."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=10)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(10)
-        self.sock.connect(str(self.path))
 
 
 @dataclass
@@ -81,7 +67,7 @@ class Browser:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         if csrf:
             headers["X-CSRF-TOKEN"] = self.cookies[csrf]
-        connection = UnixConnection(socket_path)
+        connection = lib.UnixHTTPConnection(str(socket_path), 10)
         try:
             payload = None if body is None else json.dumps(body)
             connection.request(method, path, body=payload, headers=headers)
@@ -206,7 +192,7 @@ def replica_requests(stack: LocalStack, index: int) -> float:
     """Requests replica `index` answered, from its own /metrics (the front does not pass it)."""
     answer = Browser(stack)
     socket_path = stack.data_dir / "run" / "backend" / f"backend-{index}.sock"
-    connection = UnixConnection(socket_path)
+    connection = lib.UnixHTTPConnection(str(socket_path), 10)
     try:
         connection.request("GET", "/metrics", headers={"X-Forwarded-For": answer.client_ip})
         text = connection.getresponse().read().decode()

@@ -309,6 +309,10 @@ def test_setup_local_survives_stop_and_start_with_its_data(local_stack: LocalSta
     # Vault comes back sealed; setup.sh unseals it and the database keeps carol.
     again = local_stack.up()
     assert "initializing Vault at" not in again
+    # A configured engine takes the kept path (its roles converged, issue 23); migrations run
+    # on every up.
+    assert "dynamic database credentials: configured (kept)" in again
+    assert again.count("migrating database: ok") == 1
     assert "unseal-vault.sh" in again
     assert f"unsealing Vault at http://127.0.0.1:{local_stack.env['VAULT_PORT']}: ok" in again
     assert local_stack.admin_password() == admin_password

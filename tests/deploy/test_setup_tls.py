@@ -176,3 +176,8 @@ def assert_backup_restores_a_deleted_row(
     names = [user["username"] for user in admin.get(f"{url}/api/users", timeout=10).json()["users"]]
     assert "dora" in names
     https_login(url, str(tls_files(stack) / "ca.pem"), "dora", "dora-correct-horse-42")
+    # The same backup in one command, over mutual TLS to Vault: it ends every session.
+    done = stack.run("--restore", str(backup), "--yes", timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert admin.get(f"{url}/api/users", timeout=10).status_code == 401
+    https_login(url, str(tls_files(stack) / "ca.pem"), "dora", "dora-correct-horse-42")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestration.compose import APP_FILE, VAULT_FILE, Compose
 from tests.docker import engine
 from tests.harness.servers import free_port
 
@@ -53,12 +54,17 @@ class Project:
     https: bool = False
 
     @property
+    def stacks(self) -> Compose:
+        """setup.sh's naming of both stacks (the files are named per call below)."""
+        return Compose(self.root, (), self.name, False, False, 0, 0)
+
+    @property
     def app_project(self) -> str:
-        return self.name or "flask-vault-app"
+        return self.stacks.app_project
 
     @property
     def vault_project(self) -> str:
-        return f"{self.name}-vault" if self.name else "vault"
+        return self.stacks.vault_project
 
     def sh(self, *args: str, timeout: float = 600, check: bool = True) -> str:
         done = subprocess.run(
@@ -72,7 +78,7 @@ class Project:
 
     def compose(self, project: str, *args: str, check: bool = True) -> str:
         """Compose on the Vault stack (`project` "vault") or the app stack (anything else)."""
-        file = "docker-compose.vault.yaml" if project == "vault" else "docker-compose.yaml"
+        file = VAULT_FILE if project == "vault" else APP_FILE
         name = self.vault_project if project == "vault" else self.app_project
         self.env["VAULT_STACK"] = self.vault_project
         return self.sh(*compose_cmd(), "-p", name, "-f", file, *args, check=check)

@@ -1,7 +1,8 @@
 """Backend fixtures: app (real OpenBao + PostgreSQL), client, logged_in_client, admin_client.
 
-Every app writes its JSON log lines into one session directory (`app_log_dir`), so that a test
-at the end can prove that no secret value from Vault was ever logged.
+Every app writes its JSON log lines into one session directory (`app_log_dir`); when the
+session ends, its teardown fails the run if any line there carries a secret value a test saw
+(SECRETS_SEEN): no secret value from Vault was ever logged, whatever order the tests ran in.
 """
 
 from __future__ import annotations
@@ -73,6 +74,30 @@ def remember_secrets(*values: Any) -> None:
     SECRETS_SEEN.update(str(v) for v in values if v and len(str(v)) >= 8)
 
 
+def secret_lines(logs: dict[Path, str], secrets: set[str]) -> list[str]:
+    """`file: line N` for each log line that carries one of the secret values."""
+    return [
+        f"{path.name}: line {number}"
+        for path, text in logs.items()
+        for number, line in enumerate(text.splitlines(), 1)
+        if any(secret in line for secret in secrets)
+    ]
+
+
+def check_no_secret_in_logs(directory: Path, secrets: set[str]) -> None:
+    """Fail when any file under directory has a line with a secret value."""
+    logs = {
+        path: path.read_text(encoding="utf-8", errors="replace")
+        for path in directory.rglob("*")
+        if path.is_file()
+    }
+    leaked = secret_lines(logs, secrets)
+    if leaked:
+        pytest.fail(
+            f"a secret value is in the backend logs: {', '.join(leaked[:20])}", pytrace=False
+        )
+
+
 def put_secret(openbao: Any, path: str, data: dict[str, Any]) -> None:
     """Write a KV v2 secret with the root token (what an operator does)."""
     remember_secrets(data.get("password"), data.get("jwt_secret"))
@@ -137,6 +162,8 @@ def app_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield directory
     logging.getLogger().removeHandler(handler)
     handler.close()
+    # The end of the session: every app and gunicorn of it has written and closed its log.
+    check_no_secret_in_logs(directory, SECRETS_SEEN)
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +189,9 @@ def app_database(backend_openbao: Any, postgres: Any) -> AppDatabase:
 @pytest.fixture(scope="session")
 def vault_secrets(backend_openbao: Any) -> dict[str, Any]:
     """secret/app/flask as init-vault.sh wrote it (jwt_secret, admin_password, user_password)."""
-    return read_secret(backend_openbao, "app/flask")
+    secrets = read_secret(backend_openbao, "app/flask")
+    remember_secrets(*secrets.values())
+    return secrets
 
 
 def vault_client_for(openbao: Any, cache_ttl: float = 300.0) -> Any:

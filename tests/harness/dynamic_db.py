@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from psycopg import sql
 
+# CONVERGE_SQL: for the tests of a cluster set up before issue 23 (re-exported).
+from orchestration.database import ADMIN_ROLE, ROLES_SQL, roles_script
+from orchestration.database import CONVERGE_SQL as CONVERGE_SQL
 from tests.harness.app import remember_secrets
 from tests.harness.openbao import OpenBao, running_openbao
 from tests.harness.postgres import PostgresCluster, find_pg_bin
 
 REPO = Path(__file__).resolve().parents[2]
-ROLES_SQL = REPO / "vault" / "config" / "postgres-dynamic-roles.sql"
-CONVERGE_SQL = REPO / "vault" / "config" / "postgres-dynamic-roles-converge.sql"
-ADMIN_ROLE = "vault_db_admin"
 
 
 @dataclass
@@ -79,7 +79,9 @@ class DynamicSite:
 def apply_roles_sql(
     postgres: PostgresCluster, database: str, admin_password: str, script: Path = ROLES_SQL
 ) -> None:
-    """psql -f vault/config/postgres-dynamic-roles.sql, as the docs tell a DBA to run it."""
+    """A roles script through psql as setup.sh runs it: postgres-dynamic-roles.sql wrapped by
+    orchestration.database.roles_script (the admin password on stdin, never argv); any other
+    (CONVERGE_SQL) as it is."""
     psql = find_pg_bin()
     binary = str(psql / "psql") if psql and (psql / "psql").exists() else "psql"
     env = {**os.environ, "PGPASSWORD": postgres.superuser_password}
@@ -101,12 +103,11 @@ def apply_roles_sql(
             "-v",
             f"admin_role={ADMIN_ROLE}",
             "-v",
-            f"admin_password={admin_password}",
-            "-v",
             f"database={database}",
-            "-f",
-            str(script),
         ],
+        input=(
+            roles_script(admin_password) if script == ROLES_SQL else script.read_text("utf-8")
+        ).encode(),
         env=env,
         check=True,
         capture_output=True,

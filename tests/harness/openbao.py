@@ -1,4 +1,4 @@
-"""Fixtures for a real OpenBao server (see DESIGN.md, test harness).
+"""Fixtures for a real OpenBao server.
 
 The server runs from the project's own vault/config/vault-config.hcl, with only its paths and
 addresses rewritten to a temp dir and free loopback ports, and is set up by the project's own
@@ -13,7 +13,6 @@ import ctypes
 import itertools
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -29,6 +28,7 @@ import hvac.exceptions
 import pytest
 import requests
 
+from orchestration.vault_config import rewrite_config
 from tests.harness.servers import free_port, missing_server, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,23 +65,6 @@ def script_env(addr: str, workdir: Path, extra: dict[str, str] | None = None) ->
     env.update(VAULT_ADDR=addr, PROJECT_DIR=str(workdir), VAULT_BIN="bao")
     env.update(extra or {})
     return env
-
-
-def rewrite_config(text: str, *, data: Path, audit: Path, port: int, cluster_port: int) -> str:
-    """Point the project's server config at a private dir and loopback ports."""
-    replacements = {
-        r'(\bpath\s*=\s*)"[^"]*"': rf'\1"{data}"',
-        r'(\bfile_path\s*=\s*)"[^"]*"': rf'\1"{audit}"',
-        r'(\baddress\s*=\s*)"[^"]*"': rf'\1"127.0.0.1:{port}"',
-        r'(\bcluster_address\s*=\s*)"[^"]*"': rf'\1"127.0.0.1:{cluster_port}"',
-        r'(\bapi_addr\s*=\s*)"[^"]*"': rf'\1"http://127.0.0.1:{port}"',
-        r'(\bcluster_addr\s*=\s*)"[^"]*"': rf'\1"http://127.0.0.1:{cluster_port}"',
-    }
-    for pattern, repl in replacements.items():
-        text, count = re.subn(pattern, repl, text)
-        # A config change that this rewrite no longer understands must fail loudly.
-        assert count == 1, f"vault-config.hcl: expected one match of {pattern}, got {count}"
-    return text
 
 
 @dataclass

@@ -9,7 +9,6 @@ others join through retry_join, and the unsealer is set up by init-unsealer.sh.
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 import tempfile
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import requests
 
+from orchestration import vault_config
+from orchestration.vault_api import count_voters
 from tests.harness.openbao import REPO, OpenBao, find_bao
 from tests.harness.servers import free_port, missing_server
 
@@ -37,22 +38,15 @@ def distinct_ports(count: int) -> list[int]:
 
 
 def render_ha(data: Path, node_id: str, addresses: list[str]) -> str:
-    """vault-ha.hcl for one node: its data dir and id, the retry_join list on loopback."""
+    """vault-ha.hcl for one node (the orchestration package's rendering)."""
     text = (CONFIG_DIR / "vault-ha.hcl").read_text(encoding="utf-8")
-    text = re.sub(r'(\bpath\s*=\s*)"[^"]*"', rf'\1"{data}"', text)
-    text = re.sub(r'(\bnode_id\s*=\s*)"[^"]*"', rf'\1"{node_id}"', text)
-    for number, address in enumerate(addresses, start=1):
-        text, count = re.subn(rf'"http://vault-{number}:8200"', f'"{address}"', text)
-        assert count == 1, f"vault-ha.hcl: no retry_join for vault-{number}"
-    return text
+    return vault_config.render_ha(text, data=data, node_id=node_id, addresses=addresses)
 
 
 def render_seal(unsealer_addr: str) -> str:
     """seal-transit.hcl pointing at the unsealer on loopback."""
     text = (CONFIG_DIR / "seal-transit.hcl").read_text(encoding="utf-8")
-    text, count = re.subn(r'(\baddress\s*=\s*)"[^"]*"', rf'\1"{unsealer_addr}"', text)
-    assert count == 1, "seal-transit.hcl: expected one address"
-    return text
+    return vault_config.render_seal(text, unsealer_addr)
 
 
 def leader_address(node: OpenBao) -> str | None:
@@ -131,8 +125,7 @@ class Cluster:
         if leader is None:
             return 0
         answer = leader.client(self.root_token).adapter.get("/v1/sys/storage/raft/configuration")
-        peers = answer["data"]["config"]["servers"]
-        return sum(1 for peer in peers if peer["voter"])
+        return count_voters(answer) or 0
 
     def wait_for_voters(self, count: int, timeout: float = 40.0) -> None:
         deadline = time.monotonic() + timeout

@@ -207,8 +207,9 @@ def test_mtls_listener_refuses_a_client_without_a_certificate(tls_bao: TLSOpenBa
     assert with_cert.status_code == 200 and with_cert.json()["sealed"] is False
 
 
-# The backend's own loader, in a fresh process, as DESIGN.md's one-liner runs it: the TLS
-# settings come from VAULT_CACERT, VAULT_CLIENT_CERT and VAULT_CLIENT_KEY and nothing else.
+# The backend's own loader, in a fresh process, as the design's one-liner runs it
+# (VAULT_INTEGRATION.md, "Coming from the design document"): the TLS settings come from
+# VAULT_CACERT, VAULT_CLIENT_CERT and VAULT_CLIENT_KEY and nothing else.
 FROM_THE_ENVIRONMENT = """
 import json
 from src.vault_client import get_vault_client

@@ -1,4 +1,5 @@
-"""JSON and file helpers for the shell scripts in this directory (called by lib.sh only).
+"""JSON and file helpers for the shell scripts in this directory (lib.sh) and for setup.sh's
+orchestration package, which imports atomic_write, upsert_env and secret_id_expiry.
 
 Secrets travel through stdin and files, never argv or stdout seen by a user: every command
 here that handles a secret reads it from stdin or a file and writes to a file or a pipe.
@@ -161,15 +162,16 @@ def cmd_decode_root(attempt: str, last: str) -> None:
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a Unix socket: the Vault listener setup.sh --local keeps in a private dir."""
+    """HTTP over a Unix socket: the Vault listener setup.sh --local keeps in a private dir,
+    a backend replica's socket (setup.sh --status)."""
 
-    def __init__(self, socket_path: str) -> None:
-        super().__init__("localhost", timeout=30)
+    def __init__(self, socket_path: str, timeout: float = 30) -> None:
+        super().__init__("localhost", timeout=timeout)
         self.socket_path = socket_path
 
     def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(30)
+        self.sock.settimeout(self.timeout)
         self.sock.connect(self.socket_path)
 
 
@@ -241,15 +243,12 @@ def cmd_env_check(path: str) -> None:
         raise Fail(f"cannot write in {env.parent}: permission denied")
 
 
-def cmd_env_upsert(path: str, mode: str = "replace") -> None:
-    """Set the KEY=VALUE lines read on stdin in a .env file, keeping every other line.
+def upsert_env(env: Path, updates: dict[str, str], mode: str = "replace") -> None:
+    """Set KEY=VALUE lines in a .env file, keeping every other line byte for byte.
 
     With mode "keep", keys already in the file keep their value (an operator's choice).
     """
-    env = Path(path)
-    updates = dict(
-        line.split("=", 1) for line in sys.stdin.read().splitlines() if "=" in line.strip()
-    )
+    updates = dict(updates)
     old = parse_env_lines(read_text(env)) if env.exists() else []
     if mode == "keep":
         for key, _ in old:
@@ -257,6 +256,12 @@ def cmd_env_upsert(path: str, mode: str = "replace") -> None:
     lines = [f"{key}={updates.pop(key)}" if key in updates else raw for key, raw in old]
     lines += [f"{key}={value}" for key, value in updates.items()]
     atomic_write(env, "\n".join(lines) + "\n")
+
+
+def cmd_env_upsert(path: str, mode: str = "replace") -> None:
+    """Set the KEY=VALUE lines read on stdin in a .env file (see upsert_env)."""
+    lines = sys.stdin.read().splitlines()
+    upsert_env(Path(path), dict(line.split("=", 1) for line in lines if "=" in line.strip()), mode)
 
 
 def cmd_write_file(path: str, mode: str = "0600") -> None:
@@ -410,24 +415,20 @@ def cmd_live_versions_below(metadata: str) -> None:
     print(",".join(str(v) for v in live))
 
 
-def cmd_secret_id_expiry(warn_days: str) -> None:
-    """One status line from a secret-id/lookup answer on stdin (never the secret ID itself)."""
-    text = sys.stdin.read().strip()
-    data = (json.loads(text).get("data") if text.startswith("{") else None) or {}
+def secret_id_expiry(answer: dict, warn_days: float) -> str:
+    """One status line from a secret-id/lookup answer (never the secret ID itself)."""
+    data = answer.get("data") or {}
     if not data:
-        print("UNKNOWN TO VAULT (expired or destroyed): run vault/scripts/rotate-secret-id.sh")
-        return
+        return "UNKNOWN TO VAULT (expired or destroyed): run vault/scripts/rotate-secret-id.sh"
     expires = str(data.get("expiration_time") or "")
     if not expires or expires.startswith("0001-01-01"):
-        print("never expires (rotate it with vault/scripts/rotate-secret-id.sh)")
-        return
+        return "never expires (rotate it with vault/scripts/rotate-secret-id.sh)"
     when = datetime.fromisoformat(expires.replace("Z", "+00:00"))
     days = (when - datetime.now(UTC)).total_seconds() / 86400
     day = when.strftime("%Y-%m-%d %H:%M UTC")
-    if days < float(warn_days):
-        print(f"EXPIRES {day} ({days:.1f} days): run vault/scripts/rotate-secret-id.sh now")
-    else:
-        print(f"expires {day} ({days:.0f} days)")
+    if days < warn_days:
+        return f"EXPIRES {day} ({days:.1f} days): run vault/scripts/rotate-secret-id.sh now"
+    return f"expires {day} ({days:.0f} days)"
 
 
 COMMANDS = {
@@ -449,7 +450,6 @@ COMMANDS = {
     "keys-of": cmd_keys_of,
     "secret-id-body": cmd_secret_id_body,
     "secret-id-file": cmd_secret_id_file,
-    "secret-id-expiry": cmd_secret_id_expiry,
     "gen-app": cmd_gen_app,
     "gen-db": cmd_gen_db,
     "gen-db-bootstrap": cmd_gen_db_bootstrap,

@@ -21,43 +21,23 @@ from .backoff import BackoffGate
 from .cache import CacheEntry, SecretCache, Source
 from .database import DatabaseCredentials
 from .errors import (
-    ConfigurationError,
     PermissionDeniedError,
-    SecretIdWrappingError,
     SecretNotFoundError,
     VaultClientError,
     VaultUnavailableError,
 )
+from .failures import LOGIN_ERRORS, OUTAGE_ERRORS, failure_reason
 from .fallback import APP_SECRETS_PATH, DATABASE_PATH, fallback_secret
 from .kubernetes import KubernetesLogin
 from .kv_v2 import SecretVersion, read_secret_version
 from .settings import VaultSettings
 from .token import TokenManager
-from .transport.ha import FAILOVER_ERRORS, HAAdapter, describe
+from .transport.ha import HAAdapter
 
 log = logging.getLogger(__name__)
 
-# Failures during which the last good value is served and the backoff gate closes.
-OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    *FAILOVER_ERRORS,
-    hvac.exceptions.InternalServerError,
-    hvac.exceptions.VaultNotInitialized,
-    hvac.exceptions.UnexpectedError,
-)
-# Login refusals: retried on the same backoff schedule so a bad secret ID is no login storm.
-# (A 403 reaching here is a login's: reads turn theirs into PermissionDeniedError, and the
-# Kubernetes method answers 403 to a token of another service account or namespace.)
-LOGIN_ERRORS: tuple[type[BaseException], ...] = (
-    hvac.exceptions.InvalidRequest,
-    hvac.exceptions.Unauthorized,
-    hvac.exceptions.Forbidden,
-    SecretIdWrappingError,
-    ConfigurationError,  # e.g. the secret ID file is missing for a moment during rotation
-)
-
 # Why a client without AppRole credentials serves fallback values (logs and status()).
 NO_APPROLE = "AppRole credentials not configured"
-LOGIN_METHOD_NAMES = {"approle": "AppRole", "kubernetes": "Kubernetes"}
 
 # The log lines the original design document quotes, kept verbatim so that
 # `docker compose logs backend | grep Vault` shows what its readers look for.
@@ -105,7 +85,8 @@ class VaultClient:
         self.cache.reset_locks()
         self._announced = False
 
-    def _check_fork(self) -> None:
+    def check_fork(self) -> None:
+        """After a fork: a new session and token (nothing of the parent's is shared)."""
         if self._pid != os.getpid():
             log.info("process forked (pid %d -> %d): new session and token", self._pid, os.getpid())
             self._start_process()
@@ -186,7 +167,7 @@ class VaultClient:
         return entry.source if entry is not None else None
 
     def _read_slow(self, path: str) -> CacheEntry:
-        self._check_fork()
+        self.check_fork()
         if self.cache.is_missing(path, _monotonic()):
             raise SecretNotFoundError(f"{self.settings.kv_mount}/{path} not found")
         entry = self._entries.get(path)
@@ -212,7 +193,7 @@ class VaultClient:
         try:
             secret = self._fetch(path)
         except (*OUTAGE_ERRORS, *LOGIN_ERRORS) as error:
-            reason = _reason(error, self.settings.auth_method)
+            reason = failure_reason(error, self.settings.auth_method)
             self.last_error = f"{path}: {reason}"
             self.gate.record_failure(reason)
             return self._without_vault(path, previous, reason)
@@ -291,13 +272,13 @@ class VaultClient:
         """True when Vault answers and we hold a valid token (logs in if needed)."""
         if not self.settings.has_credentials:
             return False
-        self._check_fork()
+        self.check_fork()
         if not self.gate.try_begin():
             return False
         try:
             self.tokens.current()
         except (*OUTAGE_ERRORS, *LOGIN_ERRORS) as error:
-            self.last_error = _reason(error, self.settings.auth_method)
+            self.last_error = failure_reason(error, self.settings.auth_method)
             self.gate.record_failure(self.last_error)
             return False
         self.gate.record_success()
@@ -346,17 +327,6 @@ class VaultClient:
             if self.settings.db_mode == "dynamic"
             else None,
         }
-
-
-def _reason(error: BaseException, auth_method: str = "approle") -> str:
-    """Why Vault could not be used, in words safe for logs and status()."""
-    if isinstance(error, SecretIdWrappingError):
-        return "wrapped secret ID refused"
-    if isinstance(error, ConfigurationError):
-        return str(error)
-    if isinstance(error, LOGIN_ERRORS):
-        return f"{LOGIN_METHOD_NAMES[auth_method]} login refused"
-    return describe(error)
 
 
 def _describe_entry(entry: CacheEntry, now: float) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import hvac.exceptions
 
 from .errors import VaultUnavailableError
+from .failures import LOGIN_ERRORS, OUTAGE_ERRORS, failure_reason
 
 if TYPE_CHECKING:
     from .client import VaultClient
@@ -143,9 +144,7 @@ class DatabaseCredentials:
     def _maintain(
         self, lease: DatabaseCredentialsLease | None, now: float
     ) -> DatabaseCredentialsLease:
-        from .client import LOGIN_ERRORS, OUTAGE_ERRORS, _reason
-
-        self.client._check_fork()
+        self.client.check_fork()
         try:
             self.client.tokens.current()
             if lease is not None and not lease.refetch and self._same_token(lease):
@@ -154,7 +153,7 @@ class DatabaseCredentials:
                     return renewed
             return self._fetch(lease)
         except (*OUTAGE_ERRORS, *LOGIN_ERRORS, *REFUSALS) as error:
-            self.last_error = _reason(error)
+            self.last_error = failure_reason(error)
             if lease is None or now >= lease.expires_at - RETRY_SECONDS:
                 raise VaultUnavailableError(
                     f"database credentials lease ended and Vault is unavailable ({self.last_error})"

@@ -1,8 +1,10 @@
-"""Run last among the backend tests: no log line written so far carries a secret value.
+"""No log line carries a secret value: the careless leaks, and the app's own handler.
 
-The logs scanned here are written by the app's own handler only (in-process.log, gunicorn's
-output): the harness's session-wide copy redacts a copy of each record, never the record the
-app's handler sees, so these files are only as clean as the app's own filter makes them.
+Every backend log of the session is scanned once more when the session ends (app_log_dir's
+teardown in tests/harness/app.py). The logs scanned here are written by the app's own
+handler only (in-process.log, gunicorn's output): the harness's session-wide copy redacts a
+copy of each record, never the record the app's handler sees, so these files are only as
+clean as the app's own filter makes them.
 """
 
 from __future__ import annotations
@@ -14,19 +16,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from flask import Flask
 
-from tests.harness.app import BACKEND, SECRETS_SEEN, Gunicorn, gunicorn_env, login
-
-
-def secret_lines(logs: dict[Path, str], secrets: set[str]) -> list[str]:
-    return [
-        f"{path.name}: line {number}"
-        for path, text in logs.items()
-        for number, line in enumerate(text.splitlines(), 1)
-        if any(secret in line for secret in secrets)
-    ]
+from tests.harness.app import (
+    BACKEND,
+    SECRETS_SEEN,
+    Gunicorn,
+    check_no_secret_in_logs,
+    gunicorn_env,
+    login,
+    secret_lines,
+)
 
 
 def test_no_secret_value_in_any_backend_log(
@@ -51,10 +53,7 @@ def test_no_secret_value_in_any_backend_log(
     server.stop()  # flushed and closed before it is read
 
     app_written = {app_log_dir / "in-process.log", server.log}
-    logs = {
-        path: path.read_text(encoding="utf-8", errors="replace")
-        for path in {*app_log_dir.iterdir(), *app_written}
-    }
+    logs = {path: path.read_text(encoding="utf-8", errors="replace") for path in app_written}
     secrets = SECRETS_SEEN | {v for v in vault_secrets.values() if len(v) >= 8}
     assert len(secrets) >= 3
     assert secret_lines(logs, secrets) == []
@@ -128,3 +127,12 @@ def test_the_redaction_filter_cuts_patterns_and_known_values() -> None:
     for leaked in ("known-secret-value-123", "eyJhbGci", "hvs.CAES", "hunter2", "pa55w0rd"):
         assert leaked not in text
     assert "[REDACTED]" in text
+
+
+def test_the_session_end_check_fails_on_a_logged_secret(tmp_path: Path) -> None:
+    """The end-of-session scan can fail: a secret in any file under the directory."""
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / "server.log").write_text('{"msg": "ok"}\n{"msg": "s3cret-value-42"}\n')
+    with pytest.raises(pytest.fail.Exception, match=r"server.log: line 2"):
+        check_no_secret_in_logs(tmp_path, {"s3cret-value-42"})
+    check_no_secret_in_logs(tmp_path, {"another-secret-value"})
