@@ -136,8 +136,21 @@ def test_vault_stopped_keeps_sessions_working_from_the_cache(
     assert status.status_code == 200 and status.json["source"] == "cache"
 
 
+def metric_values(client: FlaskClient, *series: str) -> list[float]:
+    """The current values of these series in /metrics (0 for one not yet there)."""
+    lines = client.get("/metrics").get_data(as_text=True).splitlines()
+    values = dict(line.rsplit(" ", 1) for line in lines if line and not line.startswith("#"))
+    return [float(values.get(name, 0)) for name in series]
+
+
 def test_metrics(admin_client: FlaskClient, client: FlaskClient) -> None:
-    login(client, "nobody", "wrong password")
+    counted = (
+        'logins_total{result="failed"}',
+        'http_requests_total{endpoint="/api/auth/login",method="POST",status="401"}',
+    )
+    before = metric_values(client, *counted)
+    assert login(client, "nobody", "wrong password").status_code == 401
+    assert metric_values(client, *counted) == [value + 1 for value in before]
     response = client.get("/metrics")
     assert response.status_code == 200
     text = response.get_data(as_text=True)

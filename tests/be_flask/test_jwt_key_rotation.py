@@ -10,12 +10,14 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
 import jwt
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from src import jwt_keys
 from tests.harness.app import csrf_headers, login, put_secret, read_secret, remember_secrets
 
 
@@ -42,10 +44,37 @@ def newest_version(server: Any) -> int:
     return int(metadata["data"]["current_version"])
 
 
-def me(app: Flask, token: str) -> int:
+OK = (200, None)
+
+
+def refused(reason: str) -> tuple[int, str]:
+    """me()'s answer for a token whose kid the key check refused for `reason`."""
+    return 401, f"invalid token: {reason}"
+
+
+def me(app: Flask, token: str) -> tuple[int, str | None]:
+    """GET /api/auth/me with this access token: the status, and for a refusal its reason.
+
+    The answer says only "invalid token" for every bad token (on purpose); the key check's
+    own reason (KeyIdError) is added, so that a test of a kid sees that the kid was refused,
+    not the signature, the claims or the session."""
+    reasons: list[str] = []
+    verification_key = jwt_keys.verification_key
+
+    def recording(header: dict[str, Any]) -> str:
+        try:
+            return verification_key(header)
+        except jwt_keys.KeyIdError as error:
+            reasons.append(str(error))
+            raise
+
     client = app.test_client(use_cookies=False)
     environ = {"HTTP_COOKIE": f"access_token_cookie={token}"}
-    return client.get("/api/auth/me", environ_overrides=environ).status_code
+    with mock.patch.object(jwt_keys, "verification_key", recording):
+        response = client.get("/api/auth/me", environ_overrides=environ)
+    if response.status_code < 400:
+        return response.status_code, None
+    return response.status_code, ": ".join([response.json["error"], *reasons])
 
 
 @pytest.fixture
@@ -83,7 +112,7 @@ def test_sessions_survive_rotation_and_rollback(
     fresh = app.test_client()
     assert login(fresh, "user", vault_secrets["user_password"]).status_code == 200
     assert kid_of(fresh) == str(restore_key + 2)
-    assert me(app, old_token) == 200  # version restore_key is still in service
+    assert me(app, old_token) == OK  # version restore_key is still in service
     assert client.get("/api/auth/me").status_code == 200
 
 
@@ -129,7 +158,7 @@ def test_compromised_key_stops_verifying_in_every_worker_after_a_refresh(
     assert login(abandoned, "user", vault_secrets["user_password"]).status_code == 200
     assert kid_of(abandoned) == str(restore_key + 1)
     token = access_token(abandoned)
-    assert (me(worker_a, token), me(worker_b, token)) == (200, 200)  # cached by both now
+    assert (me(worker_a, token), me(worker_b, token)) == (OK, OK)  # cached by both now
 
     output = rotate(backend_openbao, "--rollback", str(restore_key), "--compromised")
 
@@ -137,15 +166,16 @@ def test_compromised_key_stops_verifying_in_every_worker_after_a_refresh(
     response = admin.post("/api/admin/vault/refresh", headers=csrf_headers(admin))
     assert response.status_code == 200
     deadline = time.monotonic() + 2.5  # the refresh bound (1 s) with room for a busy machine
-    while (me(worker_a, token), me(worker_b, token)) != (401, 401):
-        assert time.monotonic() < deadline, "a worker still accepts the compromised key"
+    destroyed = refused("unknown key id")
+    while (answers := (me(worker_a, token), me(worker_b, token))) != (destroyed, destroyed):
+        assert time.monotonic() < deadline, f"not every worker refuses the destroyed key: {answers}"
         time.sleep(0.1)
     assert (
         abandoned.post("/api/auth/refresh", headers=csrf_headers(abandoned, True)).status_code
         == 401
     )
     for worker in (worker_a, worker_b):
-        assert me(worker, access_token(restored)) == 200  # the restored key's sessions live on
+        assert me(worker, access_token(restored)) == OK  # the restored key's sessions live on
     fresh = worker_b.test_client()
     assert login(fresh, "user", vault_secrets["user_password"]).status_code == 200
     assert kid_of(fresh) == str(restore_key + 2)
@@ -166,7 +196,7 @@ def test_compromised_rotation_destroys_every_version_of_the_key(
     put_secret(backend_openbao, "app/flask", {**leaked, "redis_password": redis_password})
     token = sign(real_claims, leaked["jwt_secret"], kid=str(restore_key + 2))  # key B again
     app = make_app(cache_ttl=0)
-    assert me(app, token) == 200
+    assert me(app, token) == OK
 
     output = rotate(backend_openbao, "--compromised")
 
@@ -175,7 +205,7 @@ def test_compromised_rotation_destroys_every_version_of_the_key(
     destroyed = sorted(int(n) for n, v in versions["versions"].items() if v["destroyed"])
     assert [restore_key + 1, restore_key + 2] == [n for n in destroyed if n > restore_key]
     assert not versions["versions"][str(restore_key)]["destroyed"]
-    assert me(app, token) == 401
+    assert me(app, token) == refused("unknown key id")  # its version is destroyed
     assert leaked["jwt_secret"] not in output
     result = backend_openbao.run_script(
         "rotate-jwt-key.sh",
@@ -210,15 +240,25 @@ def sign(claims: dict[str, Any], key: str, **headers: Any) -> str:
 
 
 @pytest.mark.parametrize(
-    "headers",
-    [{}, {"kid": ""}, {"kid": "999999"}, {"kid": "0"}, {"kid": "x1"}, {"kid": "env"}],
-    ids=["no kid", "empty", "never existed", "zero", "malformed", "fallback kid"],
+    ("headers", "reason"),
+    [
+        pytest.param({}, "token has no key id", id="no kid"),
+        pytest.param({"kid": ""}, "token has no key id", id="empty"),
+        pytest.param({"kid": "999999"}, "unknown key id", id="never existed"),
+        pytest.param({"kid": "0"}, "malformed key id", id="zero"),
+        pytest.param({"kid": "x1"}, "malformed key id", id="malformed"),
+        pytest.param({"kid": "env"}, "key id not in service", id="fallback kid"),
+    ],
 )
 def test_token_with_a_bad_kid_is_401(
-    app: Flask, real_claims: dict[str, Any], vault_secrets: dict[str, Any], headers: Any
+    app: Flask,
+    real_claims: dict[str, Any],
+    vault_secrets: dict[str, Any],
+    headers: Any,
+    reason: str,
 ) -> None:
     """Signed with the real key, so only the kid is wrong."""
-    assert me(app, sign(real_claims, vault_secrets["jwt_secret"], **headers)) == 401
+    assert me(app, sign(real_claims, vault_secrets["jwt_secret"], **headers)) == refused(reason)
 
 
 def test_token_with_a_retired_kid_is_401(
@@ -235,8 +275,10 @@ def test_token_with_a_retired_kid_is_401(
     )
     long = make_app(cache_ttl=0)
     time.sleep(1.5)
-    assert me(long, token) == 200  # the control: still in service for a 7-day refresh lifetime
-    assert me(short, token) == 401  # superseded longer ago than any of its tokens lives
+    assert me(long, token) == OK  # the control: still in service for a 7-day refresh lifetime
+    assert me(short, token) == refused(
+        "key id retired"
+    )  # superseded longer ago than any of its tokens lives
     remember_secrets(read_secret(backend_openbao, "app/flask")["jwt_secret"])
 
 
@@ -250,7 +292,8 @@ def anonymous_token(kid: Any) -> str:
 @pytest.mark.parametrize("kid", ["²", "\u0663", "\uff11", "0", "01", "1" * 10, "1 ", 1, None])
 def test_anonymous_token_with_a_malformed_kid_is_401(app: Flask, kid: Any) -> None:
     """'²' passes str.isdigit() and int() refuses it (it was a 500)."""
-    assert me(app, anonymous_token(kid)) == 401
+    reason = "malformed key id" if isinstance(kid, str) else "token has no key id"
+    assert me(app, anonymous_token(kid)) == refused(reason)
 
 
 def test_kid_in_other_digits_is_401(
@@ -259,7 +302,7 @@ def test_kid_in_other_digits_is_401(
     """int() reads Arabic-Indic digits: the current version spelled so is not a kid we issue."""
     arabic = "".join(chr(0x660 + int(digit)) for digit in str(newest_version(backend_openbao)))
     token = sign(real_claims, vault_secrets["jwt_secret"], kid=arabic)
-    assert me(app, token) == 401
+    assert me(app, token) == refused("malformed key id")
 
 
 def test_made_up_kids_cost_vault_no_requests_and_the_worker_no_memory(
@@ -269,20 +312,20 @@ def test_made_up_kids_cost_vault_no_requests_and_the_worker_no_memory(
     most (the current secret re-read at most once a second) and no state per made-up kid."""
     app = make_app()
     cache = app.extensions["vault"].cache
-    assert me(app, anonymous_token("1")) == 401  # warm: the versions that exist are cached
+    assert me(app, anonymous_token("1"))[0] == 401  # warm: the versions that exist are cached
     current = newest_version(backend_openbao)
     state = (len(cache.entries), len(cache._locks), len(cache.missing))
     mark = len(backend_openbao.audit_entries())
     started = time.monotonic()
     kids = [str(current + n) for n in range(1, 101)]
     kids += [str(random.randint(current + 1, 999_999_999)) for _ in range(100)]
-    statuses = {me(app, anonymous_token(kid)) for kid in kids}
+    answers = {me(app, anonymous_token(kid)) for kid in kids}
     elapsed = time.monotonic() - started
     reads = [
         entry
         for entry in backend_openbao.audit_entries()[mark:]
         if entry.get("type") == "request" and entry["request"]["path"].startswith("secret/")
     ]
-    assert statuses == {401}
+    assert answers == {refused("unknown key id")}
     assert (len(cache.entries), len(cache._locks), len(cache.missing)) == state
     assert len(reads) <= elapsed + 2, f"{len(reads)} Vault reads in {elapsed:.1f} s"

@@ -6,9 +6,10 @@ import json
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.harness.app import csrf_headers
+from tests.harness.app import csrf_headers, user_table
 
 JSON = "application/json"
 BAD_LOGIN_BODIES = [
@@ -125,16 +126,28 @@ def test_bad_user_bodies(admin_client: FlaskClient, body: dict[str, Any], status
     assert response.is_json and response.json["error"]
 
 
-@pytest.mark.parametrize(
-    "body",
-    [{}, {"enabled": "no"}, {"role": "root"}, {"password": "short"}, {"enabled": 0}],
-    ids=["nothing", "enabled string", "bad role", "short password", "enabled int"],
-)
-def test_bad_user_patches(admin_client: FlaskClient, body: dict[str, Any]) -> None:
+BAD_USER_PATCHES = [
+    pytest.param({}, id="nothing"),
+    pytest.param({"enabled": "no"}, id="enabled string"),
+    pytest.param({"role": "root"}, id="bad role"),
+    pytest.param({"password": "short"}, id="short password"),
+    pytest.param({"enabled": 0}, id="enabled int"),
+    # A good change with a bad one: the good one must not be written either.
+    pytest.param({"role": "admin", "password": "short"}, id="good role, short password"),
+    pytest.param({"enabled": False, "role": "root"}, id="good enabled, bad role"),
+    pytest.param({"role": "admin", "enabled": "no"}, id="good role, enabled string"),
+]
+
+
+@pytest.mark.parametrize("body", BAD_USER_PATCHES)
+def test_bad_user_patches(app: Flask, admin_client: FlaskClient, body: dict[str, Any]) -> None:
     users = admin_client.get("/api/users").json["users"]
     user_id = next(u["id"] for u in users if u["username"] == "user")
+    before = user_table(app)
     response = admin_client.patch(
         f"/api/users/{user_id}", json=body, headers=csrf_headers(admin_client)
     )
     assert response.status_code == 400
-    assert response.is_json
+    assert response.is_json and response.json["error"]
+    # role, enabled, token_version, password hash: the user as before, and everyone else too.
+    assert user_table(app) == before

@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.harness.app import csrf_headers, login, random_name
+from tests.harness.app import csrf_headers, login, random_name, user_table
 
 PASSWORD = "a perfectly fine passphrase"
 ENDED = "session is no longer valid"
@@ -45,8 +45,14 @@ def test_non_admin_gets_403(logged_in_client: FlaskClient, method: str, path: st
 
 
 @pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
-def test_anonymous_gets_401(client: FlaskClient, method: str, path: str) -> None:
-    assert getattr(client, method)(path, json={}).status_code == 401
+def test_anonymous_gets_401(app: Flask, client: FlaskClient, method: str, path: str) -> None:
+    """With a body that an admin's request would apply: nothing of it may be written."""
+    body = {"username": random_name(), "password": PASSWORD, "role": "admin", "enabled": False}
+    before = user_table(app)
+    response = getattr(client, method)(path, json=body)
+    assert user_table(app) == before  # nothing written, whatever the answer
+    assert response.status_code == 401
+    assert response.json["error"] == 'Missing cookie "access_token_cookie"'
 
 
 def test_admin_lists_the_default_users(admin_client: FlaskClient) -> None:

@@ -8,6 +8,7 @@ session ends, its teardown fails the run if any line there carries a secret valu
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
 import secrets
@@ -348,3 +349,20 @@ def wait_until_ready(server: Gunicorn, timeout: float = 30.0) -> None:
 
 def random_name(prefix: str = "u") -> str:
     return f"{prefix}{secrets.token_hex(4)}"
+
+
+def user_table(app: Flask) -> list[dict[str, Any]]:
+    """Every row of the users table, every column, by id: to prove a refused request wrote
+    nothing (read on a connection of its own, not through a session that may cache). The
+    password hash is shown by a digest of it, so that a failure message does not print it."""
+    from sqlalchemy import select
+
+    from src.extensions import db
+    from src.models import User
+
+    with db.engine(app).connect() as connection:
+        rows = connection.execute(select(User).order_by(User.id)).mappings()
+        return [
+            {**row, "password_hash": hashlib.sha256(row["password_hash"].encode()).hexdigest()[:16]}
+            for row in rows
+        ]
