@@ -66,22 +66,26 @@ class Project:
     def vault_project(self) -> str:
         return self.stacks.vault_project
 
-    def sh(self, *args: str, timeout: float = 600, check: bool = True) -> str:
+    def sh(
+        self, *args: str, timeout: float = 600, check: bool = True, stdin: str | None = None
+    ) -> str:
         done = subprocess.run(
             list(args), cwd=self.root, env=self.env, capture_output=True, text=True,
-            timeout=timeout, check=False,
+            timeout=timeout, check=False, input=stdin,
         )  # fmt: skip
         output = done.stdout + done.stderr
         if check:
             assert done.returncode == 0, f"{' '.join(args)}:\n{output[-4000:]}"
         return output
 
-    def compose(self, project: str, *args: str, check: bool = True) -> str:
+    def compose(
+        self, project: str, *args: str, check: bool = True, stdin: str | None = None
+    ) -> str:
         """Compose on the Vault stack (`project` "vault") or the app stack (anything else)."""
         file = VAULT_FILE if project == "vault" else APP_FILE
         name = self.vault_project if project == "vault" else self.app_project
         self.env["VAULT_STACK"] = self.vault_project
-        return self.sh(*compose_cmd(), "-p", name, "-f", file, *args, check=check)
+        return self.sh(*compose_cmd(), "-p", name, "-f", file, *args, check=check, stdin=stdin)
 
     @property
     def url(self) -> str:

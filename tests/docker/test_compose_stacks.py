@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import secrets
 import stat
 import subprocess
 import time
@@ -16,7 +17,7 @@ import hvac
 import pytest
 import requests
 
-from tests.docker.conftest import Project, copy_project, remove_project
+from tests.docker.conftest import ROOT, Project, copy_project, remove_project
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -103,7 +104,7 @@ def check_promises(stack: Project) -> None:
         assert uid != "0", name
     # The database password is the Docker secret and equals Vault's; the file on the host is
     # readable by the container's postgres user through a group, never by everyone.
-    db_password = kv(stack, "database/postgres")["password"]
+    db_password = kv(stack, "database/bootstrap")["password"]
     in_db = stack.sh("docker", "exec", app["db"]["Id"], "cat", "/run/secrets/db_password")
     assert in_db.strip() == db_password
     mode = (stack.root / "secrets" / "db_password.txt").stat().st_mode
@@ -373,6 +374,34 @@ def test_setup_docker_full_flow(named_project: Project) -> None:
     assert "Vault integration enabled" in logs, "no 'Vault integration enabled' line at startup"
 
 
+def static_login_as_the_docs_give_it(stack: Project) -> None:
+    """VAULT_INTEGRATION.md, "Static mode", in Compose: the roles in db, a login that is no
+    superuser and owns nothing in secret/database/postgres, the schema migrated with the
+    bootstrap login (init-vault.sh writes no standing login for the backend any more)."""
+    stack.compose(APP, "up", "-d", "db")
+    wait_healthy(stack, APP, {"db"})
+    password = secrets.token_hex(16)
+    roles = (ROOT / "vault" / "config" / "postgres-dynamic-roles.sql").read_text()
+    roles += (
+        "ALTER ROLE vault_db_admin NOLOGIN;\n"
+        f"CREATE ROLE flask_static LOGIN PASSWORD '{password}' IN ROLE flask_app;\n"
+    )
+    psql = (
+        'PGPASSWORD="$(cat /run/secrets/db_password)" psql -v ON_ERROR_STOP=1 -h 127.0.0.1 '
+        '-U "$POSTGRES_USER" -d "$POSTGRES_DB" -v admin_role=vault_db_admin '
+        "-v admin_password=unused -v database=appdb"
+    )
+    stack.compose(APP, "exec", "-T", "db", "sh", "-c", psql, stdin=roles)
+    vault(stack).secrets.kv.v2.patch(
+        path="database/postgres",
+        secret={"username": "flask_static", "password": password},
+        mount_point="secret",
+    )
+    bootstrap = json.dumps({"data": {"data": kv(stack, "database/bootstrap")}})
+    migrate = ["python", "-m", "src.migrate", "--host", "db", "--database", "appdb"]
+    stack.compose(APP, "run", "--rm", "-T", "--no-deps", "backend", *migrate, stdin=bootstrap)
+
+
 def test_manual_start_as_the_docs_give_it(project: Project) -> None:
     """Issue 10.2: vault stack up, init-vault.sh from the host, app stack up; no setup.sh and
     no CLI on PATH (the scripts find the project's .venv/bin/bao)."""
@@ -391,6 +420,7 @@ def test_manual_start_as_the_docs_give_it(project: Project) -> None:
     for name in ("db_password.txt", "approle/secret_id"):
         mode = (stack.root / "secrets" / name).stat().st_mode
         assert not mode & stat.S_IROTH, name
+    static_login_as_the_docs_give_it(stack)
     stack.compose(APP, "up", "-d", "--build")
     wait_healthy(stack, APP, {"backend", "db", "redis", "frontend"}, limit=240)
     admin_password = kv(stack, "app/flask")["admin_password"]
