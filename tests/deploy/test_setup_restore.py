@@ -8,9 +8,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from tests.deploy.test_setup_local import LocalStack, csrf, local_stack, login, new_local_stack
+
+# Two whole stacks and a restore: minutes, so with the topology tests (make test-topology,
+# which .ci/run runs), keeping make test within its 15 minutes.
+pytestmark = pytest.mark.topology
 
 __all__ = ["local_stack"]  # the fixture: a setup.sh --local stack in a temp DATA_DIR
 
